@@ -1,0 +1,62 @@
+//! JSON bodies of the HTTP API (`/v1/...`), shared by server and client.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/certs/user` request body. Unknown fields are refused so a typo
+/// (`ttl` for `ttl_seconds`) is an error, not a silently ignored wish.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserCertRequest {
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principals: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/certs/user` success body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserCertResponse {
+    /// The OpenSSH certificate line (`ssh-ed25519-cert-v01@openssh.com AAAA...`).
+    pub certificate: String,
+    /// Decimal string: JSON numbers lose precision above 2^53.
+    pub serial: String,
+    pub key_id: String,
+    pub principals: Vec<String>,
+    pub valid_after: u64,
+    pub valid_before: u64,
+}
+
+/// Every error response: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable snake_case identifier clients can match on.
+    pub code: String,
+    /// What went wrong and what to do about it.
+    pub message: String,
+    /// The policy's reasons, for `denied_by_policy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// `GET /v1/ca`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CaKeys {
+    pub user_ca: Vec<String>,
+    pub host_ca: Vec<String>,
+}
+
+/// `GET /v1/config`: everything `jitssh login --ca URL` needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+}
