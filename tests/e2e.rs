@@ -1,1 +1,4 @@
+//! End-to-end suites, one module per area (ripgrep-style single test binary).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod serve;

@@ -1,1 +1,350 @@
-//! util
+//! Harness for the end-to-end suites: real `jitssh-ca` processes, real
+//! OpenSSH (`sshd`, `ssh`, `ssh-keygen`, `ssh-agent`), a token issuer on
+//! loopback. Everything binds 127.0.0.1 on free ports and is torn down on drop.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use ca_server::devidp::{DevIdp, DevUser};
+
+/// End-to-end prerequisites are mandatory: in CI a missing `sshd` or a
+/// non-root user fails the suite instead of skipping it.
+pub fn require_e2e() {
+    let mut missing = Vec::new();
+    if !Path::new("/usr/sbin/sshd").exists() {
+        missing.push("OpenSSH server (apt-get install -y openssh-server)");
+    }
+    if !is_root() {
+        missing.push("root (sshd must run as root to log in as other users)");
+    }
+    for tool in ["ssh", "ssh-keygen", "ssh-agent", "ssh-add"] {
+        if Command::new(tool).arg("-V").output().is_err() && which(tool).is_none() {
+            missing.push("OpenSSH client tools");
+        }
+    }
+    if !missing.is_empty() {
+        panic!(
+            "end-to-end prerequisites missing: {}. Run `tests/run`, which installs them.",
+            missing.join(", ")
+        );
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+/// Path of a workspace binary built by `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/e2e-HASH → target/debug/NAME
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built; run the suite with `cargo test --workspace` (or `cargo build --workspace --bins` first)",
+        p.display()
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on port {port} within 20 s");
+}
+
+/// A local account for sshd to log in as (created once, no password).
+pub fn ensure_user(name: &str) {
+    let exists = Command::new("id")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    if exists.success() {
+        return;
+    }
+    // `-p '*'`: no usable password, but not "locked" (sshd refuses locked accounts).
+    let out = Command::new("useradd")
+        .args(["-M", "-s", "/bin/sh", "-p", "*", name])
+        .output()
+        .unwrap();
+    // A parallel test may have created it meanwhile.
+    let again = Command::new("id")
+        .arg(name)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        again.success(),
+        "useradd {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A token issuer (the dev OpenID provider) served on loopback from a
+/// background runtime.
+pub struct Issuer {
+    pub idp: Arc<DevIdp>,
+    pub url: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Issuer {
+    pub fn start(client_id: &str, users: Vec<DevUser>) -> Issuer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let idp = DevIdp::new(url.clone(), client_id.into(), users);
+        let router = idp.clone().router();
+        rt.spawn(async move { axum::serve(listener, router).await });
+        Issuer { idp, url, _rt: rt }
+    }
+
+    pub fn token(&self, user: &DevUser) -> String {
+        self.idp.id_token_for(user, self.idp.client_id(), None, 300)
+    }
+}
+
+pub fn user(name: &str, groups: &[&str]) -> DevUser {
+    DevUser {
+        username: name.into(),
+        email: format!("{name}@example.com"),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+/// A `jitssh-ca serve` process with its own config, keys and database.
+pub struct CaServer {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl CaServer {
+    /// `init` a fresh CA trusting `issuer`, then `serve` it.
+    pub fn start(issuer: &str, audience: &str) -> CaServer {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(bin("jitssh-ca"))
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args(["--issuer", issuer, "--audience", audience])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let mut child = Command::new(bin("jitssh-ca"))
+            .args(["serve", "--config"])
+            .arg(dir.path().join("config.toml"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, &mut child, "jitssh-ca serve");
+        CaServer {
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            child,
+        }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn user_ca_pub(&self) -> String {
+        reqwest::blocking::get(format!("{}/v1/ca/user.pub", self.url))
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    /// `POST /v1/certs/user`; returns status and JSON body.
+    pub fn request_cert(&self, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/certs/user", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Run `jitssh-ca` with this server's config (e.g. `audit verify`).
+    pub fn ca_command(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("jitssh-ca"));
+        let (first, rest) = args.split_first().unwrap();
+        cmd.arg(first).arg("--config").arg(self.config()).args(rest);
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for CaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real `sshd` on a loopback port.
+pub struct Sshd {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Sshd {
+    /// Start sshd trusting `user_ca_pub`. `extra` lines are appended to its config.
+    pub fn start(user_ca_pub: &str, extra: &[String]) -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join("host_key")),
+        );
+        std::fs::write(d.join("trusted_user_ca_keys"), user_ca_pub).unwrap();
+        let port = free_port();
+        let mut conf = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\nUsePAM no\n\
+             AuthorizedKeysFile none\nTrustedUserCAKeys {ca}\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPermitRootLogin no\nStrictModes no\nLogLevel VERBOSE\n",
+            hk = d.join("host_key").display(),
+            pid = d.join("sshd.pid").display(),
+            ca = d.join("trusted_user_ca_keys").display(),
+        );
+        for l in extra {
+            conf.push_str(l);
+            conf.push('\n');
+        }
+        std::fs::write(d.join("sshd_config"), conf).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let mut child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(d.join("sshd.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        wait_for_port(port, &mut child, "sshd");
+        Sshd { port, dir, child }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// `ssh USER@127.0.0.1 true` with exactly this key and certificate.
+    pub fn login_with_files(&self, user: &str, key: &Path, cert: &Path) -> Output {
+        Command::new("ssh")
+            .args(self.base_args())
+            .arg("-o")
+            .arg(format!("CertificateFile={}", cert.display()))
+            .arg("-i")
+            .arg(key)
+            .args(["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg("true")
+            .output()
+            .unwrap()
+    }
+
+    pub fn base_args(&self) -> Vec<String> {
+        [
+            "-F",
+            "/dev/null",
+            "-p",
+            &self.port.to_string(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A fresh Ed25519 key pair on disk (for tests that need files).
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key),
+    );
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public)
+}

@@ -258,9 +258,10 @@ pub fn enforce(
     let policy_ttl = raw
         .ttl_seconds
         .ok_or_else(|| Refusal::PolicyError("decision has no ttl_seconds".into()))?;
-    let policy_ttl = Ttl::from_secs(policy_ttl)
+    // Above the ceiling is clamped (the ceiling is the operator's word); zero
+    // is a policy bug.
+    let mut ttl = Ttl::from_secs(policy_ttl.min(limits.max_ttl.as_secs()))
         .map_err(|e| Refusal::PolicyError(format!("decision ttl_seconds: {e}")))?;
-    let mut ttl = policy_ttl.min(limits.max_ttl);
     if let Some(asked) = req.ttl {
         ttl = ttl.min(asked);
     }

@@ -1,0 +1,423 @@
+//! The single writer thread: group commit of queued appends, one transaction
+//! per batch, replies only after COMMIT.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ca_core::audit::{AuditEvent, GENESIS, chain_hash};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AuditError, UsedToken};
+
+/// How often expired `used_tokens` rows are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Used tokens are kept this long past their expiry, to cover clock skew and
+/// the token verifier's leeway.
+const PRUNE_GRACE_SECS: i64 = 3600;
+
+/// Work for the writer.
+pub(super) enum Job {
+    Append {
+        row: Box<NewRow>,
+        reply: oneshot::Sender<Result<u64, AuditError>>,
+    },
+    /// `check_writable`: commit a heartbeat.
+    Ping {
+        reply: oneshot::Sender<Result<(), AuditError>>,
+    },
+    /// Make the writer exit, to test what callers see then.
+    #[cfg(test)]
+    Stop,
+}
+
+/// An event ready to insert: serialised once, columns extracted, numbers
+/// range-checked, so nothing event-specific can fail inside the batch (a
+/// failure there fails every append in it).
+pub(super) struct NewRow {
+    time: i64,
+    action: String,
+    outcome: String,
+    subject: Option<String>,
+    issuer: Option<String>,
+    serial: Option<String>,
+    principals: Vec<String>,
+    json: String,
+    token: Option<(String, i64)>,
+}
+
+impl NewRow {
+    pub(super) fn new(event: AuditEvent, used: Option<UsedToken>) -> Result<Self, AuditError> {
+        let time = i64::try_from(event.time)
+            .map_err(|_| AuditError::Invalid(format!("time {} is out of range", event.time)))?;
+        let token = used
+            .map(|t| {
+                i64::try_from(t.expires_at)
+                    .map(|exp| (t.token_hash, exp))
+                    .map_err(|_| {
+                        AuditError::Invalid(format!("expires_at {} is out of range", t.expires_at))
+                    })
+            })
+            .transpose()?;
+        let json = serde_json::to_string(&event)
+            .map_err(|e| AuditError::Invalid(format!("cannot serialise the event: {e}")))?;
+        let principals = event_principals(&event);
+        Ok(NewRow {
+            time,
+            action: event.action,
+            outcome: event.outcome,
+            subject: event.subject,
+            issuer: event.issuer,
+            serial: event.serial,
+            principals,
+            json,
+            token,
+        })
+    }
+}
+
+/// Requested and granted principals, sorted and deduplicated: the rows of
+/// `audit_principals` for this event.
+pub(super) fn event_principals(event: &AuditEvent) -> Vec<String> {
+    let mut all: Vec<String> = event
+        .requested_principals
+        .iter()
+        .flatten()
+        .chain(&event.granted_principals)
+        .cloned()
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Writer counters, readable from any thread.
+#[derive(Default)]
+pub(super) struct Counters {
+    batches: AtomicU64,
+    rows: AtomicU64,
+    largest_batch: AtomicU64,
+    failed_batches: AtomicU64,
+}
+
+/// What the writer has done since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Committed transactions.
+    pub batches: u64,
+    /// Audit rows committed.
+    pub rows: u64,
+    /// Most audit rows committed in one transaction.
+    pub largest_batch: u64,
+    /// Transactions rolled back (their appends got `Unavailable`).
+    pub failed_batches: u64,
+}
+
+impl Counters {
+    pub(super) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            rows: self.rows.load(Ordering::Relaxed),
+            largest_batch: self.largest_batch.load(Ordering::Relaxed),
+            failed_batches: self.failed_batches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The last row's `(seq, hash)`, or `(0, GENESIS)` for an empty log.
+pub(super) fn head(conn: &Connection) -> rusqlite::Result<(i64, String)> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or_else(|| (0, GENESIS.to_owned())))
+}
+
+/// Delete used tokens that expired more than the grace period before `now`.
+pub(super) fn prune_used_tokens(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM used_tokens WHERE expires_at < ?1",
+        [now.saturating_sub(PRUNE_GRACE_SECS)],
+    )
+}
+
+pub(super) fn spawn(
+    conn: Connection,
+    path: PathBuf,
+    jobs: mpsc::Receiver<Job>,
+    counters: Arc<Counters>,
+    max_batch: usize,
+) -> std::io::Result<()> {
+    let writer = Writer {
+        conn,
+        path,
+        counters,
+        max_batch,
+        failing: false,
+        last_prune: None,
+    };
+    std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || writer.run(jobs))
+        .map(drop)
+}
+
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    counters: Arc<Counters>,
+    max_batch: usize,
+    /// The last batch failed: log recovery.
+    failing: bool,
+    last_prune: Option<Instant>,
+}
+
+impl Writer {
+    /// Until every `AuditStore` clone is dropped: wait for one job, take
+    /// whatever else is queued, commit them together, reply.
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Some(first) = jobs.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            #[cfg(test)]
+            if batch.iter().any(|j| matches!(j, Job::Stop)) {
+                return;
+            }
+            // A panic here is a bug, but it must not take the writer (and so
+            // every future issuance) down: treat it as a failed batch.
+            let result = catch_unwind(AssertUnwindSafe(|| self.write(&batch)))
+                .unwrap_or_else(|_| Err(WriteFailure::Panic));
+            match result {
+                Ok(seqs) => self.committed(&mut batch, seqs),
+                Err(failure) => self.failed(&mut batch, failure),
+            }
+            self.maybe_prune();
+        }
+        tracing::debug!(path = %self.path.display(), "audit writer finished");
+    }
+
+    /// One transaction for the whole batch. Returns the seqs given to the
+    /// appends, in order.
+    fn write(&mut self, batch: &[Job]) -> Result<Vec<u64>, WriteFailure> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let seqs = self.insert(batch)?;
+        self.conn.execute_batch("COMMIT")?;
+        Ok(seqs)
+    }
+
+    fn insert(&self, batch: &[Job]) -> rusqlite::Result<Vec<u64>> {
+        // Read inside the write transaction: always the committed truth.
+        let (mut seq, mut prev) = head(&self.conn)?;
+        let mut audit = self.conn.prepare_cached(
+            "INSERT INTO audit (seq, time, action, outcome, subject, issuer, serial, prev_hash, hash, event)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        let mut principal = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO audit_principals (seq, principal) VALUES (?1, ?2)",
+        )?;
+        let mut token = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO used_tokens (token_hash, expires_at) VALUES (?1, ?2)",
+        )?;
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut ping = false;
+        for job in batch {
+            let row = match job {
+                Job::Append { row, .. } => row,
+                Job::Ping { .. } => {
+                    ping = true;
+                    continue;
+                }
+                #[cfg(test)]
+                Job::Stop => continue,
+            };
+            seq += 1;
+            let useq =
+                u64::try_from(seq).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, seq))?;
+            let hash = chain_hash(useq, &prev, &row.json);
+            audit.execute(params![
+                seq,
+                row.time,
+                row.action,
+                row.outcome,
+                row.subject,
+                row.issuer,
+                row.serial,
+                prev,
+                hash,
+                row.json,
+            ])?;
+            for p in &row.principals {
+                principal.execute(params![seq, p])?;
+            }
+            if let Some((hash, exp)) = &row.token {
+                token.execute(params![hash, exp])?;
+            }
+            prev = hash;
+            seqs.push(useq);
+        }
+        if ping {
+            self.conn.execute(
+                "INSERT INTO heartbeat (id, time) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET time = excluded.time",
+                [unix_now()],
+            )?;
+        }
+        Ok(seqs)
+    }
+
+    fn committed(&mut self, batch: &mut Vec<Job>, seqs: Vec<u64>) {
+        let rows = seqs.len() as u64;
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.rows.fetch_add(rows, Ordering::Relaxed);
+        self.counters
+            .largest_batch
+            .fetch_max(rows, Ordering::Relaxed);
+        if self.failing {
+            self.failing = false;
+            tracing::info!(path = %self.path.display(), "audit log is writable again");
+        }
+        let mut seqs = seqs.into_iter();
+        for job in batch.drain(..) {
+            match job {
+                Job::Append { reply, .. } => {
+                    let result = seqs.next().ok_or_else(|| {
+                        AuditError::Unavailable("internal error: batch bookkeeping".into())
+                    });
+                    // The caller may have gone away; its row is committed anyway.
+                    let _ = reply.send(result);
+                }
+                Job::Ping { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
+                #[cfg(test)]
+                Job::Stop => {}
+            }
+        }
+    }
+
+    fn failed(&mut self, batch: &mut Vec<Job>, failure: WriteFailure) {
+        // Nothing of this batch may survive. (If COMMIT itself failed with an
+        // I/O error SQLite has already rolled back; this is then a no-op.)
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "audit ROLLBACK failed");
+        }
+        // Cached statements may hold state from the failed transaction.
+        self.conn.flush_prepared_statement_cache();
+        self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+        self.failing = true;
+        let error = match failure {
+            WriteFailure::Sqlite(e) => AuditError::unavailable(&self.path, &e),
+            WriteFailure::Panic => AuditError::Unavailable(format!(
+                "internal error writing {}; see the log",
+                self.path.display()
+            )),
+        };
+        tracing::error!(error = %error, jobs = batch.len(), "audit batch rolled back");
+        let message = match &error {
+            AuditError::Unavailable(m) => m.clone(),
+            other => other.to_string(),
+        };
+        for job in batch.drain(..) {
+            match job {
+                Job::Append { reply, .. } => {
+                    let _ = reply.send(Err(AuditError::Unavailable(message.clone())));
+                }
+                Job::Ping { reply } => {
+                    let _ = reply.send(Err(AuditError::Unavailable(message.clone())));
+                }
+                #[cfg(test)]
+                Job::Stop => {}
+            }
+        }
+    }
+
+    fn maybe_prune(&mut self) {
+        if self.failing || self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        match prune_used_tokens(&self.conn, unix_now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "pruned expired used tokens"),
+            Err(e) => tracing::warn!(error = %e, "could not prune expired used tokens"),
+        }
+    }
+}
+
+enum WriteFailure {
+    Sqlite(rusqlite::Error),
+    Panic,
+}
+
+impl From<rusqlite::Error> for WriteFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        WriteFailure::Sqlite(e)
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn principals_are_the_sorted_union() {
+        let event = AuditEvent {
+            requested_principals: Some(vec!["root".into(), "alice".into()]),
+            granted_principals: vec!["alice".into(), "deploy".into()],
+            ..AuditEvent::default()
+        };
+        assert_eq!(event_principals(&event), ["alice", "deploy", "root"]);
+        assert!(event_principals(&AuditEvent::default()).is_empty());
+    }
+
+    #[test]
+    fn prune_keeps_a_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let mut conn = Connection::open(&path).unwrap();
+        super::super::schema::migrate(&mut conn, &path).unwrap();
+        let now = 1_000_000;
+        for (hash, exp) in [
+            ("old", now - PRUNE_GRACE_SECS - 1),
+            ("grace", now - 10),
+            ("live", now + 10),
+        ] {
+            conn.execute(
+                "INSERT INTO used_tokens VALUES (?1, ?2)",
+                params![hash, exp],
+            )
+            .unwrap();
+        }
+        assert_eq!(prune_used_tokens(&conn, now).unwrap(), 1);
+        let left: Vec<String> = conn
+            .prepare("SELECT token_hash FROM used_tokens ORDER BY token_hash")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, ["grace", "live"]);
+    }
+}

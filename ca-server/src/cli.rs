@@ -1,0 +1,143 @@
+//! Command-line interface of `jitssh-ca` (clap derive).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jitssh-ca",
+    version,
+    about = "jitssh certificate authority: OIDC in, Rego decides, short-lived OpenSSH certificates out"
+)]
+pub struct Cli {
+    /// Log format (overrides the config file).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a config file, CA keys and the audit database in DIR.
+    Init(InitArgs),
+    /// Run the CA server.
+    Serve(ServeArgs),
+    /// Run a throw-away CA with a built-in development OpenID provider (loopback only; not for production).
+    Dev(DevArgs),
+    /// Test or evaluate Rego policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read and verify the audit log.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create the config, keys and database in.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// OpenID provider issuer URL (exactly as in its tokens' `iss`).
+    #[arg(long, default_value = "https://idp.example.com")]
+    pub issuer: String,
+    /// OAuth client ID of jitssh at the provider (the ID token audience).
+    #[arg(long, default_value = "jitssh")]
+    pub audience: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file written by `jitssh-ca init`.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Listen address (overrides server.listen).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Keep data (keys, audit database) in DIR instead of a throw-away directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Listen address; must be loopback.
+    #[arg(long, default_value = "127.0.0.1:8400")]
+    pub listen: SocketAddr,
+    /// Username of the development user (default: $USER, or "dev").
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Email of the development user (default: USER@example.com).
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Comma-separated groups of the development user.
+    #[arg(long, value_delimiter = ',', default_value = "developers")]
+    pub groups: Vec<String>,
+    /// Policy folder to use instead of the embedded default.
+    #[arg(long)]
+    pub policy_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run the `test_*` rules of the policy folder.
+    Test {
+        /// Policy folder (default: ./policies).
+        dir: Option<PathBuf>,
+    },
+    /// Print the decision for an input document.
+    Eval {
+        /// JSON input document (see policies/README.md).
+        #[arg(long)]
+        input: PathBuf,
+        /// Policy folder (default: ./policies).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Config file (its database.path is used).
+    #[arg(long, short, conflicts_with = "db", required_unless_present = "db")]
+    pub config: Option<PathBuf>,
+    /// Audit database file.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// One line per event.
+    List(AuditFilter),
+    /// One event in full.
+    Show { seq: u64 },
+    /// Check the hash chain; names the first bad row.
+    Verify,
+    /// Events as JSON Lines.
+    Export(AuditFilter),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditFilter {
+    /// Only this subject (the token's `sub`).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Only events naming this principal (requested or granted).
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Only events at or after this time (unix seconds).
+    #[arg(long)]
+    pub since: Option<u64>,
+    /// Only events before this time (unix seconds).
+    #[arg(long)]
+    pub until: Option<u64>,
+    /// At most this many events (the newest).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}

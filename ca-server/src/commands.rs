@@ -1,0 +1,202 @@
+//! What each `jitssh-ca` subcommand does; `main` only parses and dispatches.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+
+use crate::audit::{AuditStore, Filter};
+use crate::cli::{
+    AuditArgs, AuditCommand, AuditFilter, Command, InitArgs, PolicyCommand, ServeArgs,
+};
+use crate::config::Config;
+use crate::policy::{PolicyEngine, TestReport};
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Init(a) => init(a).map(|_| ExitCode::SUCCESS),
+        Command::Serve(a) => serve(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Dev(a) => crate::dev::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Policy(p) => policy(p),
+        Command::Audit(a) => audit(a),
+    }
+}
+
+fn init(a: InitArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let config_path = a.dir.join("config.toml");
+    if config_path.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite it",
+            config_path.display()
+        );
+    }
+    let user = crate::keys::generate(&a.dir.join("user_ca"), "jitssh user CA")?;
+    let host = crate::keys::generate(&a.dir.join("host_ca"), "jitssh host CA")?;
+    write_policies(&a.dir.join("policies"))?;
+    std::fs::write(
+        &config_path,
+        crate::config::template(&a.issuer, &a.audience),
+    )
+    .with_context(|| format!("writing {}", config_path.display()))?;
+    AuditStore::open(&a.dir.join("audit.db"))?;
+    println!("Created {}", a.dir.display());
+    println!("  config:   {}", config_path.display());
+    println!("  user CA:  {}", user.public_openssh("jitssh user CA"));
+    println!("  host CA:  {}", host.public_openssh("jitssh host CA"));
+    println!();
+    println!("Next steps:");
+    println!(
+        "  1. Edit [login] and [[issuers]] in {} for your OpenID provider.",
+        config_path.display()
+    );
+    println!("  2. Add TLS (server.tls_cert / tls_key) before listening beyond loopback.");
+    println!(
+        "  3. jitssh-ca policy test {}",
+        a.dir.join("policies").display()
+    );
+    println!("  4. jitssh-ca serve --config {}", config_path.display());
+    println!(
+        "  5. On hosts: put the user CA line in /etc/ssh/trusted_user_ca_keys and set TrustedUserCAKeys (see deploy/sshd)."
+    );
+    Ok(())
+}
+
+/// Write the embedded default policy into `dir`, for `init` to start from.
+fn write_policies(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in crate::policy::EMBEDDED_FILES {
+        let p = dir.join(name);
+        if !p.exists() {
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(&a.config)?;
+    if let Some(listen) = a.listen {
+        let danger = false;
+        config.set_listen(listen, danger)?;
+    }
+    let policy = Arc::new(
+        PolicyEngine::load_dir(&config.policy_dir)
+            .with_context(|| format!("loading policy from {}", config.policy_dir.display()))?,
+    );
+    let authority = crate::serve::build_authority(&config, policy)?;
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, tls = config.tls.is_some(), "jitssh-ca listening");
+    println!(
+        "jitssh-ca listening on {}://{addr}",
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    );
+    let state = crate::serve::app_state(&config, authority, None);
+    crate::serve::run(&config, state, listener, crate::serve::shutdown_signal()).await
+}
+
+fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+    let default_dir = || PathBuf::from("policies");
+    match cmd {
+        PolicyCommand::Test { dir } => {
+            let dir = dir.unwrap_or_else(default_dir);
+            let report = crate::policy::run_tests(&dir)?;
+            print_report(&report);
+            Ok(if report.failed() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        PolicyCommand::Eval { input, dir } => {
+            let dir = dir.unwrap_or_else(default_dir);
+            let engine = PolicyEngine::load_dir(&dir)?;
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", input.display()))?;
+            let eval = engine.evaluate(&value)?;
+            match eval.decision {
+                Some(d) => println!("{}", serde_json::to_string_pretty(&d)?),
+                None => {
+                    println!("undefined (the server denies)");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_report(report: &TestReport) {
+    for r in &report.results {
+        match (&r.passed, &r.error) {
+            (true, _) => println!("PASS {}", r.name),
+            (false, Some(e)) => println!("FAIL {}: {e}", r.name),
+            (false, None) => println!("FAIL {}", r.name),
+        }
+    }
+    println!("{} passed, {} failed", report.passed(), report.failed());
+}
+
+fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let db = match (&a.db, &a.config) {
+        (Some(db), _) => db.clone(),
+        (None, Some(c)) => Config::load(c)?.database,
+        (None, None) => bail!("give --config FILE or --db FILE"),
+    };
+    if !db.exists() {
+        bail!("audit database {} does not exist", db.display());
+    }
+    let store = AuditStore::open(&db)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match a.command {
+        AuditCommand::List(f) => {
+            for e in store.list(&filter(f))? {
+                writeln!(out, "{}", crate::audit::format_event_line(&e))?;
+            }
+        }
+        AuditCommand::Show { seq } => match store.show(seq)? {
+            Some(e) => writeln!(out, "{}", crate::audit::format_event_detail(&e))?,
+            None => bail!("no audit row {seq}"),
+        },
+        AuditCommand::Verify => {
+            let report = store.verify()?;
+            match report.error {
+                None => writeln!(
+                    out,
+                    "ok: {} rows, chain head {}",
+                    report.rows, report.last_hash
+                )?,
+                Some(e) => {
+                    writeln!(out, "BROKEN: {e}")?;
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        AuditCommand::Export(f) => {
+            store.export(&filter(f), &mut out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn filter(f: AuditFilter) -> Filter {
+    Filter {
+        subject: f.subject,
+        principal: f.principal,
+        since: f.since,
+        until: f.until,
+        limit: f.limit,
+        ..Default::default()
+    }
+}

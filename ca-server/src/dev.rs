@@ -1,0 +1,147 @@
+//! `jitssh-ca dev`: a complete CA for a first try in one command: keys, audit
+//! database, the default policy and a built-in OpenID provider, all on
+//! loopback. Never for production, and it says so on every start.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use ca_core::Limits;
+
+use crate::cli::DevArgs;
+use crate::config::{Config, LogFormat, RawLogin};
+use crate::devidp::{DevIdp, DevUser};
+use crate::oidc::IssuerConfig;
+use crate::policy::PolicyEngine;
+
+pub const DEV_CLIENT_ID: &str = "jitssh-dev";
+pub const DEV_IDP_PATH: &str = "/dev-idp";
+
+pub async fn run(a: DevArgs) -> anyhow::Result<()> {
+    if !a.listen.ip().is_loopback() {
+        bail!(
+            "jitssh-ca dev listens on loopback only (got {}); use `jitssh-ca serve` for anything else",
+            a.listen
+        );
+    }
+    // A throw-away directory lives as long as this process.
+    let (_tmp, dir) = match &a.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            (None, d.clone())
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("jitssh-dev-").tempdir()?;
+            let p = t.path().to_owned();
+            (Some(t), p)
+        }
+    };
+    for (file, comment) in [
+        ("user_ca", "jitssh dev user CA"),
+        ("host_ca", "jitssh dev host CA"),
+    ] {
+        let p = dir.join(file);
+        if !p.exists() {
+            crate::keys::generate(&p, comment)?;
+        }
+    }
+
+    let listener =
+        std::net::TcpListener::bind(a.listen).with_context(|| format!("binding {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    let issuer = format!("{base}{DEV_IDP_PATH}");
+
+    let username = a.user.clone().unwrap_or_else(default_user);
+    let email = a
+        .email
+        .clone()
+        .unwrap_or_else(|| format!("{username}@example.com"));
+    let user = DevUser {
+        username: username.clone(),
+        email: email.clone(),
+        groups: a.groups.clone(),
+    };
+    let idp = DevIdp::new(issuer.clone(), DEV_CLIENT_ID.into(), vec![user]);
+
+    let policy = Arc::new(match &a.policy_dir {
+        Some(d) => PolicyEngine::load_dir(d)?,
+        None => PolicyEngine::load_embedded_default()?,
+    });
+    let config = dev_config(&dir, addr, &issuer, a.policy_dir.clone())?;
+    let authority = crate::serve::build_authority(&config, policy)?;
+    let extra = axum::Router::new().nest(DEV_IDP_PATH, idp.router());
+    let state = crate::serve::app_state(&config, authority, Some(extra));
+
+    eprintln!("==============================================================");
+    eprintln!(" jitssh-ca dev: DEVELOPMENT MODE, NOT FOR PRODUCTION");
+    eprintln!(" The built-in OpenID provider logs anyone in as the dev user.");
+    eprintln!("==============================================================");
+    println!("CA:        {base}");
+    println!(
+        "OIDC:      {issuer} (dev user {username} <{email}>, groups {})",
+        a.groups.join(",")
+    );
+    println!(
+        "Data:      {}{}",
+        dir.display(),
+        if a.dir.is_none() {
+            " (deleted on exit)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "User CA:   {}",
+        state.authority.user_ca.public_openssh("jitssh dev user CA")
+    );
+    println!();
+    println!("Next:      jitssh login --ca {base}");
+    crate::serve::run(&config, state, listener, crate::serve::shutdown_signal()).await
+}
+
+fn default_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| ca_core::Principal::parse(u).is_ok() && u != "root")
+        .unwrap_or_else(|| "dev".into())
+}
+
+/// The configuration `dev` runs with, as if written by hand.
+pub fn dev_config(
+    dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    issuer: &str,
+    policy_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<Config> {
+    let max_ttl = ca_core::Ttl::from_secs(3600).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Config {
+        listen,
+        tls: None,
+        request_timeout: std::time::Duration::from_secs(10),
+        header_read_timeout: std::time::Duration::from_secs(5),
+        max_body_bytes: 64 * 1024,
+        log_format: LogFormat::Human,
+        user_ca_key: dir.join("user_ca"),
+        host_ca_key: dir.join("host_ca"),
+        database: dir.join("audit.db"),
+        policy_dir: policy_dir.unwrap_or_else(|| dir.join("policies")),
+        policy_reload: std::time::Duration::from_secs(2),
+        limits: Limits::new(max_ttl),
+        login: Some(RawLogin {
+            issuer: issuer.to_owned(),
+            client_id: DEV_CLIENT_ID.into(),
+            scopes: ["openid", "email", "profile", "groups", "offline_access"]
+                .map(String::from)
+                .to_vec(),
+        }),
+        issuers: vec![IssuerConfig {
+            issuer: issuer.to_owned(),
+            audiences: vec![DEV_CLIENT_ID.into()],
+            groups_claim: "groups".into(),
+            ca_bundle: None,
+            kind: ca_core::IdentityKind::Human,
+        }],
+        rate_per_minute: 60,
+        rate_burst: 20,
+    })
+}

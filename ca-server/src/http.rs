@@ -1,0 +1,283 @@
+//! The HTTP API: routes, body limits, and the mapping from errors to status
+//! codes. Only this module knows status codes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ca_core::wire::{CaKeys, ClientConfig, ErrorBody, ErrorDetail};
+
+use crate::issue::{Authority, IssueError, RequestContext};
+
+/// Shared state of the HTTP layer.
+pub struct AppState {
+    pub authority: Arc<Authority>,
+    /// What `GET /v1/config` returns; `None` answers 404.
+    pub client_config: Option<ClientConfig>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// Extra routes (the dev OpenID provider in `jitssh-ca dev`).
+    pub extra: Option<Router>,
+}
+
+/// The whole API as a `Router`, so tests can drive it in-process.
+pub fn app(state: Arc<AppState>) -> Router {
+    let timeout = state.request_timeout;
+    let extra = state.extra.clone();
+    let mut router = Router::new()
+        .route("/v1/ca", get(ca_keys))
+        .route("/v1/ca/user.pub", get(user_ca_pub))
+        .route("/v1/ca/host.pub", get(host_ca_pub))
+        .route("/v1/config", get(client_config))
+        .route("/v1/certs/user", post(user_cert))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see the API in README.md",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "wrong HTTP method for this endpoint",
+            )
+        })
+        .with_state(state);
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        timeout,
+    ))
+}
+
+/// An error answer: status, stable code, a message that says what to do.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: ErrorDetail {
+                    code: code.into(),
+                    message: message.into(),
+                    reasons: vec![],
+                },
+            },
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body)).into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<IssueError> for ApiError {
+    fn from(e: IssueError) -> Self {
+        let status = match &e {
+            IssueError::MissingToken | IssueError::Replay => StatusCode::UNAUTHORIZED,
+            IssueError::Token(t) if t.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            IssueError::Token(_) => StatusCode::UNAUTHORIZED,
+            IssueError::BadBody(_) | IssueError::Request(_) | IssueError::CaKey => {
+                StatusCode::BAD_REQUEST
+            }
+            IssueError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IssueError::Denied { .. } | IssueError::PolicyError(_) => StatusCode::FORBIDDEN,
+            IssueError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IssueError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %e, code = e.code(), "request failed");
+        }
+        let mut api = ApiError::new(status, e.code(), e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            api.retry_after = Some(5);
+        }
+        match e {
+            IssueError::Denied { reasons } => api.body.error.reasons = reasons,
+            IssueError::RateLimited { retry_after_secs } => {
+                api.retry_after = Some(retry_after_secs)
+            }
+            _ => {}
+        }
+        api
+    }
+}
+
+async fn ca_keys(State(s): State<Arc<AppState>>) -> axum::Json<CaKeys> {
+    let a = &s.authority;
+    axum::Json(CaKeys {
+        user_ca: vec![a.user_ca.public_openssh("jitssh user CA")],
+        host_ca: vec![a.host_ca.public_openssh("jitssh host CA")],
+    })
+}
+
+async fn user_ca_pub(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    text(format!(
+        "{}\n",
+        s.authority.user_ca.public_openssh("jitssh user CA")
+    ))
+}
+
+async fn host_ca_pub(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    text(format!(
+        "{}\n",
+        s.authority.host_ca.public_openssh("jitssh host CA")
+    ))
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn client_config(
+    State(s): State<Arc<AppState>>,
+) -> Result<axum::Json<ClientConfig>, ApiError> {
+    s.client_config.clone().map(axum::Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "login_not_configured",
+            "this CA has no [login] section; ask its operator for the issuer and client ID",
+        )
+    })
+}
+
+async fn user_cert(
+    State(s): State<Arc<AppState>>,
+    req: Request,
+) -> Result<axum::Json<ca_core::wire::UserCertResponse>, ApiError> {
+    let ctx = RequestContext {
+        source_ip: source_ip(&req),
+    };
+    let bearer = bearer_token(req.headers())?;
+    let body = read_body(req.into_body(), s.max_body_bytes).await?;
+    let resp = s
+        .authority
+        .issue_user_cert(&ctx, bearer.as_deref(), &body)
+        .await?;
+    Ok(axum::Json(resp))
+}
+
+fn source_ip(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| ci.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `Authorization: Bearer <token>`; absent → `None`, malformed → 401.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_malformed",
+            "Authorization header is not ASCII",
+        )
+    })?;
+    match v.split_once(' ') {
+        Some((scheme, tok)) if scheme.eq_ignore_ascii_case("bearer") && !tok.trim().is_empty() => {
+            Ok(Some(tok.trim().to_owned()))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_missing",
+            "Authorization header must be `Bearer <OIDC ID token>`",
+        )),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("request body is larger than {limit} bytes"),
+        )
+    };
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b.to_vec()),
+        Err(e) => {
+            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = src {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large());
+                }
+                src = err.source();
+            }
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("could not read request body: {e}"),
+            ))
+        }
+    }
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let checks = s.authority.readiness().await;
+    let ok = checks.iter().all(|(_, r)| r.is_ok());
+    let body: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(name, r)| {
+            (
+                name.to_string(),
+                serde_json::Value::from(r.err().unwrap_or_else(|| "ok".into())),
+            )
+        })
+        .collect();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({"ready": ok, "checks": body})),
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.authority.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,502 @@
+//! The issuance path as ordered, named steps: verify token → parse request →
+//! rate limit → replay check → policy → invariants → sign → audit → respond.
+//! A refusal at any step after the request is read is audited too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ca_core::audit::AuditEvent;
+use ca_core::cert::{CertError, CertKind, key_id, sign_cert};
+use ca_core::policy::{PolicyInput, enforce};
+use ca_core::request::RequestError;
+use ca_core::wire::{UserCertRequest, UserCertResponse};
+use ca_core::{CaSigner, CertRequest, Limits, Refusal, VerifiedIdentity};
+use rand_core::OsRng;
+
+use crate::audit::{AuditError, AuditStore, UsedToken};
+use crate::metrics::Metrics;
+use crate::oidc::{TokenError, TokenVerifier};
+use crate::policy::PolicyEngine;
+
+/// Everything that can stop a certificate request. The HTTP layer maps each
+/// to a status code; nothing here knows about HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(
+        "no bearer token: send `Authorization: Bearer <OIDC ID token>` (jitssh login does this)"
+    )]
+    MissingToken,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(
+        "this ID token was already used for a certificate; log in again (`jitssh login`) for a fresh one"
+    )]
+    Replay,
+    #[error("request body is not valid JSON for this endpoint: {0}")]
+    BadBody(String),
+    #[error("{0}")]
+    Request(#[from] RequestError),
+    #[error("invalid public_key: that is the CA's own key; send your own public key")]
+    CaKey,
+    #[error("too many certificate requests for this identity; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("denied by policy: {}", .reasons.join("; "))]
+    Denied { reasons: Vec<String> },
+    #[error(
+        "the CA's policy could not decide ({0}); no certificate was issued. Ask the CA operator to check the policy"
+    )]
+    PolicyError(String),
+    #[error("the audit log cannot be written, so no certificate can be issued; try again shortly")]
+    AuditUnavailable(#[source] AuditError),
+    #[error("internal error while signing; no certificate was issued")]
+    Internal(String),
+}
+
+impl IssueError {
+    /// Stable snake_case code, shared by the HTTP body, metrics and audit.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IssueError::MissingToken => "token_missing",
+            IssueError::Token(e) => e.code(),
+            IssueError::Replay => "token_replayed",
+            IssueError::BadBody(_) => "invalid_request",
+            IssueError::Request(e) => e.code(),
+            IssueError::CaKey => "invalid_public_key",
+            IssueError::RateLimited { .. } => "rate_limited",
+            IssueError::Denied { .. } => "denied_by_policy",
+            IssueError::PolicyError(_) => "policy_error",
+            IssueError::AuditUnavailable(_) => "audit_unavailable",
+            IssueError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+/// Where a request came from, for policy input and audit.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    pub source_ip: String,
+}
+
+/// The certificate authority's in-process state: keys, verifier, policy,
+/// audit, and the small in-memory guards. Shared by all requests.
+pub struct Authority {
+    pub limits: Limits,
+    pub user_ca: CaSigner,
+    pub host_ca: CaSigner,
+    pub verifier: TokenVerifier,
+    pub policy: std::sync::Arc<PolicyEngine>,
+    pub audit: AuditStore,
+    pub metrics: Metrics,
+    replay: ReplayGuard,
+    rate: RateLimiter,
+    serials: SerialAllocator,
+}
+
+impl Authority {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        limits: Limits,
+        user_ca: CaSigner,
+        host_ca: CaSigner,
+        verifier: TokenVerifier,
+        policy: std::sync::Arc<PolicyEngine>,
+        audit: AuditStore,
+        rate_per_minute: u32,
+        rate_burst: u32,
+    ) -> Result<Self, AuditError> {
+        let replay = ReplayGuard::default();
+        replay.seed(audit.used_tokens(now_unix())?);
+        Ok(Authority {
+            limits,
+            user_ca,
+            host_ca,
+            verifier,
+            policy,
+            audit,
+            metrics: Metrics::new(),
+            replay,
+            rate: RateLimiter::new(rate_per_minute, rate_burst),
+            serials: SerialAllocator::new(),
+        })
+    }
+
+    /// `POST /v1/certs/user`.
+    pub async fn issue_user_cert(
+        &self,
+        ctx: &RequestContext,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> Result<UserCertResponse, IssueError> {
+        let started = Instant::now();
+        let now = now_unix();
+        let mut event = AuditEvent {
+            time: now,
+            action: "user_cert".into(),
+            source_ip: Some(ctx.source_ip.clone()),
+            ..Default::default()
+        };
+        let result = self
+            .user_cert_steps(ctx, bearer, body, now, &mut event)
+            .await;
+        Metrics::observe(&self.metrics.issue_seconds, started.elapsed());
+        match &result {
+            Ok(_) => {
+                self.metrics.issued.inc();
+            }
+            Err(e) => {
+                self.metrics.deny(e.code());
+                // The issuance row is written inside the steps; every refusal
+                // gets its own row here (unless the database is the problem).
+                if !matches!(e, IssueError::AuditUnavailable(_)) {
+                    event.outcome = "denied".into();
+                    event.code = Some(e.code().into());
+                    if event.decision_reasons.is_empty() {
+                        event.decision_reasons = vec![e.to_string()];
+                    }
+                    if let Err(ae) = self.audit.append(event, None).await {
+                        tracing::error!(error = %ae, "could not audit a refusal");
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    async fn user_cert_steps(
+        &self,
+        ctx: &RequestContext,
+        bearer: Option<&str>,
+        body: &[u8],
+        now: u64,
+        event: &mut AuditEvent,
+    ) -> Result<UserCertResponse, IssueError> {
+        // 1. Verify the ID token.
+        let token = bearer.ok_or(IssueError::MissingToken)?;
+        event.token_hash = Some(crate::oidc::token_hash(token));
+        let verified = self.verifier.verify_full(token, now).await?;
+        let identity = &verified.identity;
+        event.issuer = Some(identity.issuer.clone());
+        event.subject = Some(identity.subject.clone());
+        event.email = identity.email.clone();
+
+        // 2. Parse the request.
+        let body: UserCertRequest =
+            serde_json::from_slice(body).map_err(|e| IssueError::BadBody(e.to_string()))?;
+        let req = CertRequest::parse(&body)?;
+        event.requested_principals = req
+            .principals
+            .as_ref()
+            .map(|v| v.iter().map(|p| p.to_string()).collect());
+        event.requested_ttl = req.ttl.map(|t| t.as_secs());
+        event.key_fingerprint = Some(req.public_key.fingerprint().to_owned());
+        event.reason = req.reason.clone();
+        if req.public_key.same_key(self.user_ca.public_key())
+            || req.public_key.same_key(self.host_ca.public_key())
+        {
+            return Err(IssueError::CaKey);
+        }
+
+        // 3. Rate limit per identity.
+        self.rate
+            .check(&format!("{}\0{}", identity.issuer, identity.subject))
+            .map_err(|retry_after_secs| IssueError::RateLimited { retry_after_secs })?;
+
+        // 4. Replay: claim the token; it is spent only if a certificate is issued.
+        let token_hash = verified.token_hash.clone();
+        if !self.replay.claim(&token_hash, verified.exp, now) {
+            return Err(IssueError::Replay);
+        }
+        let claim = ReplayClaim {
+            guard: &self.replay,
+            hash: &token_hash,
+            keep: false,
+        };
+
+        // 5. Policy.
+        let grant = self.decide(identity, &req, &ctx.source_ip, now, event)?;
+
+        // 6. Sign.
+        let serial = self.serials.next();
+        let kid = key_id(identity, serial);
+        let cert = sign_cert(
+            CertKind::User,
+            &grant,
+            &req.public_key,
+            serial,
+            &kid,
+            now,
+            &mut OsRng,
+            &self.user_ca,
+        )
+        .map_err(|e| match e {
+            CertError::CaKey => IssueError::CaKey,
+            other => IssueError::Internal(other.to_string()),
+        })?;
+        let certificate = cert
+            .to_openssh()
+            .map_err(|e| IssueError::Internal(e.to_string()))?;
+        let principals: Vec<String> = grant.principals().iter().map(|p| p.to_string()).collect();
+
+        // 7. Audit: committed before anything leaves.
+        event.outcome = "issued".into();
+        event.granted_principals = principals.clone();
+        event.ttl_seconds = Some(grant.ttl().as_secs());
+        event.serial = Some(serial.to_string());
+        event.key_id = Some(kid.clone());
+        let audit_started = Instant::now();
+        self.audit
+            .append(
+                event.clone(),
+                Some(UsedToken {
+                    token_hash: token_hash.clone(),
+                    expires_at: verified.exp,
+                }),
+            )
+            .await
+            .map_err(IssueError::AuditUnavailable)?;
+        Metrics::observe(&self.metrics.audit_seconds, audit_started.elapsed());
+        claim.keep();
+
+        tracing::info!(who = %identity.display_name(), serial, principals = ?principals, ttl = grant.ttl().as_secs(), "issued user certificate");
+        Ok(UserCertResponse {
+            certificate,
+            serial: serial.to_string(),
+            key_id: kid,
+            principals,
+            valid_after: cert.valid_after(),
+            valid_before: cert.valid_before(),
+        })
+    }
+
+    /// Evaluate the policy and enforce the invariants on its decision.
+    fn decide(
+        &self,
+        identity: &VerifiedIdentity,
+        req: &CertRequest,
+        source_ip: &str,
+        now: u64,
+        event: &mut AuditEvent,
+    ) -> Result<ca_core::Grant, IssueError> {
+        let input = PolicyInput::user_cert(identity, req, source_ip.to_owned(), now);
+        let input =
+            serde_json::to_value(&input).map_err(|e| IssueError::Internal(e.to_string()))?;
+        let eval = match self.policy.evaluate(&input) {
+            Ok(eval) => eval,
+            Err(e) => {
+                event.policy_hash = Some(self.policy.policy_hash());
+                tracing::error!(error = %e, "policy evaluation failed; denying");
+                return Err(IssueError::PolicyError(e.to_string()));
+            }
+        };
+        Metrics::observe(&self.metrics.policy_seconds, eval.elapsed);
+        event.policy_hash = Some(eval.policy_hash.clone());
+        match enforce(eval.decision.as_ref(), req, &self.limits) {
+            Ok(grant) => {
+                event.decision_reasons = grant.reasons().to_vec();
+                Ok(grant)
+            }
+            Err(Refusal::Denied { reasons }) => {
+                event.decision_reasons = reasons.clone();
+                Err(IssueError::Denied { reasons })
+            }
+            Err(Refusal::PolicyError(msg)) => {
+                tracing::error!(error = %msg, policy_hash = %eval.policy_hash, "policy returned an unusable decision; denying");
+                Err(IssueError::PolicyError(msg))
+            }
+        }
+    }
+
+    /// For `/readyz`: can we issue right now?
+    pub async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let db = self.audit.check_writable().await.map_err(|e| e.to_string());
+        let idp = if self.verifier.ready() {
+            Ok(())
+        } else {
+            self.verifier.refresh_all().await.map_err(|e| e.to_string())
+        };
+        vec![
+            ("ca_keys", Ok(())),
+            ("policy", Ok(())),
+            ("database", db),
+            ("idp_keys", idp),
+        ]
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One ID token, one certificate. In memory for speed, seeded at start from
+/// the `used_tokens` rows the audit store commits with each issuance.
+#[derive(Default)]
+struct ReplayGuard {
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl ReplayGuard {
+    fn seed(&self, tokens: Vec<UsedToken>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tokens {
+            seen.insert(t.token_hash, t.expires_at);
+        }
+    }
+
+    /// True if the token was not seen before (and is now held).
+    fn claim(&self, hash: &str, exp: u64, now: u64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 100_000 {
+            // Expired tokens cannot be replayed anyway: the verifier rejects them.
+            seen.retain(|_, e| *e + 120 > now);
+        }
+        if seen.contains_key(hash) {
+            return false;
+        }
+        seen.insert(hash.to_owned(), exp);
+        true
+    }
+
+    fn release(&self, hash: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
+    }
+}
+
+/// Releases a claimed token unless a certificate was issued for it.
+struct ReplayClaim<'a> {
+    guard: &'a ReplayGuard,
+    hash: &'a str,
+    keep: bool,
+}
+
+impl ReplayClaim<'_> {
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for ReplayClaim<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.guard.release(self.hash);
+        }
+    }
+}
+
+/// Per-identity token buckets.
+struct RateLimiter {
+    per_minute: u32,
+    burst: u32,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    fn new(per_minute: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_minute,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ok, or the seconds to wait.
+    fn check(&self, key: &str) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.per_minute) / 60.0;
+        let burst = f64::from(self.burst);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 100_000 {
+            buckets.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(600));
+        }
+        let (tokens, last) = buckets.entry(key.to_owned()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+/// Unique, non-zero, increasing serials without a database round trip:
+/// milliseconds since the epoch shifted left 16 bits, then counting up. Unique
+/// across restarts as long as fewer than 65,536 certificates are issued per
+/// millisecond on average.
+struct SerialAllocator {
+    next: AtomicU64,
+}
+
+impl SerialAllocator {
+    fn new() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1);
+        SerialAllocator {
+            next: AtomicU64::new((ms << 16).max(1)),
+        }
+    }
+
+    fn next(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_guard_claims_once_and_releases() {
+        let g = ReplayGuard::default();
+        assert!(g.claim("a", 100, 0));
+        assert!(!g.claim("a", 100, 0));
+        g.release("a");
+        assert!(g.claim("a", 100, 0));
+        assert!(g.claim("b", 1, 0));
+        drop(ReplayClaim {
+            guard: &g,
+            hash: "b",
+            keep: false,
+        });
+        assert!(g.claim("b", 1, 0), "a dropped claim releases the token");
+        ReplayClaim {
+            guard: &g,
+            hash: "b",
+            keep: false,
+        }
+        .keep();
+        assert!(!g.claim("b", 1, 0), "a kept claim stays spent");
+    }
+
+    #[test]
+    fn rate_limiter_refuses_past_burst() {
+        let r = RateLimiter::new(60, 3);
+        assert!(r.check("x").is_ok());
+        assert!(r.check("x").is_ok());
+        assert!(r.check("x").is_ok());
+        assert!(r.check("x").is_err());
+        assert!(r.check("y").is_ok(), "other identities unaffected");
+        assert!(RateLimiter::new(0, 1).check("x").is_ok());
+    }
+
+    #[test]
+    fn serials_are_unique_and_nonzero() {
+        let s = SerialAllocator::new();
+        let a = s.next();
+        let b = s.next();
+        assert!(a > 0 && b > a);
+    }
+}

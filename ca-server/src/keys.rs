@@ -1,0 +1,172 @@
+//! CA key files: create them safely, load them only when they are safe.
+//! Only this module reads CA private keys.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ca_core::CaSigner;
+use rand_core::OsRng;
+use ssh_key::{Algorithm, LineEnding, PrivateKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("CA key {0} does not exist; create keys with `jitssh-ca init --dir DIR`")]
+    Missing(PathBuf),
+    #[error("CA key {0} is a symbolic link; point the config at the real file")]
+    Symlink(PathBuf),
+    #[error("CA key {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("CA key {0} is not a regular file")]
+    NotAFile(PathBuf),
+    #[error("CA key {path} does not parse as an OpenSSH private key: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "CA key {0} is encrypted; jitssh-ca needs an unencrypted key file (protect it with file permissions) or an HSM"
+    )]
+    Encrypted(PathBuf),
+    #[error(
+        "CA key {path} is {algorithm}; jitssh-ca signs with Ed25519 keys (create one with `jitssh-ca init`)"
+    )]
+    Algorithm { path: PathBuf, algorithm: String },
+    #[error(
+        "refusing to overwrite existing key {0}; move it away first if you really want a new CA"
+    )]
+    Exists(PathBuf),
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("generating key failed: {0}")]
+    Generate(String),
+}
+
+/// Create a new Ed25519 CA key at `path` (mode 0600, never overwriting) and
+/// its public half at `path.pub`. Returns the signer.
+pub fn generate(path: &Path, comment: &str) -> Result<CaSigner, KeyError> {
+    let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    let mut key = key;
+    key.set_comment(comment);
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    write_new(path, pem.as_bytes(), 0o600)?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    let pub_path = path.with_extension("pub");
+    write_new(&pub_path, format!("{public}\n").as_bytes(), 0o644)?;
+    signer_from(&key, path)
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_owned()),
+            _ => KeyError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Load a CA key, refusing symlinks, group/other-readable files, encrypted
+/// keys and anything but Ed25519.
+pub fn load(path: &Path) -> Result<CaSigner, KeyError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => KeyError::Missing(path.to_owned()),
+        _ => KeyError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(KeyError::Symlink(path.to_owned()));
+    }
+    if !meta.is_file() {
+        return Err(KeyError::NotAFile(path.to_owned()));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let key = PrivateKey::from_openssh(&text).map_err(|e| KeyError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    if key.is_encrypted() {
+        return Err(KeyError::Encrypted(path.to_owned()));
+    }
+    signer_from(&key, path)
+}
+
+fn signer_from(key: &PrivateKey, path: &Path) -> Result<CaSigner, KeyError> {
+    match key.key_data().ed25519() {
+        Some(kp) => Ok(CaSigner::new(ed25519_dalek::SigningKey::from_bytes(
+            &kp.private.to_bytes(),
+        ))),
+        None => Err(KeyError::Algorithm {
+            path: path.to_owned(),
+            algorithm: key.algorithm().to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generate_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("user_ca");
+        let s = generate(&p, "test").unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(load(&p).unwrap().fingerprint(), s.fingerprint());
+        let pubtext = std::fs::read_to_string(p.with_extension("pub")).unwrap();
+        assert!(pubtext.starts_with("ssh-ed25519 "));
+        assert!(matches!(generate(&p, "again"), Err(KeyError::Exists(_))));
+    }
+
+    #[test]
+    fn refuses_unsafe_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        generate(&p, "t").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(load(&p), Err(KeyError::Permissions { .. })));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        assert!(matches!(load(&link), Err(KeyError::Symlink(_))));
+        let junk = dir.path().join("junk");
+        write_new(&junk, b"not a key", 0o600).unwrap();
+        assert!(matches!(load(&junk), Err(KeyError::Parse { .. })));
+        assert!(matches!(
+            load(&dir.path().join("none")),
+            Err(KeyError::Missing(_))
+        ));
+    }
+}

@@ -1,0 +1,18 @@
+//! jitssh-ca: the certificate authority server as a library, so the binary
+//! is glue and every part can be tested in-process.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod dev;
+pub mod devidp;
+pub mod http;
+pub mod issue;
+pub mod keys;
+pub mod logging;
+pub mod metrics;
+pub mod oidc;
+pub mod policy;
+pub mod serve;

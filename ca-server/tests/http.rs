@@ -1,0 +1,747 @@
+//! In-process HTTP tests: the real router (`app(state)`) driven with
+//! `oneshot`, tokens minted by the dev OpenID provider serving its JWKS on a
+//! loopback port inside the test. Each rejection the API promises is here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ca_server::devidp::{DevIdp, DevUser};
+use ca_server::http::app;
+use ca_server::policy::PolicyEngine;
+use http_body_util::BodyExt as _;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+const AUD: &str = "jitssh-test";
+
+struct Harness {
+    router: axum::Router,
+    idp: Arc<DevIdp>,
+    dir: tempfile::TempDir,
+    state: Arc<ca_server::http::AppState>,
+}
+
+fn alice() -> DevUser {
+    DevUser {
+        username: "alice".into(),
+        email: "alice@example.com".into(),
+        groups: vec!["developers".into()],
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(PolicyEngine::load_embedded_default().unwrap(), |_| {}).await
+}
+
+async fn harness_with(
+    policy: PolicyEngine,
+    tweak: impl FnOnce(&mut ca_server::config::Config),
+) -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let idp = DevIdp::new(issuer.clone(), AUD.into(), vec![alice()]);
+    let idp = idp.with_rsa_pem(include_str!("fixtures/rsa2048.pem"));
+    let router = idp.clone().router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    ca_server::keys::generate(&dir.path().join("user_ca"), "u").unwrap();
+    ca_server::keys::generate(&dir.path().join("host_ca"), "h").unwrap();
+    let mut config =
+        ca_server::dev::dev_config(dir.path(), "127.0.0.1:0".parse().unwrap(), &issuer, None)
+            .unwrap();
+    config.issuers[0].audiences = vec![AUD.into()];
+    tweak(&mut config);
+    let authority = ca_server::serve::build_authority(&config, Arc::new(policy)).unwrap();
+    let state = ca_server::serve::app_state(&config, authority, None);
+    Harness {
+        router: app(state.clone()),
+        idp,
+        dir,
+        state,
+    }
+}
+
+fn now() -> u64 {
+    ca_server::issue::now_unix()
+}
+
+fn claims(sub: &str) -> Value {
+    json!({
+        "iss": "", "sub": sub, "aud": AUD, "iat": now(), "exp": now() + 300,
+        "email": format!("{sub}@example.com"), "email_verified": true,
+        "preferred_username": sub, "groups": ["developers"],
+        // Real IdPs make every token unique; ES256 signatures here are deterministic.
+        "jti": format!("{:x}", rand_core::RngCore::next_u64(&mut rand_core::OsRng)),
+    })
+}
+
+impl Harness {
+    fn claims(&self, sub: &str) -> Value {
+        let mut c = claims(sub);
+        c["iss"] = json!(self.idp.issuer());
+        c
+    }
+
+    fn token(&self) -> String {
+        self.idp.mint(Algorithm::ES256, self.claims("alice"))
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body,
+    ) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, bytes, headers)
+    }
+
+    async fn cert(&self, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        let (s, b, _) = self
+            .call(
+                "POST",
+                "/v1/certs/user",
+                token,
+                Body::from(body.to_string()),
+            )
+            .await;
+        (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+
+    fn audit_rows(&self) -> Vec<ca_server::audit::StoredEvent> {
+        self.state
+            .authority
+            .audit
+            .list(&Default::default())
+            .unwrap()
+    }
+}
+
+fn pubkey() -> String {
+    let k =
+        ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    k.public_key().to_openssh().unwrap()
+}
+
+fn assert_error(got: (StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{}", got.1);
+    assert!(!got.1["error"]["message"].as_str().unwrap_or("").is_empty());
+}
+
+#[tokio::test]
+async fn issues_certificate_for_verified_user() {
+    let h = harness().await;
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        let token = h.idp.mint(alg, h.claims("alice"));
+        let (status, body) = h
+            .cert(
+                Some(&token),
+                json!({"public_key": pubkey(), "reason": "deploy"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{alg:?}: {body}");
+        // Own username, plus the principal data.json maps the "developers" group to.
+        assert_eq!(body["principals"], json!(["alice", "dev"]));
+        let cert =
+            ssh_key::Certificate::from_openssh(body["certificate"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            cert.valid_principals(),
+            ["alice".to_string(), "dev".to_string()]
+        );
+        assert_eq!(cert.serial().to_string(), body["serial"].as_str().unwrap());
+        assert!(cert.key_id().starts_with("alice@example.com serial="));
+        let lifetime = cert.valid_before() - now();
+        assert!(
+            (890..=900).contains(&lifetime),
+            "default 15 minutes, got {lifetime}"
+        );
+        assert!(now() - cert.valid_after() <= 60, "backdated at most 60 s");
+        let ca_fp = h
+            .state
+            .authority
+            .user_ca
+            .public_key()
+            .fingerprint(Default::default());
+        cert.validate_at(now(), &[ca_fp]).unwrap();
+    }
+    let rows = h.audit_rows();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r.event.outcome == "issued" && r.event.policy_hash.is_some())
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.event.token_hash.as_ref().is_some_and(|t| t.len() == 64))
+    );
+    assert_eq!(rows[0].event.reason.as_deref(), Some("deploy"));
+    assert!(h.state.authority.audit.verify().unwrap().error.is_none());
+}
+
+#[tokio::test]
+async fn token_rejections() {
+    let h = harness().await;
+    let body = || json!({"public_key": pubkey()});
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = h.claims("alice");
+        f(&mut c);
+        h.idp.mint(Algorithm::ES256, c)
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "token_expired",
+            with(&|c| {
+                c["exp"] = json!(now() - 120);
+                c["iat"] = json!(now() - 600);
+            }),
+        ),
+        (
+            "token_not_yet_valid",
+            with(&|c| c["nbf"] = json!(now() + 600)),
+        ),
+        (
+            "token_issued_in_future",
+            with(&|c| c["iat"] = json!(now() + 600)),
+        ),
+        (
+            "token_claim_type",
+            with(&|c| c["exp"] = json!((now() + 300).to_string())),
+        ),
+        (
+            "token_audience_mismatch",
+            with(&|c| c["aud"] = json!("someone-else")),
+        ),
+        (
+            "token_azp_mismatch",
+            with(&|c| {
+                c["aud"] = json!([AUD, "other"]);
+                c["azp"] = json!("other");
+            }),
+        ),
+        (
+            "token_issuer_unknown",
+            with(&|c| c["iss"] = json!("https://evil.example.com")),
+        ),
+        (
+            "token_issuer_unknown",
+            with(&|c| c["iss"] = json!(format!("{}/", h.idp.issuer()))),
+        ),
+        (
+            "token_claim_missing",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+        ),
+        (
+            "token_algorithm_not_allowed",
+            h.idp.mint_raw(
+                json!({"alg": "none", "kid": "x"}),
+                h.claims("alice"),
+                Algorithm::ES256,
+            ),
+        ),
+        (
+            "token_algorithm_not_allowed",
+            h.idp.mint_raw(
+                json!({"alg": "HS256", "kid": "x"}),
+                h.claims("alice"),
+                Algorithm::ES256,
+            ),
+        ),
+        (
+            "token_header_key_refused",
+            h.idp.mint_raw(
+                json!({"alg": "ES256", "kid": "x", "jwk": {"kty": "EC"}}),
+                h.claims("alice"),
+                Algorithm::ES256,
+            ),
+        ),
+        (
+            "token_header_key_refused",
+            h.idp.mint_raw(
+                json!({"alg": "ES256", "kid": "x", "jku": "http://127.0.0.1:1/jwks"}),
+                h.claims("alice"),
+                Algorithm::ES256,
+            ),
+        ),
+        (
+            "token_header_key_refused",
+            h.idp.mint_raw(
+                json!({"alg": "ES256", "kid": "x", "x5u": "http://127.0.0.1:1/x"}),
+                h.claims("alice"),
+                Algorithm::ES256,
+            ),
+        ),
+        (
+            "token_header_key_refused",
+            h.idp.mint_raw(
+                json!({"alg": "ES256", "kid": "x", "x5c": ["AAAA"]}),
+                h.claims("alice"),
+                Algorithm::ES256,
+            ),
+        ),
+        (
+            "token_key_unknown",
+            h.idp.mint_raw(
+                json!({"alg": "ES256", "kid": "no-such-kid"}),
+                h.claims("alice"),
+                Algorithm::ES256,
+            ),
+        ),
+        ("token_malformed", "not.a.jwt".into()),
+        ("token_too_large", "a".repeat(17 * 1024)),
+    ];
+    for (code, token) in cases {
+        assert_error(
+            h.cert(Some(&token), body()).await,
+            StatusCode::UNAUTHORIZED,
+            code,
+        );
+    }
+    // A valid token whose signature was tampered with.
+    let t = h.token();
+    let mut parts: Vec<String> = t.split('.').map(String::from).collect();
+    let mut c = h.claims("mallory");
+    c["iss"] = json!(h.idp.issuer());
+    parts[1] = base64_url(&c.to_string());
+    assert_error(
+        h.cert(Some(&parts.join(".")), body()).await,
+        StatusCode::UNAUTHORIZED,
+        "token_signature_invalid",
+    );
+    assert_error(
+        h.cert(None, body()).await,
+        StatusCode::UNAUTHORIZED,
+        "token_missing",
+    );
+    assert!(
+        h.audit_rows().iter().all(|r| r.event.outcome == "denied"),
+        "token refusals are audited"
+    );
+    assert!(h.audit_rows().len() >= 19);
+}
+
+fn base64_url(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+#[tokio::test]
+async fn replay_is_refused_and_audited() {
+    let h = harness().await;
+    let token = h.token();
+    assert_eq!(
+        h.cert(Some(&token), json!({"public_key": pubkey()}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_error(
+        h.cert(Some(&token), json!({"public_key": pubkey()})).await,
+        StatusCode::UNAUTHORIZED,
+        "token_replayed",
+    );
+    let rows = h.audit_rows();
+    assert_eq!(
+        rows.last().unwrap().event.code.as_deref(),
+        Some("token_replayed")
+    );
+
+    // A denied request does not spend the token.
+    let t2 = h.token();
+    assert_eq!(
+        h.cert(
+            Some(&t2),
+            json!({"public_key": pubkey(), "principals": ["root"]})
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.cert(Some(&t2), json!({"public_key": pubkey()})).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn bad_public_keys_are_400() {
+    let h = harness().await;
+    // A real 2048-bit RSA key from ssh-keygen: well-formed, but too short.
+    let rsa2048 = {
+        let p = h.dir.path().join("rsa2048");
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read_to_string(p.with_extension("pub")).unwrap()
+    };
+    let ca_own = h.state.authority.user_ca.public_openssh("");
+    let cert_line = {
+        let token = h.token();
+        let (_, b) = h.cert(Some(&token), json!({"public_key": pubkey()})).await;
+        b["certificate"].as_str().unwrap().to_string()
+    };
+    let ed = pubkey();
+    let garbage = {
+        use base64::Engine as _;
+        let b64 = ed.split(' ').nth(1).unwrap();
+        let mut raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        raw.extend_from_slice(b"trailing");
+        format!(
+            "ssh-ed25519 {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    };
+    for key in [
+        "ssh-dss AAAAB3NzaC1kc3MAAACBAP".to_string(),
+        rsa2048.clone(),
+        cert_line,
+        ca_own,
+        garbage,
+        "".into(),
+        "ssh-ed25519 not-base64!".into(),
+    ] {
+        let token = h.token();
+        assert_error(
+            h.cert(Some(&token), json!({"public_key": key})).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_public_key",
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_are_400_and_change_nothing() {
+    let h = harness().await;
+    let before = h
+        .audit_rows()
+        .iter()
+        .filter(|r| r.event.outcome == "issued")
+        .count();
+    let cases = [
+        (
+            json!({"public_key": pubkey(), "principals": ["a,b"]}),
+            "invalid_principals",
+        ),
+        (
+            json!({"public_key": pubkey(), "principals": []}),
+            "invalid_principals",
+        ),
+        (
+            json!({"public_key": pubkey(), "principals": ["*"]}),
+            "invalid_principals",
+        ),
+        (
+            json!({"public_key": pubkey(), "ttl_seconds": 0}),
+            "invalid_ttl",
+        ),
+        (
+            json!({"public_key": pubkey(), "ttl_seconds": -5}),
+            "invalid_request",
+        ),
+        (
+            json!({"public_key": pubkey(), "reason": "a\u{1b}[2Jb"}),
+            "invalid_reason",
+        ),
+        (
+            json!({"public_key": pubkey(), "ttl": 60}),
+            "invalid_request",
+        ),
+        (json!({"principals": ["alice"]}), "invalid_request"),
+        (json!([1, 2, 3]), "invalid_request"),
+    ];
+    for (body, code) in cases {
+        let token = h.token();
+        assert_error(
+            h.cert(Some(&token), body).await,
+            StatusCode::BAD_REQUEST,
+            code,
+        );
+    }
+    let token = h.token();
+    let (s, b, _) = h
+        .call(
+            "POST",
+            "/v1/certs/user",
+            Some(&token),
+            Body::from("{not json"),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    let after = h
+        .audit_rows()
+        .iter()
+        .filter(|r| r.event.outcome == "issued")
+        .count();
+    assert_eq!(before, after, "no certificate for bad input");
+}
+
+#[tokio::test]
+async fn oversize_body_is_413() {
+    let h = harness().await;
+    let token = h.token();
+    let big = json!({"public_key": pubkey(), "reason": "x".repeat(70 * 1024)});
+    assert_error(
+        h.cert(Some(&token), big).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request_too_large",
+    );
+}
+
+#[tokio::test]
+async fn policy_denial_is_403_with_reasons() {
+    let h = harness().await;
+    let token = h.token();
+    let got = h
+        .cert(
+            Some(&token),
+            json!({"public_key": pubkey(), "principals": ["root"]}),
+        )
+        .await;
+    assert_error(got.clone(), StatusCode::FORBIDDEN, "denied_by_policy");
+    assert!(
+        !got.1["error"]["reasons"].as_array().unwrap().is_empty(),
+        "{}",
+        got.1
+    );
+    let row = h.audit_rows().pop().unwrap();
+    assert_eq!(row.event.outcome, "denied");
+    assert!(!row.event.decision_reasons.is_empty());
+}
+
+fn policy_dir(rego: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.rego"), rego).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn broken_policy_decisions_deny() {
+    let cases = [
+        // Undefined decision.
+        (
+            "package jitssh\nimport rego.v1\ndecision := x if { false; x := 1 }\n",
+            "policy_error",
+        ),
+        // Empty principals: never a certificate valid for anyone.
+        (
+            "package jitssh\nimport rego.v1\ndecision := {\"allow\": true, \"principals\": [], \"ttl_seconds\": 60}\n",
+            "denied_by_policy",
+        ),
+        // Malformed principal.
+        (
+            "package jitssh\nimport rego.v1\ndecision := {\"allow\": true, \"principals\": [\"a,b\"], \"ttl_seconds\": 60}\n",
+            "policy_error",
+        ),
+        // Extension outside the allowlist.
+        (
+            "package jitssh\nimport rego.v1\ndecision := {\"allow\": true, \"principals\": [\"alice\"], \"ttl_seconds\": 60, \"extensions\": [\"permit-user-rc\"]}\n",
+            "policy_error",
+        ),
+        // Wrong shape.
+        (
+            "package jitssh\nimport rego.v1\ndecision := \"yes\"\n",
+            "policy_error",
+        ),
+        // Runtime error in the policy.
+        (
+            "package jitssh\nimport rego.v1\ndecision := {\"allow\": true, \"principals\": [\"alice\"], \"ttl_seconds\": to_number(\"x\")}\n",
+            "policy_error",
+        ),
+    ];
+    for (rego, code) in cases {
+        let dir = policy_dir(rego);
+        let policy = PolicyEngine::load_dir(dir.path()).unwrap();
+        let h = harness_with(policy, |_| {}).await;
+        let token = h.token();
+        assert_error(
+            h.cert(Some(&token), json!({"public_key": pubkey()})).await,
+            StatusCode::FORBIDDEN,
+            code,
+        );
+    }
+}
+
+#[tokio::test]
+async fn ttl_above_ceiling_is_clamped() {
+    let dir = policy_dir(
+        "package jitssh\nimport rego.v1\ndecision := {\"allow\": true, \"principals\": [\"alice\"], \"ttl_seconds\": 999999}\n",
+    );
+    let h = harness_with(PolicyEngine::load_dir(dir.path()).unwrap(), |_| {}).await;
+    let token = h.token();
+    let (s, b) = h.cert(Some(&token), json!({"public_key": pubkey()})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["valid_before"].as_u64().unwrap() <= now() + 3600);
+}
+
+#[tokio::test]
+async fn rate_limit_is_429_with_retry_after() {
+    let h = harness_with(PolicyEngine::load_embedded_default().unwrap(), |c| {
+        c.rate_per_minute = 1;
+        c.rate_burst = 2;
+    })
+    .await;
+    for _ in 0..2 {
+        let t = h.token();
+        assert_eq!(
+            h.cert(Some(&t), json!({"public_key": pubkey()})).await.0,
+            StatusCode::OK
+        );
+    }
+    let t = h.token();
+    let (s, b, headers) = h
+        .call(
+            "POST",
+            "/v1/certs/user",
+            Some(&t),
+            Body::from(json!({"public_key": pubkey()}).to_string()),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    assert!(headers.get("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn unwritable_database_is_503_and_no_certificate() {
+    let h = harness().await;
+    let db = h.dir.path().join("audit.db");
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let token = h.token();
+    let got = h.cert(Some(&token), json!({"public_key": pubkey()})).await;
+    assert_error(
+        got.clone(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+    );
+    assert!(got.1.get("certificate").is_none());
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    // Recovers by itself, and the same token was not spent.
+    let got = h.cert(Some(&token), json!({"public_key": pubkey()})).await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+}
+
+#[tokio::test]
+async fn idp_down_is_503() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("http://127.0.0.1:{port}");
+    let d = dead.clone();
+    let h = harness_with(PolicyEngine::load_embedded_default().unwrap(), move |c| {
+        c.issuers[0].issuer = d
+    })
+    .await;
+    let mut claims = h.claims("alice");
+    claims["iss"] = json!(dead);
+    let token = h.idp.mint(Algorithm::ES256, claims);
+    assert_error(
+        h.cert(Some(&token), json!({"public_key": pubkey()})).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "idp_unavailable",
+    );
+    let (s, _, _) = h.call("GET", "/readyz", None, Body::empty()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn public_endpoints() {
+    let h = harness().await;
+    let (s, b, _) = h.call("GET", "/v1/ca", None, Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+    let keys: Value = serde_json::from_slice(&b).unwrap();
+    assert!(
+        keys["user_ca"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh-ed25519 ")
+    );
+    assert_ne!(
+        keys["user_ca"][0], keys["host_ca"][0],
+        "separate user and host CA keys"
+    );
+    let (_, b, _) = h.call("GET", "/v1/ca/user.pub", None, Body::empty()).await;
+    assert_eq!(
+        String::from_utf8(b).unwrap().trim(),
+        keys["user_ca"][0].as_str().unwrap()
+    );
+    let (_, b, _) = h.call("GET", "/v1/ca/host.pub", None, Body::empty()).await;
+    assert_eq!(
+        String::from_utf8(b).unwrap().trim(),
+        keys["host_ca"][0].as_str().unwrap()
+    );
+    let (s, b, _) = h.call("GET", "/v1/config", None, Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+    let cfg: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(cfg["issuer"], h.idp.issuer());
+    assert!(cfg["scopes"].as_array().unwrap().contains(&json!("openid")));
+    assert_eq!(
+        h.call("GET", "/healthz", None, Body::empty()).await.0,
+        StatusCode::OK
+    );
+    let (s, b, _) = h.call("GET", "/readyz", None, Body::empty()).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let t = h.token();
+    h.cert(Some(&t), json!({"public_key": pubkey()})).await;
+    h.cert(None, json!({"public_key": pubkey()})).await;
+    let (_, b, _) = h.call("GET", "/metrics", None, Body::empty()).await;
+    let m = String::from_utf8(b).unwrap();
+    assert!(m.contains("jitssh_certificates_issued_total 1"), "{m}");
+    assert!(
+        m.contains("jitssh_requests_denied_total{code=\"token_missing\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("jitssh_policy_evaluation_seconds"), "{m}");
+    let (s, b, _) = h.call("GET", "/nope", None, Body::empty()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(serde_json::from_slice::<Value>(&b).is_ok());
+    assert_eq!(
+        h.call("GET", "/v1/certs/user", None, Body::empty()).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
