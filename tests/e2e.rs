@@ -1,4 +1,5 @@
 //! End-to-end suites, one module per area (ripgrep-style single test binary).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ops;
 mod serve;

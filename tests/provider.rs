@@ -95,9 +95,8 @@ impl Provider {
         match Command::new("node").arg("--version").output() {
             Ok(out) if out.status.success() => {}
             _ => panic!(
-                "the test OpenID provider needs Node.js (`node` on PATH): install it \
-                 (Debian: apt-get install -y nodejs npm) and run `npm ci` in tests/oidc-provider, \
-                 or run `tests/run`, which does both"
+                "the test OpenID provider needs Node.js 20.18 or later (`node` on PATH) and \
+                 `npm ci` in tests/oidc-provider; `tests/run` does both"
             ),
         }
         assert!(

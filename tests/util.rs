@@ -348,3 +348,14 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     (key, public)
 }
+
+impl CaServer {
+    /// Send a signal (e.g. "HUP", "TERM") to the server process.
+    pub fn signal(&self, sig: &str) {
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("kill -{sig} {}", self.child.id())),
+        );
+    }
+}

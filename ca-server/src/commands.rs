@@ -14,6 +14,14 @@ use crate::cli::{
 use crate::config::Config;
 use crate::policy::{PolicyEngine, TestReport};
 
+/// `--log-format` wins; `serve` otherwise uses its config file's setting.
+pub fn log_format(cli: &crate::cli::Cli) -> Option<crate::config::LogFormat> {
+    cli.log_format.or_else(|| match &cli.command {
+        Command::Serve(a) => Config::load(&a.config).ok().map(|c| c.log_format),
+        _ => None,
+    })
+}
+
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Init(a) => init(a).map(|_| ExitCode::SUCCESS),

@@ -347,6 +347,9 @@ impl DevIdp {
             "email_verified": true,
             "preferred_username": user.username,
             "groups": user.groups,
+            // Every token unique, as real IdPs make them: ES256 signatures
+            // here are deterministic, and the CA spends each token once.
+            "jti": hex::encode(rand_core::RngCore::next_u64(&mut rand_core::OsRng).to_be_bytes()),
         });
         if let (Some(nonce), Some(obj)) = (nonce, claims.as_object_mut()) {
             obj.insert("nonce".into(), nonce.into());

@@ -7,7 +7,7 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = ca_server::cli::Cli::parse();
-    ca_server::logging::init(cli.log_format);
+    ca_server::logging::init(ca_server::commands::log_format(&cli));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

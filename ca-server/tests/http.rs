@@ -745,3 +745,51 @@ async fn public_endpoints() {
         StatusCode::METHOD_NOT_ALLOWED
     );
 }
+
+#[tokio::test]
+async fn accepts_every_supported_key_type() {
+    let h = harness().await;
+    let mut keys = Vec::new();
+    for (t, bits) in [
+        ("ecdsa", "256"),
+        ("ecdsa", "384"),
+        ("ecdsa", "521"),
+        ("rsa", "3072"),
+        ("ed25519", "256"),
+    ] {
+        let p = h.dir.path().join(format!("{t}{bits}"));
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", t, "-b", bits, "-N", "", "-f"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        keys.push(std::fs::read_to_string(p.with_extension("pub")).unwrap());
+    }
+    // FIDO keys cannot be generated without an authenticator; build their public halves.
+    let sk_ed = ssh_key::public::KeyData::SkEd25519(ssh_key::public::SkEd25519::new(
+        ssh_key::public::Ed25519PublicKey([9u8; 32]),
+        "ssh:".to_string(),
+    ));
+    keys.push(ssh_key::PublicKey::new(sk_ed, "").to_openssh().unwrap());
+    let ecdsa = ssh_key::PublicKey::from_openssh(&keys[0]).unwrap();
+    let ssh_key::public::EcdsaPublicKey::NistP256(point) =
+        ecdsa.key_data().ecdsa().unwrap().clone()
+    else {
+        panic!("first key is P-256")
+    };
+    let sk_ec = ssh_key::public::KeyData::SkEcdsaSha2NistP256(
+        ssh_key::public::SkEcdsaSha2NistP256::new(point, "ssh:".to_string()),
+    );
+    keys.push(ssh_key::PublicKey::new(sk_ec, "").to_openssh().unwrap());
+    for key in keys {
+        let token = h.token();
+        let (s, b) = h.cert(Some(&token), json!({"public_key": key})).await;
+        assert_eq!(s, StatusCode::OK, "{key}: {b}");
+        let cert = ssh_key::Certificate::from_openssh(b["certificate"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            cert.public_key(),
+            ssh_key::PublicKey::from_openssh(&key).unwrap().key_data()
+        );
+    }
+}

@@ -212,7 +212,7 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_broken() {
     let dir = copy_of_shipped();
     let engine = PolicyEngine::load_dir(dir.path()).unwrap();
     let original = engine.policy_hash();
-    let alice = identity(Some("alice"), None, &["dba"]);
+    let alice = identity(Some("alice"), None, &["dba", "dbadmins"]);
     let req = request(None, None);
 
     assert_eq!(
@@ -241,7 +241,10 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_broken() {
     assert_eq!(engine.policy_hash(), original);
 
     // A good change serves.
-    let new_data = good_data.replace("\"db\"", "\"db\", \"db-replica\"");
+    let new_data = good_data.replace(
+        "\"group_principals\": {",
+        "\"group_principals\": {\"dbadmins\": [\"db-replica\"],",
+    );
     std::fs::write(&data, &new_data).unwrap();
     let outcome = engine.reload().unwrap();
     let ReloadOutcome::Reloaded {
