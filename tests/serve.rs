@@ -86,3 +86,24 @@ fn replayed_token_gets_no_second_certificate() {
     assert_eq!(second, 401, "{body}");
     assert_eq!(body["error"]["code"], "token_replayed");
 }
+
+#[test]
+fn spent_tokens_stay_spent_across_a_crash() {
+    require_e2e();
+    let issuer = Issuer::start("jitssh-e2e", vec![]);
+    let mut ca = CaServer::start(&issuer.url, "jitssh-e2e");
+    let work = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(work.path(), "k");
+    let token = issuer.token(&user("e2e-judy", &[]));
+    let (first, body) = ca.request_cert(&token, serde_json::json!({"public_key": public}));
+    assert_eq!(first, 200, "{body}");
+    ca.restart();
+    let (again, body) = ca.request_cert(&token, serde_json::json!({"public_key": public}));
+    assert_eq!(
+        (again, body["error"]["code"].as_str()),
+        (401, Some("token_replayed")),
+        "{body}"
+    );
+    let verify = ca.ca_command(&["audit", "verify"]);
+    assert!(verify.status.success());
+}

@@ -175,21 +175,36 @@ impl CaServer {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let (url, child) = Self::spawn(dir.path());
+        CaServer { url, dir, child }
+    }
+
+    fn spawn(dir: &Path) -> (String, Child) {
         let port = free_port();
         let mut child = Command::new(bin("jitssh-ca"))
             .args(["serve", "--config"])
-            .arg(dir.path().join("config.toml"))
+            .arg(dir.join("config.toml"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         wait_for_port(port, &mut child, "jitssh-ca serve");
-        CaServer {
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-            child,
-        }
+        (format!("http://127.0.0.1:{port}"), child)
+    }
+
+    /// Kill the server (SIGKILL: no chance to flush anything) and start it
+    /// again on the same config, keys and database.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (url, child) = Self::spawn(self.dir.path());
+        self.url = url;
+        self.child = child;
     }
 
     pub fn config(&self) -> PathBuf {

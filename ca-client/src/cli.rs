@@ -1,0 +1,102 @@
+//! Command-line interface of `jitssh` (clap derive).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration::parse_duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jitssh",
+    version,
+    about = "Short-lived SSH certificates from your jitssh CA",
+    long_about = "Short-lived SSH certificates from your jitssh CA.\n\n\
+        `jitssh login` signs you in with your OpenID provider and loads a fresh key \
+        and its certificate into ssh-agent, valid for minutes; plain `ssh` then works.",
+    after_help = "Profiles live in $XDG_CONFIG_HOME/jitssh/config.toml (default ~/.config/jitssh/config.toml):\n\n    \
+        default_profile = \"prod\"\n    [profiles.prod]\n    ca = \"https://ca.example.com\"\n    \
+        principals = [\"deploy\"]   # optional defaults for `login`\n    ttl = \"30m\""
+)]
+pub struct Cli {
+    /// CA URL, e.g. https://ca.example.com (overrides the profile's `ca`).
+    #[arg(long, env = "JITSSH_CA", global = true, value_name = "URL", hide_env_values = true)]
+    pub ca: Option<String>,
+    /// Profile in the config file [default: the file's default_profile, else "default"].
+    #[arg(
+        long,
+        env = "JITSSH_PROFILE",
+        global = true,
+        value_name = "NAME",
+        hide_env_values = true
+    )]
+    pub profile: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign in and load a short-lived certificate into ssh-agent.
+    Login(LoginArgs),
+    /// Show the certificates from this CA in the agent and on disk; exit 1 when none is valid.
+    Status,
+    /// Remove this CA's certificates from the agent and delete jitssh's files and cached tokens.
+    Logout,
+    /// Print an ~/.ssh/config block that renews the certificate before ssh connects.
+    Config(ConfigArgs),
+    /// Exit 0 if a valid certificate is loaded; otherwise log in again (silently when possible).
+    Ensure(EnsureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Ask for this principal (repeatable) [default: all the policy allows].
+    #[arg(long = "principal", short = 'p', value_name = "P")]
+    pub principals: Vec<String>,
+    /// Ask for this lifetime, e.g. 15m, 1h, 90s [default: the policy's].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Why you need access (recorded in the CA's audit log).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Use the device flow: open a URL on any device and enter a code (for SSH sessions, headless machines).
+    #[arg(long)]
+    pub device: bool,
+    /// Do not open a browser; print the URL to open instead.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Write the key and certificate as files (0600) instead of using ssh-agent [default DIR: ~/.ssh/jitssh].
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub write: Option<Option<PathBuf>>,
+    /// Sign in again even if a cached refresh token could be used.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Hosts the block applies to (ssh_config pattern list) [default: the profile's `hosts`, else *].
+    #[arg(long, value_name = "PATTERN")]
+    pub host: Option<String>,
+    /// Reach the hosts through this jump host (ProxyJump).
+    #[arg(long, value_name = "HOST")]
+    pub bastion: Option<String>,
+    /// Renew when less than this is left.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub min_left: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct EnsureArgs {
+    /// Renew when less than this is left.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub min_left: Duration,
+    /// Print nothing when the certificate is fine or renewed silently.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Do not open a browser if a new sign-in is needed; print the URL instead.
+    #[arg(long)]
+    pub no_browser: bool,
+}
