@@ -14,8 +14,10 @@ config := data.jitssh_config
 username_pattern := `^[a-z_][a-z0-9_.-]{0,31}$`
 
 # ---------------------------------------------------------------------------
-# The decision. Always defined: exactly one of the two rules below applies,
-# and the default only shows up if this file is edited into a corner.
+# The decision: allow when every check passes, else deny with every reason
+# that applies. `deny_reasons` is only computed on the deny path, which keeps
+# the common case fast; jitssh_test.rego checks that an allow never has a
+# deny reason and a deny always has one.
 
 default decision := {
 	"allow": false,
@@ -26,16 +28,6 @@ default decision := {
 }
 
 decision := {
-	"allow": false,
-	"principals": [],
-	"extensions": [],
-	"critical_options": {},
-	"reasons": sort(deny_reasons),
-} if {
-	count(deny_reasons) > 0
-}
-
-decision := {
 	"allow": true,
 	"principals": sort(granted),
 	"ttl_seconds": ttl_seconds,
@@ -43,27 +35,37 @@ decision := {
 	"critical_options": {},
 	"reasons": allow_reasons,
 } if {
-	count(deny_reasons) == 0
+	user_principal
 	count(granted) > 0
+	ttl_seconds
+} else := {
+	"allow": false,
+	"principals": [],
+	"extensions": [],
+	"critical_options": {},
+	"reasons": denial,
 }
 
+denial := sort(deny_reasons) if {
+	count(deny_reasons) > 0
+} else := ["denied: no rule allowed the request"]
+
 # ---------------------------------------------------------------------------
-# Who is asking.
+# Who is asking. Only humans are handled here.
 
-default identity_kind := "missing"
-
-identity_kind := input.identity.kind
-
-is_human if identity_kind == "human"
+is_human if input.identity.kind == "human"
 
 deny_reasons contains "workload identities need a workload rule" if {
-	identity_kind == "workload"
+	input.identity.kind == "workload"
 }
 
 deny_reasons contains msg if {
-	not identity_kind in {"human", "workload"}
-	msg := sprintf("unknown identity kind \"%v\"", [identity_kind])
+	kind := input.identity.kind
+	not kind in {"human", "workload"}
+	msg := sprintf("unknown identity kind \"%v\"", [kind])
 }
+
+deny_reasons contains "the input has no identity.kind" if not input.identity.kind
 
 # ---------------------------------------------------------------------------
 # The user's own login name: the preferred_username claim, else the local part
@@ -85,9 +87,13 @@ username_source := "preferred_username claim" if has_preferred_username
 
 username_source := "verified email" if not has_preferred_username
 
-email_local_part := parts[0] if {
+verified_email_present if {
 	input.identity.email_verified == true
 	is_string(input.identity.email)
+}
+
+email_local_part := parts[0] if {
+	verified_email_present
 	parts := split(input.identity.email, "@")
 	count(parts) == 2
 	parts[0] != ""
@@ -97,19 +103,24 @@ username := lower(raw_username)
 
 username_valid if regex.match(username_pattern, username)
 
-reserved_usernames := {lower(name) | some name in config.reserved_usernames}
+# The list is lowercase (jitssh_test.rego checks the data), so a plain
+# membership test is enough.
+is_reserved if username in config.reserved_usernames
 
 # Principals that groups grant are shared accounts: no token may name itself
 # into one through its username.
-shared_accounts := {p | some principals in config.group_principals; some p in principals}
+is_shared_account if {
+	some principals in config.group_principals
+	username in principals
+}
 
-# The personal principal, defined only when every username check passed.
+# The personal principal, defined only when every username check passes.
 user_principal := username if {
 	is_human
 	username_valid
-	not username in reserved_usernames
-	not username in shared_accounts
 	is_array(config.reserved_usernames)
+	not is_reserved
+	not is_shared_account
 }
 
 deny_reasons contains "the preferred_username claim must be a non-empty string" if {
@@ -121,22 +132,15 @@ deny_reasons contains "the preferred_username claim must be a non-empty string" 
 deny_reasons contains msg if {
 	is_human
 	not has_preferred_username
+	verified_email_present
 	not email_local_part
-	is_string(input.identity.email)
-	input.identity.email_verified == true
 	msg := sprintf("cannot derive a username: the verified email \"%v\" is not of the form local@domain", [input.identity.email])
 }
 
 deny_reasons contains "cannot derive a username: the token has no preferred_username claim and no verified email" if {
 	is_human
 	not has_preferred_username
-	not email_local_part
 	not verified_email_present
-}
-
-verified_email_present if {
-	is_string(input.identity.email)
-	input.identity.email_verified == true
 }
 
 deny_reasons contains msg if {
@@ -152,16 +156,16 @@ deny_reasons contains msg if {
 deny_reasons contains msg if {
 	is_human
 	username_valid
-	username in reserved_usernames
+	is_reserved
 	msg := sprintf("username \"%v\" (from the %v) is reserved and is never derived from a token", [username, username_source])
 }
 
 deny_reasons contains msg if {
 	is_human
 	username_valid
-	username in shared_accounts
-	not username in reserved_usernames
-	msg := sprintf("username \"%v\" (from the %v) is a shared account granted only through groups", [username, username_source])
+	is_shared_account
+	not is_reserved
+	msg := sprintf("username \"%v\" (from the %v) is a shared account, granted only through groups", [username, username_source])
 }
 
 # Fail closed: without the list, no username can be checked against it.
@@ -186,14 +190,6 @@ group_principals contains p if {
 	some p in config.group_principals[group]
 }
 
-# Groups that contributed principals, for the reasons.
-mapped_groups contains group if {
-	user_principal
-	is_array(input.identity.groups)
-	some group in input.identity.groups
-	count(config.group_principals[group]) > 0
-}
-
 principals_requested if is_array(input.request.principals)
 
 requested := {p | some p in input.request.principals} if principals_requested
@@ -201,8 +197,6 @@ requested := {p | some p in input.request.principals} if principals_requested
 granted := allowed_principals & requested if principals_requested
 
 granted := allowed_principals if not principals_requested
-
-not_granted := requested - allowed_principals if principals_requested
 
 deny_reasons contains msg if {
 	user_principal
@@ -225,20 +219,16 @@ positive_integer(n) if {
 	round(n) == n
 }
 
-ttl_configured if {
-	positive_integer(config.default_ttl_seconds)
-	positive_integer(config.max_ttl_seconds)
-}
+max_ttl := config.max_ttl_seconds if positive_integer(config.max_ttl_seconds)
 
-ttl_seconds := min([requested_ttl, config.max_ttl_seconds]) if {
-	ttl_configured
+default_ttl := config.default_ttl_seconds if positive_integer(config.default_ttl_seconds)
+
+ttl_seconds := min([requested_ttl, max_ttl]) if {
+	default_ttl
 	positive_integer(requested_ttl)
 }
 
-ttl_seconds := min([config.default_ttl_seconds, config.max_ttl_seconds]) if {
-	ttl_configured
-	not requested_ttl
-}
+ttl_seconds := min([default_ttl, max_ttl]) if not requested_ttl
 
 deny_reasons contains msg if {
 	is_human
@@ -249,7 +239,12 @@ deny_reasons contains msg if {
 
 deny_reasons contains "data.jitssh_config.default_ttl_seconds and max_ttl_seconds must be positive whole numbers" if {
 	is_human
-	not ttl_configured
+	not default_ttl
+}
+
+deny_reasons contains "data.jitssh_config.default_ttl_seconds and max_ttl_seconds must be positive whole numbers" if {
+	is_human
+	not max_ttl
 }
 
 # ---------------------------------------------------------------------------
@@ -268,12 +263,16 @@ allow_reasons := array.concat(
 )
 
 group_reasons := [msg |
-	some group in sort(mapped_groups)
-	msg := sprintf("group %v grants %v", [group, concat(", ", sort(config.group_principals[group]))])
+	is_array(input.identity.groups)
+	some group in sort({g | some g in input.identity.groups})
+	principals := config.group_principals[group]
+	count(principals) > 0
+	msg := sprintf("group %v grants %v", [group, concat(", ", sort(principals))])
 ]
 
 not_granted_reasons := [msg |
 	principals_requested
+	not_granted := requested - allowed_principals
 	count(not_granted) > 0
 	msg := sprintf("not granted (not allowed for %v): %v", [username, concat(", ", sort(not_granted))])
 ]

@@ -325,7 +325,7 @@ test_unknown_kind_denied if {
 
 test_missing_identity_denied if {
 	d := decision with input as {}
-	d.allow == false
+	denied_because(d, "the input has no identity.kind")
 }
 
 # ---------------------------------------------------------------------------
@@ -338,6 +338,56 @@ test_decision_always_defined if {
 		is_array(d.principals)
 		is_array(d.reasons)
 		count(d.reasons) > 0
+	}
+}
+
+# Inputs covering every branch, for the consistency test below.
+sample_inputs := [
+	{},
+	{"identity": null},
+	make_input({}, {}),
+	make_input({"kind": "workload"}, {}),
+	make_input({"kind": "robot"}, {}),
+	user("alice", []),
+	user("alice", ["sre", "dba", "nope"]),
+	user("Alice", null),
+	user("root", ["sre"]),
+	user("deploy", []),
+	user("bob smith", []),
+	user("", []),
+	user(7, []),
+	email_user("bob@example.com"),
+	email_user("root@example.com"),
+	email_user("no-at-sign"),
+	make_input({"email": "bob@example.com", "email_verified": false}, {}),
+	user_asking("alice", ["sre"], ["web"], null),
+	user_asking("alice", ["sre"], ["root"], null),
+	user_asking("alice", [], ["alice", "web"], 60),
+	user_asking("alice", [], null, 0),
+	user_asking("alice", [], null, 1.5),
+	user_asking("alice", [], null, "600"),
+	user_asking("alice", [], null, 99999),
+]
+
+test_allow_iff_no_deny_reasons if {
+	every i in sample_inputs {
+		d := decision with input as i
+		reasons := deny_reasons with input as i
+		d.allow == (count(reasons) == 0)
+		count(d.reasons) > 0
+	}
+}
+
+test_broken_ttl_configuration_is_consistent if {
+	every cfg in [
+		object.remove(data.jitssh_config, ["default_ttl_seconds"]),
+		object.remove(data.jitssh_config, ["max_ttl_seconds"]),
+		object.union(data.jitssh_config, {"max_ttl_seconds": 0}),
+	] {
+		every i in [user("alice", []), user_asking("alice", [], null, 60)] {
+			d := decision with input as i with data.jitssh_config as cfg
+			denied_because(d, "must be positive whole numbers")
+		}
 	}
 }
 

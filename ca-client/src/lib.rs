@@ -1,1 +1,179 @@
-//! tmp
+//! `jitssh`, the engineer's client: sign in with the CA's OpenID provider, get
+//! a short-lived OpenSSH certificate for a fresh in-memory key, and load both
+//! into ssh-agent with a lifetime, so plain `ssh` works and no key touches the
+//! disk. See ARCHITECTURE.md for the module map.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod ca;
+pub mod certs;
+pub mod cli;
+pub mod duration;
+pub mod ensure;
+pub mod login;
+pub mod loopback;
+pub mod oidc;
+pub mod paths;
+pub mod profile;
+pub mod sshconfig;
+pub mod status;
+pub mod store;
+pub mod ui;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cli::{Cli, Command};
+use duration::unix_now;
+use login::{Delivery, LoginError, LoginOptions};
+use paths::{NoHome, Paths};
+use profile::ProfileError;
+use ui::Ui;
+
+/// Timeout of one request to the CA.
+pub const CA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every command needs: the user's directories, one HTTP client, the terminal.
+#[derive(Debug)]
+pub struct Context {
+    pub paths: Paths,
+    pub http: reqwest::Client,
+    pub ui: Ui,
+    pub ca_timeout: Duration,
+}
+
+/// A command failed; each variant is one operation's error.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Home(#[from] NoHome),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error(transparent)]
+    Status(#[from] status::StatusError),
+    #[error(transparent)]
+    Logout(#[from] status::LogoutError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot set up HTTPS: {0}")]
+    Http(String),
+}
+
+/// The HTTP client for the CA and the OpenID provider. Redirects are not
+/// followed: a bearer token or a token request must not wander elsewhere.
+pub fn http_client() -> Result<reqwest::Client, CliError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(CA_TIMEOUT)
+        .user_agent(concat!("jitssh/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| CliError::Http(e.to_string()))
+}
+
+/// Run one command; the exit code is 0 on success, 1 when `status`/`ensure`
+/// found nothing valid.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let quiet = matches!(&cli.command, Command::Ensure(a) if a.quiet);
+    let paths = Paths::from_env()?;
+    let target = profile::resolve(&paths.config_file, cli.ca.as_deref(), cli.profile.as_deref())?;
+    let ctx = Context {
+        paths,
+        http: http_client()?,
+        ui: Ui::new(quiet),
+        ca_timeout: CA_TIMEOUT,
+    };
+    match cli.command {
+        Command::Login(a) => {
+            let ttl_seconds = match a.ttl {
+                Some(d) => Some(
+                    ca_core::Ttl::from_secs(d.as_secs())
+                        .map_err(|e| CliError::Usage(format!("--ttl: {e}")))?
+                        .as_secs(),
+                ),
+                None => target.defaults.ttl_seconds,
+            };
+            let opts = LoginOptions {
+                principals: if a.principals.is_empty() {
+                    target.defaults.principals.clone()
+                } else {
+                    a.principals
+                },
+                ttl_seconds,
+                reason: a.reason,
+                device: a.device,
+                open_browser: !a.no_browser,
+                write: a.write,
+                force: a.force,
+            };
+            let outcome = login::login(&ctx, &target, &opts).await?;
+            println!("{}", outcome.summary(unix_now()));
+            if let Delivery::Files { key, .. } = &outcome.delivery {
+                let key = ctx.paths.tilde(key);
+                println!(
+                    "Use it with `ssh -i {key} HOST`, or in ~/.ssh/config: IdentityFile {key} and CertificateFile {key}-cert.pub"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => Ok(if status::status(&ctx, &target).await? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Logout => {
+            let removed = status::logout(&ctx, &target).await?;
+            if removed.is_empty() {
+                println!("Nothing to remove: no jitssh certificate, file or cached sign-in.");
+            } else {
+                println!("Logged out; removed {}.", removed.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ensure(a) => {
+            match ensure::ensure(&ctx, &target, a.min_left, !a.no_browser).await? {
+                ensure::EnsureOutcome::Fresh(_) => {}
+                ensure::EnsureOutcome::Renewed(outcome) => {
+                    if !a.quiet {
+                        println!("{}", outcome.summary(unix_now()));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(a) => {
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "jitssh".into());
+            let session =
+                store::ProfileStore::new(ctx.paths.profile_state(&target.profile)).load_session();
+            let identity = session
+                .as_ref()
+                .and_then(|s| s.write_dir.as_ref())
+                .map(|d| ctx.paths.tilde(&Paths::key_file(d, &target.profile)));
+            let hosts = a
+                .host
+                .or_else(|| target.defaults.hosts.clone())
+                .unwrap_or_else(|| "*".into());
+            let bastion = a.bastion.or_else(|| target.defaults.bastion.clone());
+            let known_hosts = ctx.paths.tilde(&ctx.paths.known_hosts());
+            let ca = target.ca.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned());
+            print!(
+                "{}",
+                sshconfig::render(&sshconfig::BlockSpec {
+                    exe: &exe,
+                    profile: &target.profile,
+                    ca: ca.as_deref(),
+                    hosts: &hosts,
+                    bastion: bastion.as_deref(),
+                    min_left: a.min_left,
+                    known_hosts: &known_hosts,
+                    identity_file: identity.as_deref(),
+                })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

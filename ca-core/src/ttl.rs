@@ -59,9 +59,9 @@ impl Ttl {
 
 impl fmt::Display for Ttl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 3600 == 0 {
+        if self.0.is_multiple_of(3600) {
             write!(f, "{}h", self.0 / 3600)
-        } else if self.0 % 60 == 0 {
+        } else if self.0.is_multiple_of(60) {
             write!(f, "{}m", self.0 / 60)
         } else {
             write!(f, "{}s", self.0)

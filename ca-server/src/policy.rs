@@ -291,7 +291,7 @@ impl PolicyEngine {
                 },
                 _ => PolicyError::Eval {
                     policy_hash: serving.hash.clone(),
-                    message: format!("{e:#}"),
+                    message: one_line(&format!("{e:#}")),
                 },
             }
         })?;
@@ -669,12 +669,28 @@ fn run_test(engine: &mut Engine, name: String) -> TestResult {
         Ok(regorus::Value::Bool(true)) => (true, None),
         Ok(regorus::Value::Undefined) => (false, Some("undefined (a condition failed)".into())),
         Ok(other) => (false, Some(format!("evaluated to {other}, not true"))),
-        Err(e) => (false, Some(format!("{e:#}"))),
+        Err(e) => (false, Some(one_line(&format!("{e:#}")))),
     };
     TestResult {
         name,
         passed,
         error,
+    }
+}
+
+/// Squeeze a regorus diagnostic (location line, source excerpt with a caret,
+/// `error:` line) into `file:line:col: message`, for logs and test reports.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let location = lines.iter().find_map(|l| l.strip_prefix("-->"));
+    let error = lines.iter().find_map(|l| l.strip_prefix("error:"));
+    match (location, error) {
+        (Some(location), Some(error)) => format!("{}: {}", location.trim(), error.trim()),
+        _ => lines.join(" "),
     }
 }
 
@@ -992,6 +1008,13 @@ mod tests {
         assert_eq!(report.results.len(), 1);
         assert_eq!(report.results[0].name, "data.jitssh.more.test_decision");
         assert!(report.results[0].passed);
+    }
+
+    #[test]
+    fn diagnostics_become_one_line() {
+        let msg = "\n--> p.rego:2:34\n  |\n2 | x := f(y)\n  |      ^\nerror: `f` failed";
+        assert_eq!(one_line(msg), "p.rego:2:34: `f` failed");
+        assert_eq!(one_line("plain\nmessage"), "plain message");
     }
 
     #[test]

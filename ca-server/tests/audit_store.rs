@@ -109,7 +109,10 @@ async fn concurrent_appends_get_consecutive_seqs_in_group_commits() {
     let stats = store.stats();
     assert_eq!(stats.rows, 500);
     assert_eq!(stats.failed_batches, 0);
-    assert!(stats.largest_batch > 1, "no group commit happened: {stats:?}");
+    assert!(
+        stats.largest_batch > 1,
+        "no group commit happened: {stats:?}"
+    );
     assert!(stats.batches < 500, "{stats:?}");
 
     let report = store.verify().unwrap();
@@ -171,10 +174,7 @@ async fn chain_and_used_tokens_persist_across_reopen() {
     assert_eq!(store.used_tokens(now).unwrap(), [token("live", now + 600)]);
     let mut all = store.used_tokens(0).unwrap();
     all.sort_by(|x, y| x.token_hash.cmp(&y.token_hash));
-    assert_eq!(
-        all,
-        [token("expired", now - 10), token("live", now + 600)]
-    );
+    assert_eq!(all, [token("expired", now - 10), token("live", now + 600)]);
     assert_eq!(store.append(event(4), None).await.unwrap(), 4);
     let report = store.verify().unwrap();
     assert!(report.is_ok(), "{report:?}");
@@ -306,7 +306,10 @@ async fn verify_names_an_inserted_row() {
 #[tokio::test]
 async fn verify_names_edited_index_columns() {
     let (_dir, path, store) = store_with(5).await;
-    tamper(&path, "UPDATE audit SET subject = 'someone-else' WHERE seq = 4");
+    tamper(
+        &path,
+        "UPDATE audit SET subject = 'someone-else' WHERE seq = 4",
+    );
     let report = store.verify().unwrap();
     assert_eq!(report.error, None, "the chain itself is intact");
     assert_eq!(report.rows, 5);
@@ -405,7 +408,10 @@ async fn immutable_files_are_unavailable_then_recover() {
     impl Drop for Immutable {
         fn drop(&mut self) {
             for p in &self.0 {
-                let _ = std::process::Command::new("chattr").arg("-i").arg(p).status();
+                let _ = std::process::Command::new("chattr")
+                    .arg("-i")
+                    .arg(p)
+                    .status();
             }
         }
     }
@@ -452,7 +458,14 @@ async fn filters_by_subject_principal_time_action_and_limit() {
         mk(1000, "user_cert", "issued", "alice", &["alice"], &["alice"]),
         mk(2000, "user_cert", "denied", "bob", &["root"], &[]),
         mk(3000, "host_cert", "issued", "alice", &[], &["web1"]),
-        mk(4000, "user_cert", "issued", "alice", &["alice", "root"], &["alice"]),
+        mk(
+            4000,
+            "user_cert",
+            "issued",
+            "alice",
+            &["alice", "root"],
+            &["alice"],
+        ),
     ] {
         store.append(e, None).await.unwrap();
     }
@@ -476,7 +489,11 @@ async fn filters_by_subject_principal_time_action_and_limit() {
         until: Some(4000),
         ..f()
     };
-    assert_eq!(seqs(&store, window), [2, 3], "since inclusive, until exclusive");
+    assert_eq!(
+        seqs(&store, window),
+        [2, 3],
+        "since inclusive, until exclusive"
+    );
     let action = Filter {
         action: Some("host_cert".into()),
         ..f()
@@ -492,7 +509,11 @@ async fn filters_by_subject_principal_time_action_and_limit() {
         limit: Some(2),
         ..f()
     };
-    assert_eq!(seqs(&store, newest), [3, 4], "limit keeps the newest, oldest first");
+    assert_eq!(
+        seqs(&store, newest),
+        [3, 4],
+        "limit keeps the newest, oldest first"
+    );
     let newest_alice = Filter {
         limit: Some(1),
         ..subject("alice")
@@ -553,7 +574,8 @@ async fn export_writes_json_lines_that_rehash() {
 async fn listed_lines_escape_hostile_claims() {
     let (_dir, _path, store) = store_with(0).await;
     let mut e = event(1);
-    e.email = Some("mallory@example.com\n2026-01-01T00:00:00Z #9 user_cert issued\u{1b}]0;x\u{7}".into());
+    e.email =
+        Some("mallory@example.com\n2026-01-01T00:00:00Z #9 user_cert issued\u{1b}]0;x\u{7}".into());
     store.append(e, None).await.unwrap();
     let row = store.show(1).unwrap().unwrap();
     let line = format_event_line(&row);
@@ -602,6 +624,10 @@ async fn throughput_with_64_appenders() {
     );
     let verify_started = std::time::Instant::now();
     let report = store.verify().unwrap();
-    println!("verify of {} rows: {:.2?}", report.rows, verify_started.elapsed());
+    println!(
+        "verify of {} rows: {:.2?}",
+        report.rows,
+        verify_started.elapsed()
+    );
     assert!(report.is_ok());
 }

@@ -773,8 +773,7 @@ async fn accepts_every_supported_key_type() {
     ));
     keys.push(ssh_key::PublicKey::new(sk_ed, "").to_openssh().unwrap());
     let ecdsa = ssh_key::PublicKey::from_openssh(&keys[0]).unwrap();
-    let ssh_key::public::EcdsaPublicKey::NistP256(point) =
-        ecdsa.key_data().ecdsa().unwrap().clone()
+    let ssh_key::public::EcdsaPublicKey::NistP256(point) = *ecdsa.key_data().ecdsa().unwrap()
     else {
         panic!("first key is P-256")
     };
