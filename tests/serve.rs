@@ -107,3 +107,26 @@ fn spent_tokens_stay_spent_across_a_crash() {
     let verify = ca.ca_command(&["audit", "verify"]);
     assert!(verify.status.success());
 }
+
+#[test]
+fn id_token_from_a_real_openid_provider_gets_a_certificate() {
+    require_e2e();
+    use crate::provider::{Provider, ProviderUser};
+    let alice = ProviderUser::new("e2e-kate", &["developers"]);
+    let provider = Provider::start(std::slice::from_ref(&alice));
+    let ca = CaServer::start(&provider.issuer, crate::provider::CLIENT_ID);
+    let tokens = provider.login_tokens(&alice.username, &alice.password);
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(work.path(), "k");
+    let (status, body) = ca.request_cert(id_token, serde_json::json!({"public_key": public}));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["principals"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("e2e-kate"))
+    );
+    let list = ca.ca_command(&["audit", "list", "--subject", &alice.subject()]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains(body["serial"].as_str().unwrap()));
+}

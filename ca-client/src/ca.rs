@@ -116,19 +116,19 @@ impl CaClient {
         req.timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| self.transport_error(url, &e))
+            .map_err(|e| self.transport_error(&e))
     }
 
-    fn transport_error(&self, url: &str, e: &reqwest::Error) -> CaError {
+    fn transport_error(&self, e: &reqwest::Error) -> CaError {
+        let url = self.base.as_str().trim_end_matches('/').to_owned();
         if e.is_timeout() {
             return CaError::Timeout {
-                url: self.base.to_string(),
+                url,
                 secs: self.timeout.as_secs(),
             };
         }
-        let _ = url;
         CaError::Unreachable {
-            url: self.base.as_str().trim_end_matches('/').to_owned(),
+            url,
             detail: transport_detail(e),
         }
     }
@@ -147,7 +147,7 @@ impl CaClient {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| self.transport_error(url, &e))?;
+            .map_err(|e| self.transport_error(&e))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map(|value| Answer { value, server_time })

@@ -109,7 +109,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 force: a.force,
             };
             let outcome = login::login(&ctx, &target, &opts).await?;
-            println!("{}", outcome.summary(unix_now()));
+            println!("{}", outcome.summary(&ctx.paths, unix_now()));
             if let Delivery::Files { key, .. } = &outcome.delivery {
                 let key = ctx.paths.tilde(key);
                 println!(
@@ -137,7 +137,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ensure::EnsureOutcome::Fresh(_) => {}
                 ensure::EnsureOutcome::Renewed(outcome) => {
                     if !a.quiet {
-                        println!("{}", outcome.summary(unix_now()));
+                        println!("{}", outcome.summary(&ctx.paths, unix_now()));
                     }
                 }
             }

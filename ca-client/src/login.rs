@@ -58,7 +58,11 @@ pub enum LoginError {
 }
 
 fn denied_message(message: &str, reasons: &[String]) -> String {
-    let mut text = format!("the CA's policy refused the certificate: {message}");
+    let mut text = "the CA's policy refused the certificate:".to_owned();
+    if reasons.is_empty() {
+        text.push(' ');
+        text.push_str(message);
+    }
     for r in reasons {
         text.push_str("\n  - ");
         text.push_str(r);
@@ -102,12 +106,12 @@ pub struct LoginOutcome {
 
 impl LoginOutcome {
     /// The one-line summary: principals, expiry in local time, minutes left.
-    pub fn summary(&self, now: u64) -> String {
+    pub fn summary(&self, paths: &crate::paths::Paths, now: u64) -> String {
         let left = i64::try_from(self.valid_before).unwrap_or(i64::MAX)
             - i64::try_from(now).unwrap_or(i64::MAX);
         let place = match &self.delivery {
             Delivery::Agent(_) => "in ssh-agent".to_owned(),
-            Delivery::Files { key, .. } => format!("in {}", key.display()),
+            Delivery::Files { key, .. } => format!("in {}", paths.tilde(key)),
         };
         format!(
             "Certificate for {} (serial {}) {place}, valid until {} ({}).",
@@ -371,7 +375,7 @@ mod tests {
         });
         assert_eq!(
             e.to_string(),
-            "the CA's policy refused the certificate: the policy denied this request\n  \
+            "the CA's policy refused the certificate:\n  \
              - none of the requested principals (root) is allowed for ann; allowed: ann, dev\n\
              Ask for principals you are allowed (--principal), a shorter --ttl, or ask the CA's operator for access"
         );
@@ -398,7 +402,8 @@ mod tests {
             delivery: Delivery::Agent("/tmp/agent.sock".into()),
             silent: false,
         };
-        let line = outcome.summary(1_800_000_000);
+        let paths = crate::paths::Paths::from_vars(|_| Some("/home/ann".into())).unwrap();
+        let line = outcome.summary(&paths, 1_800_000_000);
         assert!(
             line.starts_with("Certificate for ann, dev (serial 42) in ssh-agent, valid until "),
             "{line}"

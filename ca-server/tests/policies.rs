@@ -128,7 +128,9 @@ fn decisions_for_real_inputs_survive_enforce() {
 
     // Denials carry the policy's reasons through enforce.
     let root = identity(Some("root"), None, &["sre"]);
-    let eval = engine.evaluate(&input(&root, &request(None, None))).unwrap();
+    let eval = engine
+        .evaluate(&input(&root, &request(None, None)))
+        .unwrap();
     let limits = Limits::new(Ttl::from_secs(3600).unwrap());
     let refusal = enforce(eval.decision.as_ref(), &request(None, None), &limits).unwrap_err();
     assert!(refusal.to_string().contains("reserved"), "{refusal}");
@@ -140,7 +142,10 @@ fn decisions_for_real_inputs_survive_enforce() {
         .unwrap();
     let d = eval.decision.unwrap();
     assert_eq!(d["allow"], json!(false));
-    assert_eq!(d["reasons"], json!(["workload identities need a workload rule"]));
+    assert_eq!(
+        d["reasons"],
+        json!(["workload identities need a workload rule"])
+    );
     assert_eq!(eval.policy_hash, engine.policy_hash());
 }
 
@@ -204,7 +209,10 @@ fn load_refuses_a_policy_loosened_in_data_that_its_tests_catch() {
     data["jitssh_config"]["group_principals"]["sre"] = json!(["web", "bad,principal"]);
     std::fs::write(&path, data.to_string()).unwrap();
     let err = PolicyEngine::load_dir(dir.path()).unwrap_err();
-    assert!(err.to_string().contains("test_data_group_principals"), "{err}");
+    assert!(
+        err.to_string().contains("test_data_group_principals"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -259,7 +267,10 @@ fn reload_keeps_the_old_policy_when_the_new_one_is_broken() {
     assert_eq!(policy_hash, engine.policy_hash());
     assert_ne!(policy_hash, original);
     assert!(tests_passed >= 30);
-    assert_eq!(granted(&engine, &alice, &req).0, ["alice", "db", "db-replica"]);
+    assert_eq!(
+        granted(&engine, &alice, &req).0,
+        ["alice", "db", "db-replica"]
+    );
 
     // A vanished directory is refused as well.
     let path = dir.path().to_path_buf();
