@@ -164,7 +164,9 @@ fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
     if !db.exists() {
         bail!("audit database {} does not exist", db.display());
     }
-    let store = AuditStore::open(&db)?;
+    // Read-only: creates nothing and starts no writer, so it is safe beside a
+    // running server.
+    let store = AuditStore::open_read_only(&db)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match a.command {
@@ -179,16 +181,24 @@ fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
         },
         AuditCommand::Verify => {
             let report = store.verify()?;
-            match report.error {
-                None => writeln!(
+            if report.is_ok() {
+                writeln!(
                     out,
                     "ok: {} rows, chain head {}",
                     report.rows, report.last_hash
-                )?,
-                Some(e) => {
+                )?;
+            } else {
+                if let Some(e) = &report.error {
                     writeln!(out, "BROKEN: {e}")?;
-                    return Ok(ExitCode::FAILURE);
                 }
+                if let Some(m) = &report.index_error {
+                    writeln!(
+                        out,
+                        "BROKEN: row {}: column {} disagrees with the hashed event",
+                        m.seq, m.column
+                    )?;
+                }
+                return Ok(ExitCode::FAILURE);
             }
         }
         AuditCommand::Export(f) => {
