@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod cert;
 pub mod identity;
+pub mod krl;
 pub mod policy;
 pub mod principal;
 pub mod request;
