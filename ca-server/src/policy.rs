@@ -5,6 +5,9 @@
 //! A policy set is every `*.rego` file (tests included) and every
 //! `data*.json` file directly in one directory; nothing else is read. Its
 //! identity is [`PolicyEngine::policy_hash`], recorded in every audit row.
+//! A set serves only if it compiles, every `test_*` rule in every package
+//! evaluates to `true`, and the decision evaluates without error on the
+//! documented sample input ([`SAMPLE_CHECK`]).
 //!
 //! Evaluation is lock-free: the serving policy is a [`regorus::CompiledPolicy`]
 //! behind an [`ArcSwap`], shared by every request. Compiled policies take
@@ -29,8 +32,8 @@ use sha2::{Digest as _, Sha256};
 /// The rule the server evaluates.
 pub const DECISION_RULE: &str = "data.jitssh.decision";
 
-/// Wall-clock budget for one decision. The default policy takes tens of
-/// microseconds; a policy that needs more than this is broken (a runaway
+/// Wall-clock budget for one decision. The default policy takes well under a
+/// millisecond; a policy that needs more than this is broken (a runaway
 /// comprehension), and the request is denied rather than holding a core.
 pub const EVAL_TIME_LIMIT: Duration = Duration::from_millis(250);
 
@@ -173,7 +176,7 @@ pub struct TestResult {
     pub error: Option<String>,
 }
 
-/// Every `test_*` rule of a policy set, in rule-path order.
+/// Every `test_*` rule of a policy set, in rule-path order, then [`SAMPLE_CHECK`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TestReport {
     pub results: Vec<TestResult>,
@@ -232,8 +235,10 @@ pub struct PolicyEngine {
     /// `None` for the embedded default.
     dir: Option<PathBuf>,
     current: ArcSwap<Serving>,
-    /// Serialises reloads (file watcher and SIGHUP); evaluation never takes it.
-    reload_lock: Mutex<()>,
+    /// Serialises reloads (file watcher and SIGHUP) and holds the content hash
+    /// of the last refused change, so the watcher neither retries nor
+    /// re-logs it. Evaluation never takes it.
+    last_refused: Mutex<Option<String>>,
 }
 
 /// One compiled, tested policy set.
@@ -253,7 +258,7 @@ impl fmt::Debug for PolicyEngine {
 
 impl PolicyEngine {
     /// Load, compile and test the policy set in `dir`. Refuses a set that
-    /// does not compile or whose tests fail.
+    /// does not compile or whose tests (or the sample check) fail.
     pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
         let files = PolicyFiles::read_dir(dir)?;
         let serving = Prepared::build(&files)?.into_serving()?;
@@ -272,7 +277,7 @@ impl PolicyEngine {
         PolicyEngine {
             dir,
             current: ArcSwap::from_pointee(serving),
-            reload_lock: Mutex::new(()),
+            last_refused: Mutex::new(None),
         }
     }
 
@@ -309,7 +314,8 @@ impl PolicyEngine {
         })
     }
 
-    /// Hex SHA-256 of the serving policy set (see [`PolicyFiles::hash`]).
+    /// Hex SHA-256 of the serving policy set: its files in name order, each as
+    /// name length (u64 BE), name, content length (u64 BE), content.
     pub fn policy_hash(&self) -> String {
         self.current.load().hash.clone()
     }
@@ -333,18 +339,25 @@ impl PolicyEngine {
     }
 
     fn reload_files(&self, files: &PolicyFiles) -> Result<ReloadOutcome, PolicyError> {
-        let _guard = self
-            .reload_lock
+        let mut last_refused = self
+            .last_refused
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let previous_hash = self.policy_hash();
         let hash = files.hash();
         if hash == previous_hash {
+            *last_refused = None;
             return Ok(ReloadOutcome::Unchanged { policy_hash: hash });
         }
-        let prepared = Prepared::build(files)?;
-        let tests_passed = prepared.report.passed();
-        let serving = prepared.into_serving()?;
+        let (serving, tests_passed) =
+            match Prepared::build(files).and_then(Prepared::into_serving_with_count) {
+                Ok(built) => built,
+                Err(e) => {
+                    *last_refused = Some(hash);
+                    return Err(e);
+                }
+            };
+        *last_refused = None;
         self.current.store(Arc::new(serving));
         Ok(ReloadOutcome::Reloaded {
             previous_hash,
@@ -354,8 +367,9 @@ impl PolicyEngine {
     }
 
     /// Poll the policy directory every `interval` and reload when a file's
-    /// name, size or mtime changes. A refused change is logged once; the next
-    /// change is tried again. Does nothing for the embedded default.
+    /// name, size or mtime changes. A refused change (here or by
+    /// [`reload`](Self::reload)) is logged once; the next change is tried
+    /// again. Does nothing for the embedded default.
     pub fn spawn_watcher(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let Some(dir) = self.dir.clone() else {
@@ -404,22 +418,25 @@ impl PolicyEngine {
                 return state;
             }
         };
-        let hash = files.hash();
-        if state.refused.as_deref() == Some(hash.as_str()) {
+        let already_refused = self
+            .last_refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|refused| *refused == files.hash());
+        if already_refused {
             return state;
         }
         match self.reload_files(&files) {
-            Ok(ReloadOutcome::Unchanged { .. }) => state.refused = None,
+            Ok(ReloadOutcome::Unchanged { .. }) => {}
             Ok(ReloadOutcome::Reloaded {
                 previous_hash,
                 policy_hash,
                 tests_passed,
             }) => {
-                state.refused = None;
                 tracing::info!(%previous_hash, %policy_hash, tests_passed, dir = %dir.display(), "policy reloaded after a file change");
             }
             Err(e) => {
-                state.refused = Some(hash);
                 tracing::error!(error = %e, policy_hash = %self.policy_hash(), "policy change refused; the previous policy keeps serving");
             }
         }
@@ -431,8 +448,6 @@ impl PolicyEngine {
 struct WatchState {
     /// Names, sizes and mtimes at the last poll; `None` before the first.
     stamp: Option<BTreeMap<String, (u64, Option<SystemTime>)>>,
-    /// Hash of content that was refused, so it is not retried or re-logged.
-    refused: Option<String>,
 }
 
 fn stamp_dir(dir: &Path) -> Result<BTreeMap<String, (u64, Option<SystemTime>)>, PolicyError> {
@@ -557,7 +572,7 @@ impl Prepared {
                     .map_err(|e| PolicyError::Parse {
                         origin: origin.clone(),
                         file: name.clone(),
-                        message: format!("{e:#}"),
+                        message: one_line(&format!("{e:#}")),
                     })?;
                 rego_files += 1;
             } else {
@@ -607,7 +622,7 @@ impl Prepared {
         let policy = engine
             .compile_with_entrypoint(&DECISION_RULE.into())
             .map_err(|e| {
-                let message = format!("{e:#}");
+                let message = one_line(&format!("{e:#}"));
                 let has_package = packages.iter().any(|p| p.components == ["jitssh"]);
                 if !has_package || message.contains("not a valid rule path") {
                     PolicyError::NoDecision {
@@ -633,10 +648,11 @@ impl Prepared {
             .collect();
         tests.sort();
         tests.dedup();
-        let results = tests
+        let mut results: Vec<TestResult> = tests
             .into_iter()
             .map(|name| run_test(&mut engine, name))
             .collect();
+        results.push(sample_check(&policy));
 
         Ok(Prepared {
             origin: origin.clone(),
@@ -644,6 +660,12 @@ impl Prepared {
             hash: files.hash(),
             report: TestReport { results },
         })
+    }
+
+    /// [`Self::into_serving`], with how many tests passed.
+    fn into_serving_with_count(self) -> Result<(Serving, usize), PolicyError> {
+        let passed = self.report.passed();
+        Ok((self.into_serving()?, passed))
     }
 
     /// The policy, if every test passed.
@@ -663,6 +685,38 @@ impl Prepared {
         })
     }
 }
+
+/// Name of the built-in check that ends every [`TestReport`].
+pub const SAMPLE_CHECK: &str = "sample input: data.jitssh.decision evaluates without error";
+
+/// regorus reports unknown functions and builtin type errors only when they
+/// run, so a policy calling `foo()` compiles. Evaluating the decision once on
+/// the documented sample input (a human asking for a user certificate)
+/// catches those on the main path before the policy serves.
+fn sample_check(policy: &CompiledPolicy) -> TestResult {
+    install_time_limit();
+    let error = serde_json::from_str::<serde_json::Value>(SAMPLE_INPUT)
+        .map_err(|e| e.to_string())
+        .and_then(|json| regorus::Value::deserialize(&json).map_err(|e| e.to_string()))
+        .and_then(|input| {
+            policy
+                .eval_with_input(input)
+                .map_err(|e| one_line(&format!("{e:#}")))
+        })
+        .and_then(|value| match value {
+            regorus::Value::Undefined => Ok(()),
+            v => to_json(&v, 0).map(drop),
+        })
+        .err();
+    TestResult {
+        name: SAMPLE_CHECK.into(),
+        passed: error.is_none(),
+        error,
+    }
+}
+
+/// The input documented in `policies/README.md`.
+const SAMPLE_INPUT: &str = include_str!("../../policies/example-input.json");
 
 fn run_test(engine: &mut Engine, name: String) -> TestResult {
     let (passed, error) = match engine.eval_rule(name.clone()) {
@@ -866,12 +920,14 @@ mod tests {
     #[test]
     fn non_json_decisions_are_errors() {
         for body in [
-            "decision := {1: \"x\"}",
-            "decision := {\"a\": {[1]: true}}",
-            "decision := {\"big\": 100000000000000000000000000}",
+            "{1: \"x\"}",
+            "{\"a\": {[1]: true}}",
+            "{\"big\": 100000000000000000000000000}",
         ] {
-            let e = engine(&[("p.rego", &format!("package jitssh\n{body}"))]).unwrap();
-            let err = e.evaluate(&json!({})).unwrap_err();
+            // Only for the odd input, so the load-time sample check passes.
+            let rego = format!("package jitssh\ndecision := {body} if input.odd");
+            let e = engine(&[("p.rego", &rego)]).unwrap();
+            let err = e.evaluate(&json!({"odd": true})).unwrap_err();
             assert!(matches!(err, PolicyError::NotJson { .. }), "{body}: {err}");
         }
     }
@@ -908,11 +964,11 @@ mod tests {
     fn runaway_policy_hits_the_time_limit() {
         let e = engine(&[(
             "p.rego",
-            "package jitssh\ndecision := count([1 | some i in numbers.range(1, 4000); some j in numbers.range(1, 4000)])",
+            "package jitssh\ndecision := count([1 | some i in numbers.range(1, 4000); some j in numbers.range(1, 4000)]) if input.slow",
         )])
         .unwrap();
         let start = Instant::now();
-        let err = e.evaluate(&json!({})).unwrap_err();
+        let err = e.evaluate(&json!({"slow": true})).unwrap_err();
         assert!(matches!(err, PolicyError::TimeLimit { .. }), "{err}");
         assert!(
             start.elapsed() < EVAL_TIME_LIMIT * 8,
@@ -977,22 +1033,39 @@ mod tests {
             "package jitssh\ndecision := 1\ntest_ok if decision == 1\ntest_bad if decision == 2\ntest_err if lower(5)",
         )];
         let report = Prepared::build(&files(&list)).unwrap().report;
-        assert_eq!(report.passed(), 1, "{report}");
+        assert_eq!(report.passed(), 2, "{report}");
         assert_eq!(report.failed(), 2, "{report}");
         assert_eq!(report.results[0].name, "data.jitssh.test_bad");
+        assert_eq!(report.results[3].name, SAMPLE_CHECK);
         let err = engine(&list).unwrap_err();
         assert!(
             matches!(
                 err,
                 PolicyError::TestsFailed {
                     failed: 2,
-                    total: 3,
+                    total: 4,
                     ..
                 }
             ),
             "{err}"
         );
         assert!(err.to_string().contains("data.jitssh.test_bad"), "{err}");
+    }
+
+    #[test]
+    fn runtime_only_errors_on_the_main_path_refuse_the_policy() {
+        // regorus only notices an unknown function when it is called.
+        let list = [("a.rego", "package jitssh\ndecision := no_such_function(1)")];
+        let err = engine(&list).unwrap_err();
+        assert!(
+            matches!(err, PolicyError::TestsFailed { failed: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no_such_function"), "{err}");
+        let err = engine(&[("a.rego", "package jitssh\ndecision := {1: 2}")]).unwrap_err();
+        assert!(err.to_string().contains("not a string"), "{err}");
+        // Undefined on the sample is allowed (the server denies).
+        assert!(engine(&[("a.rego", "package jitssh\ndecision := 1 if false")]).is_ok());
     }
 
     #[test]
@@ -1005,9 +1078,10 @@ mod tests {
             ),
         ];
         let report = Prepared::build(&files(&list)).unwrap().report;
-        assert_eq!(report.results.len(), 1);
+        assert_eq!(report.results.len(), 2);
         assert_eq!(report.results[0].name, "data.jitssh.more.test_decision");
         assert!(report.results[0].passed);
+        assert_eq!(report.failed(), 0);
     }
 
     #[test]
