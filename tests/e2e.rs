@@ -1,6 +1,8 @@
 //! End-to-end suites, one module per area (ripgrep-style single test binary).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod login;
 mod ops;
 mod provider;
+mod revoke;
 mod serve;

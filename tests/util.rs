@@ -374,3 +374,183 @@ impl CaServer {
         );
     }
 }
+
+/// A real `ssh-agent` on its own socket in a temp dir; dropped = killed.
+pub struct SshAgent {
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SshAgent {
+    pub fn start() -> SshAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let mut child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("ssh-agent exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ssh-agent made no socket in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        SshAgent {
+            socket,
+            _dir: dir,
+            child,
+        }
+    }
+
+    /// `ssh-add -l`: the listing (empty when the agent has no identities).
+    pub fn list(&self) -> String {
+        let out = Command::new("ssh-add")
+            .arg("-l")
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .unwrap();
+        match out.status.code() {
+            Some(0) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            // 1: the agent has no identities.
+            Some(1) => String::new(),
+            _ => panic!(
+                "ssh-add -l failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process whose stdout and stderr lines are read as they come, so a
+/// test can react to what it prints (a URL, a code) while it keeps running.
+pub struct Running {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<(bool, String)>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for (is_err, stream) in [
+            (false, Box::new(out) as Box<dyn std::io::Read + Send>),
+            (true, Box::new(err)),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send((is_err, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+
+    fn record(&mut self, is_err: bool, line: &str) {
+        let buf = if is_err {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        };
+        buf.push_str(line);
+        buf.push('\n');
+    }
+
+    /// The first line (stdout or stderr) for which `find` returns something.
+    pub fn wait_for<T>(&mut self, timeout: Duration, find: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((is_err, line)) => {
+                    self.record(is_err, &line);
+                    if let Some(found) = find(&line) {
+                        return found;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "the expected line did not come within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                        self.stdout, self.stderr
+                    );
+                }
+            }
+        }
+    }
+
+    /// Wait for the process to exit (killing it after `timeout`); all its output is then in `stdout`/`stderr`.
+    pub fn finish(mut self, timeout: Duration) -> (std::process::ExitStatus, String, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                while let Ok((is_err, line)) = self.lines.try_recv() {
+                    self.record(is_err, &line);
+                }
+                panic!(
+                    "still running after {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout, self.stderr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader threads end at EOF, which follows the exit.
+        while let Ok((is_err, line)) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.record(is_err, &line);
+        }
+        (
+            status,
+            std::mem::take(&mut self.stdout),
+            std::mem::take(&mut self.stderr),
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

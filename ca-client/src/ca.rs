@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use ca_core::wire::{CaKeys, ClientConfig, ErrorBody, ErrorDetail, UserCertRequest, UserCertResponse};
+use ca_core::wire::{
+    CaKeys, ClientConfig, ErrorBody, ErrorDetail, UserCertRequest, UserCertResponse,
+};
 use reqwest::{StatusCode, Url};
 
 /// Clock differences with the CA above this are reported.
@@ -80,7 +82,7 @@ impl CaClient {
     /// `GET /v1/config`: the OpenID provider and client to log in with.
     pub async fn config(&self) -> Result<Answer<ClientConfig>, CaError> {
         let url = self.url("/v1/config");
-        let resp = self.send(self.http.get(&url), &url).await?;
+        let resp = self.send(self.http.get(&url)).await?;
         match self.json(resp, &url).await {
             Err(CaError::Api { code, message, .. }) if code == "login_not_configured" => {
                 Err(CaError::LoginNotConfigured { url, message })
@@ -92,7 +94,7 @@ impl CaClient {
     /// `GET /v1/ca`: the user and host CA public keys.
     pub async fn keys(&self) -> Result<Answer<CaKeys>, CaError> {
         let url = self.url("/v1/ca");
-        let resp = self.send(self.http.get(&url), &url).await?;
+        let resp = self.send(self.http.get(&url)).await?;
         self.json(resp, &url).await
     }
 
@@ -104,15 +106,11 @@ impl CaClient {
     ) -> Result<Answer<UserCertResponse>, CaError> {
         let url = self.url("/v1/certs/user");
         let req = self.http.post(&url).bearer_auth(id_token).json(request);
-        let resp = self.send(req, &url).await?;
+        let resp = self.send(req).await?;
         self.json(resp, &url).await
     }
 
-    async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        url: &str,
-    ) -> Result<reqwest::Response, CaError> {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CaError> {
         req.timeout(self.timeout)
             .send()
             .await
@@ -144,10 +142,7 @@ impl CaClient {
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_http_date);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map(|value| Answer { value, server_time })
@@ -231,7 +226,10 @@ mod tests {
 
     #[test]
     fn http_dates() {
-        assert_eq!(parse_http_date("Tue, 15 Nov 1994 08:12:31 GMT"), Some(784_887_151));
+        assert_eq!(
+            parse_http_date("Tue, 15 Nov 1994 08:12:31 GMT"),
+            Some(784_887_151)
+        );
         assert_eq!(parse_http_date("yesterday"), None);
     }
 
@@ -243,14 +241,23 @@ mod tests {
             "your clock is 300 s ahead of the CA's; certificates will look expired or not yet valid. \
              Sync it (e.g. `sudo timedatectl set-ntp true`) and try again"
         );
-        assert!(describe_skew(skew(1300, 1000)).unwrap().starts_with("your clock is 300 s behind"));
+        assert!(
+            describe_skew(skew(1300, 1000))
+                .unwrap()
+                .starts_with("your clock is 300 s behind")
+        );
     }
 
     #[test]
     fn api_errors_keep_the_policy_reasons() {
         let body = br#"{"error":{"code":"denied_by_policy","message":"denied","reasons":["no principal for you"]}}"#;
         match api_error(StatusCode::FORBIDDEN, body, "u") {
-            CaError::Api { status, code, reasons, .. } => {
+            CaError::Api {
+                status,
+                code,
+                reasons,
+                ..
+            } => {
                 assert_eq!((status, code.as_str()), (403, "denied_by_policy"));
                 assert_eq!(reasons, ["no principal for you"]);
             }

@@ -12,9 +12,13 @@ use crate::store::{StoreError, write_private};
 /// The certificate the CA returned cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("the CA returned something that is not an OpenSSH certificate ({0}); report this to the CA's operator")]
+    #[error(
+        "the CA returned something that is not an OpenSSH certificate ({0}); report this to the CA's operator"
+    )]
     Parse(String),
-    #[error("the CA returned a certificate for another public key; report this to the CA's operator")]
+    #[error(
+        "the CA returned a certificate for another public key; report this to the CA's operator"
+    )]
     WrongKey,
     #[error(
         "the certificate is not signed by the CA's published user CA key ({0}); report this to the CA's operator"
@@ -66,12 +70,15 @@ pub fn check_issued(
     user_ca: &[PublicKey],
     now: u64,
 ) -> Result<Certificate, CertError> {
-    let cert =
-        Certificate::from_openssh(certificate.trim()).map_err(|e| CertError::Parse(e.to_string()))?;
+    let cert = Certificate::from_openssh(certificate.trim())
+        .map_err(|e| CertError::Parse(e.to_string()))?;
     if cert.public_key() != key.public_key().key_data() {
         return Err(CertError::WrongKey);
     }
-    let fingerprints: Vec<_> = user_ca.iter().map(|k| k.fingerprint(HashAlg::Sha256)).collect();
+    let fingerprints: Vec<_> = user_ca
+        .iter()
+        .map(|k| k.fingerprint(HashAlg::Sha256))
+        .collect();
     // Signature and signer, checked at a time inside the validity window;
     // the window itself against our clock below, for a clearer message.
     cert.validate_at(cert.valid_after(), fingerprints.iter())
@@ -145,7 +152,11 @@ pub fn merge_known_hosts(existing: &str, profile: &str, lines: &[String]) -> Str
 
 /// Replace this profile's lines in the managed known_hosts file; an empty
 /// result removes the file. Returns whether the file still exists.
-pub fn update_known_hosts(path: &Path, profile: &str, lines: &[String]) -> Result<bool, StoreError> {
+pub fn update_known_hosts(
+    path: &Path,
+    profile: &str,
+    lines: &[String],
+) -> Result<bool, StoreError> {
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let merged = merge_known_hosts(&existing, profile, lines);
     if merged.is_empty() {
@@ -163,8 +174,7 @@ pub fn update_known_hosts(path: &Path, profile: &str, lines: &[String]) -> Resul
 mod tests {
     use super::*;
 
-    const HOST_CA: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHq1/B1BMTxhtTbYDtMfAHd8zxjbfnBwaPFl4KIxAyY7 jitssh host CA";
+    const HOST_CA: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHq1/B1BMTxhtTbYDtMfAHd8zxjbfnBwaPFl4KIxAyY7 jitssh host CA";
 
     #[test]
     fn known_hosts_lines() {
@@ -174,19 +184,29 @@ mod tests {
             "@cert-authority * ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHq1/B1BMTxhtTbYDtMfAHd8zxjbfnBwaPFl4KIxAyY7 jitssh:default"
         );
         let line = known_hosts_line(HOST_CA, "*.prod !bastion", "prod").unwrap();
-        assert!(line.starts_with("@cert-authority *.prod,!bastion ssh-ed25519 "), "{line}");
+        assert!(
+            line.starts_with("@cert-authority *.prod,!bastion ssh-ed25519 "),
+            "{line}"
+        );
         assert_eq!(known_hosts_line("not a key", "*", "p"), None);
     }
 
     #[test]
     fn known_hosts_merge_replaces_only_this_profile() {
         let existing = "github.com ssh-ed25519 AAAA\n@cert-authority * ssh-ed25519 OLD jitssh:default\n@cert-authority * ssh-ed25519 P jitssh:prod\n";
-        let merged = merge_known_hosts(existing, "default", &["@cert-authority * ssh-ed25519 NEW jitssh:default".into()]);
+        let merged = merge_known_hosts(
+            existing,
+            "default",
+            &["@cert-authority * ssh-ed25519 NEW jitssh:default".into()],
+        );
         assert_eq!(
             merged,
             "github.com ssh-ed25519 AAAA\n@cert-authority * ssh-ed25519 P jitssh:prod\n@cert-authority * ssh-ed25519 NEW jitssh:default\n"
         );
-        assert_eq!(merge_known_hosts("@cert-authority * k jitssh:default\n", "default", &[]), "");
+        assert_eq!(
+            merge_known_hosts("@cert-authority * k jitssh:default\n", "default", &[]),
+            ""
+        );
     }
 
     #[test]
@@ -223,14 +243,20 @@ mod tests {
         let cert = check_issued(&good, &ours, &user_ca, 1500).unwrap();
         assert!(signed_by(&cert, &user_ca));
         assert!(!signed_by(&cert, &[other.public_key().clone()]));
-        assert!(matches!(check_issued(&good, &other, &user_ca, 1500), Err(CertError::WrongKey)));
+        assert!(matches!(
+            check_issued(&good, &other, &user_ca, 1500),
+            Err(CertError::WrongKey)
+        ));
         assert!(matches!(
             check_issued(&sign(&ours, &other), &ours, &user_ca, 1500),
             Err(CertError::WrongSigner(_))
         ));
         let skew = check_issued(&good, &ours, &user_ca, 2500).unwrap_err();
         assert!(skew.to_string().contains("your clock is off"), "{skew}");
-        assert!(matches!(check_issued("garbage", &ours, &user_ca, 1500), Err(CertError::Parse(_))));
+        assert!(matches!(
+            check_issued("garbage", &ours, &user_ca, 1500),
+            Err(CertError::Parse(_))
+        ));
     }
 
     #[test]
@@ -250,9 +276,15 @@ mod tests {
         let cert = b.sign(&ca).unwrap();
         let (k, c) = write_files(&tmp.path().join("jitssh"), "default", &key, &cert).unwrap();
         for p in [&k, &c] {
-            assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         assert!(c.to_str().unwrap().ends_with("jitssh/id_jitssh-cert.pub"));
-        assert_eq!(PrivateKey::read_openssh_file(&k).unwrap().public_key(), key.public_key());
+        assert_eq!(
+            PrivateKey::read_openssh_file(&k).unwrap().public_key(),
+            key.public_key()
+        );
     }
 }

@@ -21,7 +21,13 @@ use crate::duration::parse_duration;
 )]
 pub struct Cli {
     /// CA URL, e.g. https://ca.example.com (overrides the profile's `ca`).
-    #[arg(long, env = "JITSSH_CA", global = true, value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "JITSSH_CA",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub ca: Option<String>,
     /// Profile in the config file [default: the file's default_profile, else "default"].
     #[arg(

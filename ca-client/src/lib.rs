@@ -1,7 +1,29 @@
 //! `jitssh`, the engineer's client: sign in with the CA's OpenID provider, get
 //! a short-lived OpenSSH certificate for a fresh in-memory key, and load both
 //! into ssh-agent with a lifetime, so plain `ssh` works and no key touches the
-//! disk. See ARCHITECTURE.md for the module map.
+//! disk.
+//!
+//! Code map: `cli` (clap) → [`run`] → one module per command: `login`,
+//! `status` (also `logout`), `ensure`, `sshconfig` (`config`). Below them:
+//! `profile` (flags, env and config.toml → `Target`), `paths` (HOME/XDG),
+//! `ca` (the CA's HTTP API), `oidc` (openidconnect: code + PKCE, device,
+//! refresh, revocation) with `loopback` (the RFC 8252 redirect listener),
+//! `certs` (key, certificate checks, key files, known_hosts lines), `agent`
+//! (ssh-agent-lib), `store` (0600 files: token cache, last-login record),
+//! `ui` (stderr, spinner, browser), `duration`.
+//!
+//! Invariants:
+//! - A private key reaches the disk only with `--write` or when no agent runs
+//!   (`SSH_AUTH_SOCK` unset), and then as a 0600 file; in the agent it carries
+//!   a lifetime equal to the certificate's remaining validity.
+//! - Tokens and the last-login record are 0600 files in 0700 directories,
+//!   written atomically; a cache readable by others is ignored.
+//! - ID tokens travel only over https, or http to loopback (development).
+//! - The ID token is verified before use: signature (provider JWKS), issuer,
+//!   audience, expiry, and the nonce of the authorization request; the
+//!   redirect's `state` (and `iss`, when sent) must match.
+//! - stdout carries results only (summary, status lines, the config block);
+//!   prompts, progress and errors go to stderr.
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -78,7 +100,11 @@ pub fn http_client() -> Result<reqwest::Client, CliError> {
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let quiet = matches!(&cli.command, Command::Ensure(a) if a.quiet);
     let paths = Paths::from_env()?;
-    let target = profile::resolve(&paths.config_file, cli.ca.as_deref(), cli.profile.as_deref())?;
+    let target = profile::resolve(
+        &paths.config_file,
+        cli.ca.as_deref(),
+        cli.profile.as_deref(),
+    )?;
     let ctx = Context {
         paths,
         http: http_client()?,
@@ -115,6 +141,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 println!(
                     "Use it with `ssh -i {key} HOST`, or in ~/.ssh/config: IdentityFile {key} and CertificateFile {key}-cert.pub"
                 );
+            }
+            let ssh_config = std::fs::read_to_string(ctx.paths.home.join(".ssh/config"));
+            if !ssh_config.is_ok_and(|c| c.contains("jitssh")) {
+                ctx.ui.info(&format!(
+                    "Hosts certified by this CA are trusted through {}; `jitssh config >> ~/.ssh/config` sets ssh up to use it and to renew certificates.",
+                    ctx.paths.tilde(&ctx.paths.known_hosts())
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -159,7 +192,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .unwrap_or_else(|| "*".into());
             let bastion = a.bastion.or_else(|| target.defaults.bastion.clone());
             let known_hosts = ctx.paths.tilde(&ctx.paths.known_hosts());
-            let ca = target.ca.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned());
+            let ca = target
+                .ca
+                .as_ref()
+                .map(|u| u.as_str().trim_end_matches('/').to_owned());
             print!(
                 "{}",
                 sshconfig::render(&sshconfig::BlockSpec {

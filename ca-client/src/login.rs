@@ -157,7 +157,8 @@ pub async fn login(
         timeout: login_timeout()?,
     };
 
-    let (mut tokens, mut silent) = sign_in(ctx, &provider, &store, &config.client_id, opts, &how).await?;
+    let (mut tokens, mut silent) =
+        sign_in(ctx, &provider, &store, &config.client_id, opts, &how).await?;
     let key = certs::generate_key()?;
     let request = UserCertRequest {
         public_key: certs::public_line(&key)?,
@@ -171,7 +172,8 @@ pub async fn login(
             // A token from a refresh may lack what the CA needs (or be refused
             // for being one): one interactive sign-in, then the request again.
             Err(CaError::Api { status: 401, .. }) if silent => {
-                ctx.ui.info("The CA did not accept the cached sign-in; signing in again.");
+                ctx.ui
+                    .info("The CA did not accept the cached sign-in; signing in again.");
                 let _ = store.forget_token();
                 tokens = interactive(ctx, &provider, &how, opts.device).await?;
                 save_refresh_token(&store, &provider, &config.client_id, &tokens)?;
@@ -181,9 +183,7 @@ pub async fn login(
         }
     };
     let now = unix_now();
-    let skew_text = issued
-        .server_time
-        .and_then(|t| describe_skew(skew(t, now)));
+    let skew_text = issued.server_time.and_then(|t| describe_skew(skew(t, now)));
     let resp = issued.value;
     let cert = match certs::check_issued(&resp.certificate, &key, &user_ca, now) {
         Ok(cert) => cert,
@@ -207,7 +207,17 @@ pub async fn login(
             .unwrap_or_default(),
         write_dir: None,
     };
-    let delivery = deliver(ctx, target, opts, &key, &cert, &resp.key_id, &user_ca, now, &mut session)?;
+    let delivery = deliver(
+        ctx,
+        target,
+        opts,
+        &key,
+        &cert,
+        &resp.key_id,
+        &user_ca,
+        now,
+        &mut session,
+    )?;
 
     let patterns = target.defaults.hosts.as_deref().unwrap_or("*");
     let lines: Vec<String> = keys
@@ -247,10 +257,12 @@ async fn sign_in(
             Err(e @ OidcError::Unreachable { .. }) => return Err(e.into()),
             Err(e) => {
                 if e.is_rejected_grant() {
-                    ctx.ui.info("The cached sign-in has expired; signing in again.");
-                } else {
                     ctx.ui
-                        .warn(&format!("cannot use the cached sign-in ({e}); signing in again"));
+                        .info("The cached sign-in has expired; signing in again.");
+                } else {
+                    ctx.ui.warn(&format!(
+                        "cannot use the cached sign-in ({e}); signing in again"
+                    ));
                 }
                 store.forget_token()?;
             }
@@ -371,7 +383,10 @@ mod tests {
             status: 403,
             code: "denied_by_policy".into(),
             message: "the policy denied this request".into(),
-            reasons: vec!["none of the requested principals (root) is allowed for ann; allowed: ann, dev".into()],
+            reasons: vec![
+                "none of the requested principals (root) is allowed for ann; allowed: ann, dev"
+                    .into(),
+            ],
         });
         assert_eq!(
             e.to_string(),

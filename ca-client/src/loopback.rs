@@ -199,10 +199,16 @@ mod tests {
                 description: Some("no".into())
             })
         );
-        assert_eq!(req("GET /callback?code=abc&state=other HTTP/1.1"), Request::WrongState);
+        assert_eq!(
+            req("GET /callback?code=abc&state=other HTTP/1.1"),
+            Request::WrongState
+        );
         assert_eq!(req("GET /callback?code=abc HTTP/1.1"), Request::WrongState);
         assert_eq!(req("GET /favicon.ico HTTP/1.1"), Request::Other);
-        assert_eq!(req("POST /callback?code=a&state=st8 HTTP/1.1"), Request::Other);
+        assert_eq!(
+            req("POST /callback?code=a&state=st8 HTTP/1.1"),
+            Request::Other
+        );
         assert!(matches!(
             req("GET /callback?state=st8 HTTP/1.1"),
             Request::Callback(Callback::Error { .. })
@@ -216,9 +222,17 @@ mod tests {
         assert!(uri.starts_with("http://127.0.0.1:") && uri.ends_with("/callback"));
         let waiter = tokio::spawn(async move { lb.wait("good", Duration::from_secs(10)).await });
         let http = reqwest::Client::new();
-        let stale = http.get(format!("{uri}?code=x&state=bad")).send().await.unwrap();
+        let stale = http
+            .get(format!("{uri}?code=x&state=bad"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(stale.status().as_u16(), 400);
-        let ok = http.get(format!("{uri}?code=c0de&state=good")).send().await.unwrap();
+        let ok = http
+            .get(format!("{uri}?code=c0de&state=good"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(ok.status().as_u16(), 200);
         assert_eq!(
             waiter.await.unwrap().unwrap(),

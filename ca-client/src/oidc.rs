@@ -12,7 +12,7 @@ use openidconnect::core::{
     CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
     CoreDeviceAuthorizationResponse, CoreGrantType, CoreJsonWebKey,
     CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
-    CoreResponseType, CoreRevocableToken, CoreSubjectIdentifierType, CoreTokenResponse,
+    CoreResponseType, CoreSubjectIdentifierType, CoreTokenResponse,
 };
 use openidconnect::{
     AdditionalProviderMetadata, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError,
@@ -51,11 +51,13 @@ type Metadata = ProviderMetadata<
     CoreSubjectIdentifierType,
 >;
 
-type Client<Device = EndpointNotSet, Revocation = EndpointNotSet> = CoreClient<
+/// The client as built from discovery: authorization endpoint set, token and
+/// userinfo endpoints as discovered; `Device` set for the device flow.
+type Client<Device = EndpointNotSet> = CoreClient<
     EndpointSet,
     Device,
     EndpointNotSet,
-    Revocation,
+    EndpointNotSet,
     EndpointMaybeSet,
     EndpointMaybeSet,
 >;
@@ -198,12 +200,11 @@ impl Provider {
     /// the authorization URL, wait for the browser to come back.
     pub async fn auth_code(&self, ui: &Ui, how: &Interaction) -> Result<Tokens, OidcError> {
         let loopback = Loopback::bind().await.map_err(OidcError::Listener)?;
-        let redirect = RedirectUrl::new(loopback.redirect_uri.clone()).map_err(|e| {
-            OidcError::Provider {
+        let redirect =
+            RedirectUrl::new(loopback.redirect_uri.clone()).map_err(|e| OidcError::Provider {
                 issuer: self.issuer.clone(),
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         let client = self.client().set_redirect_uri(redirect);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
@@ -222,7 +223,9 @@ impl Provider {
                 "Opened your browser to sign in. If it did not open, visit:\n\n    {url}\n"
             ));
         } else {
-            ui.prompt(&format!("To sign in, open this URL in a browser:\n\n    {url}\n"));
+            ui.prompt(&format!(
+                "To sign in, open this URL in a browser:\n\n    {url}\n"
+            ));
         }
         let spinner = ui.spinner("Waiting for the sign-in in the browser…");
         let callback = loopback
@@ -332,31 +335,49 @@ impl Provider {
     }
 
     /// Revoke a refresh token (RFC 7009), if the provider offers revocation.
-    /// Returns whether it was revoked.
+    /// Returns whether it was revoked. A plain form POST rather than the
+    /// oauth2 crate's, which refuses `http` outright: the development
+    /// providers on loopback are `http`, and `profile::parse_ca_url`
+    /// already confines plain http to loopback.
     pub async fn revoke(&self, refresh_token: &str) -> bool {
-        let Some(endpoint) = self.metadata.additional_metadata().revocation_endpoint.clone() else {
+        let Some(endpoint) = self
+            .metadata
+            .additional_metadata()
+            .revocation_endpoint
+            .as_ref()
+        else {
             return false;
         };
-        let client: Client<EndpointNotSet, EndpointSet> =
-            self.client().set_revocation_url(endpoint);
-        let token = CoreRevocableToken::from(RefreshToken::new(refresh_token.to_owned()));
-        match client.revoke_token(token) {
-            Ok(req) => req.request_async(&self.http).await.is_ok(),
+        let url = endpoint.url();
+        let loopback = url
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .is_some_and(|h| {
+                h == "localhost"
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+        if url.scheme() != "https" && !loopback {
+            return false;
+        }
+        let form = [
+            ("token", refresh_token),
+            ("token_type_hint", "refresh_token"),
+            ("client_id", self.client_id.as_str()),
+        ];
+        match self.http.post(url.as_str()).form(&form).send().await {
+            Ok(resp) => resp.status().is_success(),
             Err(_) => false,
         }
     }
 
     /// Verify the ID token of a token response (with `nonce` when the request had one).
-    fn tokens<D, R>(
+    fn tokens<D: openidconnect::EndpointState>(
         &self,
-        client: &Client<D, R>,
+        client: &Client<D>,
         response: &CoreTokenResponse,
         nonce: Option<&Nonce>,
-    ) -> Result<Tokens, OidcError>
-    where
-        D: openidconnect::EndpointState,
-        R: openidconnect::EndpointState,
-    {
+    ) -> Result<Tokens, OidcError> {
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::NoIdToken(self.client_id.to_string()))?;
@@ -470,7 +491,10 @@ mod tests {
             description: None,
         };
         assert!(e.is_rejected_grant());
-        assert_eq!(e.to_string(), "the provider refused the refresh token: invalid_grant");
+        assert_eq!(
+            e.to_string(),
+            "the provider refused the refresh token: invalid_grant"
+        );
     }
 
     #[test]

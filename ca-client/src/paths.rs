@@ -36,11 +36,7 @@ impl Paths {
     /// From `var` (HOME, XDG_CONFIG_HOME, XDG_STATE_HOME). Relative XDG
     /// values are ignored, as the XDG specification says.
     pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Result<Paths, NoHome> {
-        let absolute = |name: &str| {
-            var(name)
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-        };
+        let absolute = |name: &str| var(name).map(PathBuf::from).filter(|p| p.is_absolute());
         let home = absolute("HOME").ok_or(NoHome)?;
         let config = absolute("XDG_CONFIG_HOME").unwrap_or_else(|| home.join(".config"));
         let state = absolute("XDG_STATE_HOME").unwrap_or_else(|| home.join(".local/state"));
@@ -98,20 +94,21 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into())
-        }
+        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.into())
     }
 
     #[test]
     fn defaults_under_home() {
         let p = Paths::from_vars(vars(&[("HOME", "/home/ann")])).unwrap();
-        assert_eq!(p.config_file, Path::new("/home/ann/.config/jitssh/config.toml"));
+        assert_eq!(
+            p.config_file,
+            Path::new("/home/ann/.config/jitssh/config.toml")
+        );
         assert_eq!(p.state_dir, Path::new("/home/ann/.local/state/jitssh"));
-        assert_eq!(p.known_hosts(), Path::new("/home/ann/.ssh/jitssh/known_hosts"));
+        assert_eq!(
+            p.known_hosts(),
+            Path::new("/home/ann/.ssh/jitssh/known_hosts")
+        );
         assert_eq!(p.tilde(&p.known_hosts()), "~/.ssh/jitssh/known_hosts");
         assert_eq!(p.tilde(Path::new("/etc/x")), "/etc/x");
     }

@@ -186,7 +186,8 @@ pub fn parse_ca_url(text: &str) -> Result<Url, ProfileError> {
         url: text.to_owned(),
         why: why.to_owned(),
     };
-    let url = Url::parse(text.trim()).map_err(|e| bad(&format!("{e}; write it like https://ca.example.com")))?;
+    let url = Url::parse(text.trim())
+        .map_err(|e| bad(&format!("{e}; write it like https://ca.example.com")))?;
     let Some(host) = url.host_str() else {
         return Err(bad("it has no host"));
     };
@@ -218,7 +219,11 @@ mod tests {
 
     const FILE: &str = "/cfg/jitssh/config.toml";
 
-    fn resolve(text: Option<&str>, ca: Option<&str>, profile: Option<&str>) -> Result<Target, ProfileError> {
+    fn resolve(
+        text: Option<&str>,
+        ca: Option<&str>,
+        profile: Option<&str>,
+    ) -> Result<Target, ProfileError> {
         resolve_text(Path::new(FILE), text, ca, profile)
     }
 
@@ -249,7 +254,10 @@ ca = "http://127.0.0.1:8400"
         let t = resolve(Some(CONFIG), None, Some("dev")).unwrap();
         assert_eq!(t.ca.unwrap().as_str(), "http://127.0.0.1:8400/");
         let t = resolve(Some(CONFIG), Some("https://other.example.com"), None).unwrap();
-        assert_eq!((t.profile.as_str(), t.ca.unwrap().as_str()), ("prod", "https://other.example.com/"));
+        assert_eq!(
+            (t.profile.as_str(), t.ca.unwrap().as_str()),
+            ("prod", "https://other.example.com/")
+        );
     }
 
     #[test]
@@ -279,7 +287,11 @@ ca = "http://127.0.0.1:8400"
     #[test]
     fn bad_files_are_reported() {
         let e = resolve(Some("[profiles.a]\nca = 1\n"), None, None).unwrap_err();
-        assert!(e.to_string().starts_with("/cfg/jitssh/config.toml is not a valid jitssh config:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/cfg/jitssh/config.toml is not a valid jitssh config:"),
+            "{e}"
+        );
         let e = resolve(Some("[profiles.default]\ncolour = \"red\"\n"), None, None).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
         let e = resolve(Some("[profiles.default]\nttl = \"soon\"\n"), None, None).unwrap_err();

@@ -43,9 +43,9 @@ fn shell_word(s: &str) -> String {
 
 fn compact(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 && s > 0 {
+    if s.is_multiple_of(3600) && s > 0 {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 && s > 0 {
+    } else if s.is_multiple_of(60) && s > 0 {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -172,9 +172,18 @@ mod tests {
             ),
             "{block}"
         );
-        assert!(block.contains("Host *.prod.example.com db-* !bastion.example.com\n"), "{block}");
-        assert!(block.contains("    ProxyJump ops@bastion.example.com:2222\n"), "{block}");
-        assert!(block.contains("    IdentityFile ~/.ssh/jitssh/id_jitssh_prod\n"), "{block}");
+        assert!(
+            block.contains("Host *.prod.example.com db-* !bastion.example.com\n"),
+            "{block}"
+        );
+        assert!(
+            block.contains("    ProxyJump ops@bastion.example.com:2222\n"),
+            "{block}"
+        );
+        assert!(
+            block.contains("    IdentityFile ~/.ssh/jitssh/id_jitssh_prod\n"),
+            "{block}"
+        );
         assert!(
             block.contains("    CertificateFile ~/.ssh/jitssh/id_jitssh_prod-cert.pub\n"),
             "{block}"
@@ -187,6 +196,9 @@ mod tests {
             exe: "/home/a%b/jitssh",
             ..spec()
         });
-        assert!(block.contains("exec \"'/home/a%%b/jitssh' ensure"), "{block}");
+        assert!(
+            block.contains("exec \"'/home/a%%b/jitssh' ensure"),
+            "{block}"
+        );
     }
 }

@@ -101,9 +101,16 @@ pub fn candidate_files(paths: &Paths, profile: &str, session: Option<&Session>) 
 }
 
 /// This CA's certificates in the agent and in the profile's files.
-pub fn inventory(paths: &Paths, profile: &str, session: Option<&Session>, user_ca: &[PublicKey]) -> Inventory {
+pub fn inventory(
+    paths: &Paths,
+    profile: &str,
+    session: Option<&Session>,
+    user_ca: &[PublicKey],
+) -> Inventory {
     let mut inv = Inventory::default();
     if user_ca.is_empty() {
+        inv.notes
+            .push("no earlier login with this profile and no CA configured".into());
         return inv;
     }
     match Agent::from_env().and_then(|mut a| a.certificates()) {

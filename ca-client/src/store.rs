@@ -206,8 +206,14 @@ mod tests {
         assert_eq!(mode(&store.token_path()), 0o600);
         assert_eq!(mode(&store.dir), 0o700);
         assert_eq!(mode(&tmp.path().join("state")), 0o700);
-        assert_eq!(store.load_token("https://idp.example.com", "jitssh"), Some(cache.clone()));
-        assert_eq!(store.load_token("https://other.example.com", "jitssh"), None);
+        assert_eq!(
+            store.load_token("https://idp.example.com", "jitssh"),
+            Some(cache.clone())
+        );
+        assert_eq!(
+            store.load_token("https://other.example.com", "jitssh"),
+            None
+        );
         assert_eq!(store.load_token("https://idp.example.com", "other"), None);
         // Overwriting keeps the mode and leaves no temporary file behind.
         store
@@ -234,7 +240,8 @@ mod tests {
                 saved_at: 0,
             })
             .unwrap();
-        std::fs::set_permissions(store.token_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(store.token_path(), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
         assert_eq!(store.load_token("i", "c"), None);
     }
 

@@ -34,6 +34,31 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Read and verify the audit log.
     Audit(AuditArgs),
+    /// Revoke certificates, an identity or a key (published in `GET /v1/krl`).
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "key_id", "subject", "key"])))]
+pub struct RevokeArgs {
+    /// Config file of the CA.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Revoke the certificate with this serial.
+    #[arg(long)]
+    pub serial: Option<u64>,
+    /// Revoke certificates with this key ID (as sshd logs it).
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// Revoke an identity, ISSUER/SUBJECT: its valid certificates, and every new request.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Revoke a public key (file in OpenSSH format): every certificate for it, and new requests.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Why (recorded in the audit log).
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

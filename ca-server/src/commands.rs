@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use crate::audit::{AuditStore, Filter};
 use crate::cli::{
-    AuditArgs, AuditCommand, AuditFilter, Command, InitArgs, PolicyCommand, ServeArgs,
+    AuditArgs, AuditCommand, AuditFilter, Command, InitArgs, PolicyCommand, RevokeArgs, ServeArgs,
 };
 use crate::config::Config;
 use crate::policy::{PolicyEngine, TestReport};
@@ -29,6 +29,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dev(a) => crate::dev::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Policy(p) => policy(p),
         Command::Audit(a) => audit(a),
+        Command::Revoke(a) => revoke(a).await.map(|_| ExitCode::SUCCESS),
     }
 }
 
@@ -217,4 +218,73 @@ fn filter(f: AuditFilter) -> Filter {
         limit: f.limit,
         ..Default::default()
     }
+}
+
+async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
+    use crate::revocation::{RevocationStore, Target};
+    let config = Config::load(&a.config)?;
+    let target = if let Some(serial) = a.serial {
+        Target::Serial(serial)
+    } else if let Some(id) = a.key_id {
+        Target::KeyId(id)
+    } else if let Some(s) = a.subject {
+        // Issuer URLs contain '/': match the configured issuer the value starts with.
+        let issuer = config
+            .issuers
+            .iter()
+            .map(|i| i.issuer.as_str())
+            .filter(|i| s.len() > i.len() + 1 && s.starts_with(i) && s.as_bytes()[i.len()] == b'/')
+            .max_by_key(|i| i.len())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--subject must be ISSUER/SUBJECT with ISSUER one of the configured [[issuers]]"
+                )
+            })?;
+        Target::Subject {
+            issuer: issuer.to_owned(),
+            subject: s[issuer.len() + 1..].to_owned(),
+        }
+    } else if let Some(path) = a.key {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Target::Key(
+            ca_core::SubjectKey::parse(&text).with_context(|| format!("{}", path.display()))?,
+        )
+    } else {
+        bail!("say what to revoke: --serial, --key-id, --subject or --key");
+    };
+    let reason = a
+        .reason
+        .as_deref()
+        .map(ca_core::request::parse_reason)
+        .transpose()?;
+    let now = crate::issue::now_unix();
+    let store = RevocationStore::open(&config.database)?;
+    let added = store.revoke(
+        &target,
+        reason.as_deref(),
+        now,
+        config.limits.max_ttl.as_secs(),
+    )?;
+    let audit = AuditStore::open(&config.database)?;
+    audit
+        .append(
+            ca_core::audit::AuditEvent {
+                time: now,
+                action: "revoke".into(),
+                outcome: "revoked".into(),
+                reason: reason.clone(),
+                details: Some(serde_json::json!({ "revoked": added })),
+                ..Default::default()
+            },
+            None,
+        )
+        .await?;
+    for (kind, value) in &added {
+        println!("revoked {kind} {}", ca_core::escape_control(value));
+    }
+    println!(
+        "In force within a second on the CA; hosts pick it up with their next KRL sync (GET /v1/krl)."
+    );
+    Ok(())
 }

@@ -35,6 +35,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/ca/user.pub", get(user_ca_pub))
         .route("/v1/ca/host.pub", get(host_ca_pub))
         .route("/v1/config", get(client_config))
+        .route("/v1/krl", get(krl))
         .route("/v1/certs/user", post(user_cert))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -112,7 +113,9 @@ impl From<IssueError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             IssueError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            IssueError::Denied { .. } | IssueError::PolicyError(_) => StatusCode::FORBIDDEN,
+            IssueError::Denied { .. } | IssueError::PolicyError(_) | IssueError::Revoked(_) => {
+                StatusCode::FORBIDDEN
+            }
             IssueError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             IssueError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -158,6 +161,24 @@ async fn host_ca_pub(State(s): State<Arc<AppState>>) -> impl IntoResponse {
 
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// The OpenSSH KRL for sshd's `RevokedKeys` (binary, PROTOCOL.krl).
+async fn krl(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let a = &s.authority;
+    let bytes = a
+        .revocations
+        .get()
+        .krl(a.user_ca.public_key(), crate::issue::now_unix())
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot build KRL");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "cannot build the revocation list",
+            )
+        })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 async fn client_config(

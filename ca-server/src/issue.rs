@@ -19,6 +19,7 @@ use crate::audit::{AuditError, AuditStore, UsedToken};
 use crate::metrics::Metrics;
 use crate::oidc::{TokenError, TokenVerifier};
 use crate::policy::PolicyEngine;
+use crate::revocation::RevocationCache;
 
 /// Everything that can stop a certificate request. The HTTP layer maps each
 /// to a status code; nothing here knows about HTTP.
@@ -44,6 +45,8 @@ pub enum IssueError {
     RateLimited { retry_after_secs: u64 },
     #[error("denied by policy: {}", .reasons.join("; "))]
     Denied { reasons: Vec<String> },
+    #[error("{0} has been revoked at this CA; ask your administrator")]
+    Revoked(&'static str),
     #[error(
         "the CA's policy could not decide ({0}); no certificate was issued. Ask the CA operator to check the policy"
     )]
@@ -66,6 +69,7 @@ impl IssueError {
             IssueError::CaKey => "invalid_public_key",
             IssueError::RateLimited { .. } => "rate_limited",
             IssueError::Denied { .. } => "denied_by_policy",
+            IssueError::Revoked(_) => "revoked",
             IssueError::PolicyError(_) => "policy_error",
             IssueError::AuditUnavailable(_) => "audit_unavailable",
             IssueError::Internal(_) => "internal_error",
@@ -88,6 +92,7 @@ pub struct Authority {
     pub verifier: TokenVerifier,
     pub policy: std::sync::Arc<PolicyEngine>,
     pub audit: AuditStore,
+    pub revocations: std::sync::Arc<RevocationCache>,
     pub metrics: Metrics,
     replay: ReplayGuard,
     rate: RateLimiter,
@@ -103,6 +108,7 @@ impl Authority {
         verifier: TokenVerifier,
         policy: std::sync::Arc<PolicyEngine>,
         audit: AuditStore,
+        revocations: std::sync::Arc<RevocationCache>,
         rate_per_minute: u32,
         rate_burst: u32,
     ) -> Result<Self, AuditError> {
@@ -115,6 +121,7 @@ impl Authority {
             verifier,
             policy,
             audit,
+            revocations,
             metrics: Metrics::new(),
             replay,
             rate: RateLimiter::new(rate_per_minute, rate_burst),
@@ -196,6 +203,14 @@ impl Authority {
             || req.public_key.same_key(self.host_ca.public_key())
         {
             return Err(IssueError::CaKey);
+        }
+
+        let revoked = self.revocations.get();
+        if revoked.subject_revoked(&identity.issuer, &identity.subject) {
+            return Err(IssueError::Revoked("this identity"));
+        }
+        if revoked.key_revoked(req.public_key.fingerprint()) {
+            return Err(IssueError::Revoked("this public key"));
         }
 
         // 3. Rate limit per identity.

@@ -15,4 +15,5 @@ pub mod logging;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
+pub mod revocation;
 pub mod serve;

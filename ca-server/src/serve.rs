@@ -15,6 +15,7 @@ use crate::http::{AppState, app};
 use crate::issue::Authority;
 use crate::oidc::{TokenVerifier, VerifierOptions};
 use crate::policy::PolicyEngine;
+use crate::revocation::{RevocationCache, RevocationStore};
 
 /// Default verifier timings: refresh keys at most every 30 s on unknown
 /// `kid`s; keep using a cached key set for a day when the IdP is down.
@@ -35,6 +36,10 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
     let audit = AuditStore::open(&config.database)
         .with_context(|| format!("opening audit database {}", config.database.display()))?;
     let verifier = TokenVerifier::new(config.issuers.clone(), verifier_options())?;
+    let revocations = Arc::new(RevocationCache::load(
+        RevocationStore::open(&config.database)?,
+        crate::issue::now_unix(),
+    )?);
     Ok(Authority::new(
         config.limits.clone(),
         user_ca,
@@ -42,6 +47,7 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         verifier,
         policy,
         audit,
+        revocations,
         config.rate_per_minute,
         config.rate_burst,
     )?)
@@ -87,6 +93,12 @@ pub async fn run(
             tracing::warn!(error = %e, "could not fetch IdP keys yet; will retry on demand");
         }
     });
+
+    state
+        .authority
+        .revocations
+        .clone()
+        .spawn_refresher(Duration::from_secs(1));
 
     let handle = axum_server::Handle::<SocketAddr>::new();
     let h = handle.clone();
