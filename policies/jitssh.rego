@@ -27,7 +27,10 @@ default decision := {
 	"reasons": ["denied: the policy reached no decision (default deny)"],
 }
 
-decision := {
+# Workloads first (workload.rego); they never reach the human rules.
+decision := workload_decision if {
+	workload_binding
+} else := {
 	"allow": true,
 	"principals": sort(granted),
 	"ttl_seconds": ttl_seconds,
@@ -55,9 +58,6 @@ denial := sort(deny_reasons) if {
 
 is_human if input.identity.kind == "human"
 
-deny_reasons contains "workload identities need a workload rule" if {
-	input.identity.kind == "workload"
-}
 
 deny_reasons contains msg if {
 	kind := input.identity.kind

@@ -311,10 +311,10 @@ test_ttl_missing_configuration_denied if {
 # ---------------------------------------------------------------------------
 # Identity kinds.
 
-test_workload_denied if {
+test_workload_without_binding_denied if {
 	i := make_input({"kind": "workload", "claims": {"preferred_username": "ci"}}, {})
 	d := decision with input as i
-	denied_because(d, "workload identities need a workload rule")
+	denied_because(d, "no workload binding")
 	count(d.reasons) == 1
 }
 
@@ -347,6 +347,9 @@ sample_inputs := [
 	{"identity": null},
 	make_input({}, {}),
 	make_input({"kind": "workload"}, {}),
+	workload(main_claims),
+	workload(object.union(main_claims, {"ref": "refs/pull/7/merge"})),
+	workload(object.union(main_claims, {"repository_id": "999"})),
 	make_input({"kind": "robot"}, {}),
 	user("alice", []),
 	user("alice", ["sre", "dba", "nope"]),

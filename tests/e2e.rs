@@ -6,3 +6,4 @@ mod ops;
 mod provider;
 mod revoke;
 mod serve;
+mod workload;

@@ -56,6 +56,14 @@ pub const EMBEDDED_FILES: &[(&str, &str)] = &[
         "jitssh_test.rego",
         include_str!("../../policies/jitssh_test.rego"),
     ),
+    (
+        "workload.rego",
+        include_str!("../../policies/workload.rego"),
+    ),
+    (
+        "workload_test.rego",
+        include_str!("../../policies/workload_test.rego"),
+    ),
 ];
 
 /// Why a policy could not be loaded, tested or evaluated. Messages name the
