@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod login;
+mod faults;
 mod ops;
 mod provider;
 mod revoke;
