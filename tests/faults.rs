@@ -49,13 +49,11 @@ fn sigkill_under_load_loses_no_issued_certificate() {
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
                     };
-                    if resp.status() == 200 {
-                        if let Ok(body) = resp.json::<serde_json::Value>() {
-                            received
-                                .lock()
-                                .unwrap()
-                                .push(body["serial"].as_str().unwrap().to_string());
-                        }
+                    if resp.status() == 200
+                        && let Ok(body) = resp.json::<serde_json::Value>()
+                    {
+                        let serial = body["serial"].as_str().unwrap().to_string();
+                        received.lock().unwrap().push(serial);
                     }
                 }
             })

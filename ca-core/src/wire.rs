@@ -29,6 +29,51 @@ pub struct UserCertResponse {
     pub valid_before: u64,
 }
 
+/// `POST /v1/certs/host` request body: a one-time join token from
+/// `jitssh-ca host token create`, the host's public key, and optionally the
+/// subset of the token's hostnames to certify (default: all of them).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostCertRequest {
+    pub token: String,
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostnames: Option<Vec<String>>,
+}
+
+/// `POST /v1/certs/host/renew` request body: the host's current certificate
+/// and an SSHSIG (armored, namespace [`crate::host::RENEW_NAMESPACE`]) over the
+/// challenge from `POST /v1/certs/host/challenge`, made with the certified key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostRenewRequest {
+    pub certificate: String,
+    pub challenge: String,
+    pub signature: String,
+}
+
+/// `POST /v1/certs/host` and `/v1/certs/host/renew` success body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostCertResponse {
+    /// The OpenSSH host certificate line.
+    pub certificate: String,
+    /// Decimal string, as for user certificates.
+    pub serial: String,
+    pub key_id: String,
+    pub hostnames: Vec<String>,
+    pub valid_after: u64,
+    pub valid_before: u64,
+}
+
+/// `POST /v1/certs/host/challenge` success body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostChallenge {
+    /// Opaque text to sign; single use.
+    pub challenge: String,
+    /// Unix seconds after which the challenge is refused.
+    pub expires_at: u64,
+}
+
 /// Every error response: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

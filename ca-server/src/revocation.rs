@@ -146,7 +146,6 @@ impl RevocationStore {
                 insert("key", line, None).map_err(|e| self.db(e))?;
             }
         }
-        drop(insert);
         tx.commit().map_err(|e| self.db(e))?;
         Ok(added)
     }

@@ -792,3 +792,44 @@ async fn accepts_every_supported_key_type() {
         );
     }
 }
+
+/// An IdP whose clock is off: within the 60 s leeway tokens are accepted,
+/// beyond it they are refused, and validity never exceeds the ceiling.
+#[tokio::test]
+async fn clock_skew_is_bounded_by_the_leeway() {
+    let h = harness().await;
+    let skewed = |iat_shift: i64, exp_shift: i64| {
+        let mut c = h.claims("alice");
+        c["iat"] = json!((now() as i64 + iat_shift) as u64);
+        c["exp"] = json!((now() as i64 + exp_shift) as u64);
+        h.idp.mint(Algorithm::ES256, c)
+    };
+    // IdP 45 s ahead: iat in our future, but within leeway.
+    let (s, b) = h
+        .cert(Some(&skewed(45, 345)), json!({"public_key": pubkey()}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["valid_before"].as_u64().unwrap() <= now() + 3600);
+    // IdP 5 minutes ahead: refused.
+    assert_error(
+        h.cert(Some(&skewed(300, 600)), json!({"public_key": pubkey()}))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "token_issued_in_future",
+    );
+    // IdP 5 minutes behind: a 4-minute token is already expired for us.
+    assert_error(
+        h.cert(
+            Some(&skewed(-300, -60 - 5)),
+            json!({"public_key": pubkey()}),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+    );
+    // Expired 30 s ago: within leeway, accepted.
+    let (s, b) = h
+        .cert(Some(&skewed(-300, -30)), json!({"public_key": pubkey()}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
