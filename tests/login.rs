@@ -456,3 +456,84 @@ fn dev_ca_without_an_agent_writes_files_and_ensure_renews_silently() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(me.files(), Vec::<PathBuf>::new());
 }
+
+/// The `jitssh config` block makes plain `ssh` renew an expired certificate
+/// itself: its `Match exec "jitssh ensure"` runs before the connection and
+/// logs in again silently with the cached refresh token.
+#[test]
+fn plain_ssh_renews_through_the_generated_config() {
+    require_e2e();
+    let gus = ProviderUser::new("e2e-gus", &[]);
+    ensure_user(&gus.username);
+    let provider = Provider::start(std::slice::from_ref(&gus));
+    let ca = CaServer::start(&provider.issuer, CLIENT_ID);
+    let sshd = Sshd::start(&ca.user_ca_pub(), &[]);
+    let me = User::new(&ca.url);
+
+    let mut login = Running::spawn(&mut me.jitssh(&["login", "--no-browser", "--ttl", "8s"]));
+    let issuer = format!("{}/", provider.issuer);
+    let url = login.wait_for(WAIT, |l| {
+        l.trim().starts_with(&issuer).then(|| l.trim().to_owned())
+    });
+    provider.browser_login(&url, &gus.username, &gus.password, true);
+    let (status, stdout, stderr) = login.finish(WAIT);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    let first = serial_of(&stdout);
+
+    // Let it expire: the agent forgets it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !me.agent.list().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "certificate never left the agent"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let block = me.run(&["config", "--host", "127.0.0.1"]);
+    assert!(block.status.success(), "{}", text(&block));
+    let block = String::from_utf8_lossy(&block.stdout).into_owned();
+    assert!(block.contains("ensure"), "{block}");
+    // Test-only settings first (first value wins in ssh_config): this sshd
+    // has no host certificate.
+    let cfg = me.home.path().join("ssh_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  BatchMode yes\n  LogLevel ERROR\n  IdentityAgent {}\n\n{block}",
+            me.agent.socket.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("ssh")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", me.home.path())
+        .env("SSH_AUTH_SOCK", &me.agent.socket)
+        .env("JITSSH_CA", &me.ca_url)
+        .arg("-F")
+        .arg(&cfg)
+        .args(["-p", &sshd.port.to_string()])
+        .arg(format!("{}@127.0.0.1", gus.username))
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "plain ssh did not renew: {}\n{}",
+        text(&out),
+        sshd.log()
+    );
+    let accepted: Vec<_> = sshd
+        .log()
+        .lines()
+        .filter(|l| l.contains("Accepted"))
+        .map(String::from)
+        .collect();
+    assert!(
+        accepted
+            .iter()
+            .any(|l| l.contains("ED25519-CERT") && !l.contains(&format!("serial {first} "))),
+        "expected a login with a fresh certificate: {accepted:?}"
+    );
+}
