@@ -26,15 +26,10 @@ fn claims(issuer: &str, overrides: Value) -> Value {
     c
 }
 
-#[test]
-fn ci_job_on_main_gets_deploy_and_nothing_else_does() {
-    require_e2e();
-    ensure_user("deploy");
-    let people = Issuer::start("jitssh-e2e", vec![]);
-    let ci = Issuer::start(GH_AUD, vec![]);
+/// A CA trusting `ci` as a workload issuer, with the policy's example
+/// binding pointed at it (the shipped data.json names GitHub's issuer).
+fn workload_ca(people: &Issuer, ci: &Issuer) -> CaServer {
     let mut ca = CaServer::start(&people.url, "jitssh-e2e");
-    // Trust the CI issuer as a workload issuer, and bind the policy's example
-    // workload to it (the shipped data.json names GitHub's issuer).
     let config = std::fs::read_to_string(ca.config()).unwrap()
         + &format!(
             "\n[[issuers]]\nissuer = \"{}\"\naudiences = [\"{GH_AUD}\"]\nkind = \"workload\"\n",
@@ -47,6 +42,16 @@ fn ci_job_on_main_gets_deploy_and_nothing_else_does() {
         .replace("https://token.actions.githubusercontent.com", &ci.url);
     std::fs::write(&data, text).unwrap();
     ca.restart();
+    ca
+}
+
+#[test]
+fn ci_job_on_main_gets_deploy_and_nothing_else_does() {
+    require_e2e();
+    ensure_user("deploy");
+    let people = Issuer::start("jitssh-e2e", vec![]);
+    let ci = Issuer::start(GH_AUD, vec![]);
+    let ca = workload_ca(&people, &ci);
 
     let work = tempfile::tempdir().unwrap();
     let (key, public) = keygen(work.path(), "ci");
@@ -108,4 +113,155 @@ fn ci_job_on_main_gets_deploy_and_nothing_else_does() {
         json!({"public_key": public, "principals": ["alice"]}),
     );
     assert_eq!(s, 403);
+}
+
+/// `jitssh cert`: the non-interactive client a CI step runs.
+#[test]
+fn jitssh_cert_writes_files_fills_an_agent_and_reports_refusals() {
+    require_e2e();
+    ensure_user("deploy");
+    let people = Issuer::start("jitssh-e2e", vec![]);
+    let ci = Issuer::start(GH_AUD, vec![]);
+    let ca = workload_ca(&people, &ci);
+    let sshd = Sshd::start(&ca.user_ca_pub(), &[]);
+    let home = tempfile::tempdir().unwrap();
+    let out_dir = home.path().join("out");
+    let token_file = home.path().join("token");
+    let mint = |o: Value| {
+        ci.idp
+            .mint(jsonwebtoken::Algorithm::ES256, claims(&ci.url, o))
+    };
+    let jitssh = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(bin("jitssh"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("JITSSH_CA", &ca.url)
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+
+    // Files: key and certificate 0600, usable by plain ssh.
+    std::fs::write(&token_file, mint(json!({}))).unwrap();
+    let out = jitssh(
+        &[
+            "cert",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--principal",
+            "deploy",
+            "--ttl",
+            "5m",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in ["id_ed25519", "id_ed25519-cert.pub"] {
+        let mode = std::fs::metadata(out_dir.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let login = sshd.login_with_files(
+        "deploy",
+        &out_dir.join("id_ed25519"),
+        &out_dir.join("id_ed25519-cert.pub"),
+    );
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+
+    // Agent: from an environment variable, into a real ssh-agent.
+    let agent = SshAgent::start();
+    let token = mint(json!({}));
+    let out = jitssh(
+        &["cert", "--token-env", "CI_TOKEN", "--agent"],
+        &[
+            ("CI_TOKEN", &token),
+            ("SSH_AUTH_SOCK", agent.socket.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(agent.list().contains("ED25519-CERT"), "{}", agent.list());
+
+    // JSON only: the key comes back on stdout.
+    std::fs::write(&token_file, mint(json!({}))).unwrap();
+    let out = jitssh(
+        &[
+            "cert",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["private_key"]
+            .as_str()
+            .unwrap()
+            .contains("OPENSSH PRIVATE KEY")
+    );
+    assert_eq!(doc["principals"], json!(["deploy"]));
+
+    // Refusals have documented exit codes: 3 refused, 2 usage, 4 unreachable.
+    std::fs::write(&token_file, mint(json!({"ref": "refs/pull/1/merge"}))).unwrap();
+    let out = jitssh(
+        &[
+            "cert",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no workload binding"));
+    let out = jitssh(&["cert", "--out", out_dir.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let mut cmd = std::process::Command::new(bin("jitssh"));
+    let out = cmd
+        .env("HOME", home.path())
+        .args([
+            "cert",
+            "--ca",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .args(["--out", out_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

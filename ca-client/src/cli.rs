@@ -54,6 +54,47 @@ pub enum Command {
     Config(ConfigArgs),
     /// Exit 0 if a valid certificate is loaded; otherwise log in again (silently when possible).
     Ensure(EnsureArgs),
+    /// Non-interactive: trade a workload OIDC token (CI job, service) for a short certificate.
+    Cert(CertArgs),
+}
+
+/// Output format of `jitssh cert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertFormat {
+    Openssh,
+    Json,
+}
+
+/// `jitssh cert`. Exit codes: 0 issued, 2 usage, 3 refused by the CA, 4 CA unreachable or unavailable, 1 other.
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// Read the OIDC token from this file.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Read the OIDC token from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// `-`: read the OIDC token from standard input.
+    #[arg(long, value_name = "-")]
+    pub token: Option<String>,
+    /// Principal to ask for (repeatable) [default: all the policy allows].
+    #[arg(long = "principal", short = 'p', value_name = "P")]
+    pub principals: Vec<String>,
+    /// Certificate lifetime, e.g. 5m.
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+    /// Reason recorded in the CA's audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Write id_ed25519, id_ed25519-cert.pub (0600) and known_hosts into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+    /// openssh: a summary line; json: one JSON document (with the private key when neither --out nor --agent).
+    #[arg(long, value_enum, default_value = "openssh")]
+    pub format: CertFormat,
+    /// Add key and certificate to the agent at SSH_AUTH_SOCK, with the certificate's lifetime.
+    #[arg(long)]
+    pub agent: bool,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,7 @@ pub mod sshconfig;
 pub mod status;
 pub mod store;
 pub mod ui;
+pub mod workload;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -151,6 +152,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cert(a) => match workload::cert(&ctx, &target, &a).await {
+            Ok(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(e.exit_code())
+            }
+        },
         Command::Status => Ok(if status::status(&ctx, &target).await? {
             ExitCode::SUCCESS
         } else {
