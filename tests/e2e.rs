@@ -1,8 +1,10 @@
 //! End-to-end suites, one module per area (ripgrep-style single test binary).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod login;
 mod faults;
+mod hosts;
+mod load_smoke;
+mod login;
 mod ops;
 mod provider;
 mod revoke;

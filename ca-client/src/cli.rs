@@ -56,6 +56,9 @@ pub enum Command {
     Ensure(EnsureArgs),
     /// Non-interactive: trade a workload OIDC token (CI job, service) for a short certificate.
     Cert(CertArgs),
+    /// On servers (as root): enrol the host key, renew its host certificate, sync sshd's CA keys and revocation list.
+    #[command(subcommand)]
+    Host(crate::host::HostCommand),
 }
 
 /// Output format of `jitssh cert`.

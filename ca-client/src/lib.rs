@@ -32,6 +32,7 @@ pub mod certs;
 pub mod cli;
 pub mod duration;
 pub mod ensure;
+pub mod host;
 pub mod login;
 pub mod loopback;
 pub mod oidc;
@@ -78,6 +79,8 @@ pub enum CliError {
     Status(#[from] status::StatusError),
     #[error(transparent)]
     Logout(#[from] status::LogoutError),
+    #[error(transparent)]
+    Host(#[from] host::HostError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot set up HTTPS: {0}")]
@@ -99,6 +102,10 @@ pub fn http_client() -> Result<reqwest::Client, CliError> {
 /// Run one command; the exit code is 0 on success, 1 when `status`/`ensure`
 /// found nothing valid.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    // Host commands run as root from systemd: no HOME, no profile.
+    if let Command::Host(command) = cli.command {
+        return Ok(host::run(cli.ca.as_deref(), command).await?);
+    }
     let quiet = matches!(&cli.command, Command::Ensure(a) if a.quiet);
     let paths = Paths::from_env()?;
     let target = profile::resolve(
@@ -187,6 +194,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Host(_) => unreachable!("host commands return before the user's paths are read"),
         Command::Config(a) => {
             let exe = std::env::current_exe()
                 .map(|p| p.display().to_string())

@@ -1,14 +1,16 @@
-//! Certificate building: a [`Grant`] plus a subject key become a signed
-//! OpenSSH certificate.
+//! Certificate building: a [`Grant`] (user) or a [`HostGrant`] (host) plus a
+//! subject key become a signed OpenSSH certificate.
 
 use rand_core::CryptoRngCore;
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::public::{Ed25519PublicKey, KeyData};
 use ssh_key::{Algorithm, Certificate, Signature};
 
+use crate::host::HostGrant;
 use crate::identity::VerifiedIdentity;
 use crate::policy::Grant;
 use crate::subject_key::SubjectKey;
+use crate::ttl::Ttl;
 
 /// How far `valid_after` is set before `now`, so a host whose clock runs a
 /// little behind still accepts a fresh certificate.
@@ -83,6 +85,8 @@ pub enum CertError {
     ZeroSerial,
     #[error("refusing to certify the CA's own key")]
     CaKey,
+    #[error("refusing to sign a certificate with no principals (it would be valid for anyone)")]
+    NoPrincipals,
     #[error("building the certificate failed: {0}")]
     Build(#[from] ssh_key::Error),
 }
@@ -105,33 +109,92 @@ pub fn sign_cert<S: ssh_key::SigningKey>(
     rng: &mut impl CryptoRngCore,
     signer: &S,
 ) -> Result<Certificate, CertError> {
+    let body = Body {
+        cert_type: match kind {
+            CertKind::User => CertType::User,
+            CertKind::Host => CertType::Host,
+        },
+        // Grant guarantees at least one principal: never a "valid for anyone" cert.
+        principals: grant.principals().iter().map(|p| p.as_str()).collect(),
+        ttl: grant.ttl(),
+        critical_options: grant
+            .critical_options()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect(),
+        extensions: match kind {
+            CertKind::User => grant.extensions().iter().map(String::as_str).collect(),
+            CertKind::Host => Vec::new(),
+        },
+    };
+    sign_body(&body, subject, serial, key_id, now, rng, signer)
+}
+
+/// Sign a host certificate for `subject` naming exactly the hosts `grant`
+/// allows, valid from `now - BACKDATE_SECS` to `now + grant.ttl()`, with no
+/// critical options or extensions. `signer` must be the host CA key.
+pub fn sign_host_cert<S: ssh_key::SigningKey>(
+    grant: &HostGrant,
+    subject: &SubjectKey,
+    serial: u64,
+    key_id: &str,
+    now: u64,
+    rng: &mut impl CryptoRngCore,
+    signer: &S,
+) -> Result<Certificate, CertError> {
+    let body = Body {
+        cert_type: CertType::Host,
+        // HostGrant guarantees at least one exact, wildcard-free name.
+        principals: grant.hostnames().iter().map(|h| h.as_str()).collect(),
+        ttl: grant.ttl(),
+        critical_options: Vec::new(),
+        extensions: Vec::new(),
+    };
+    sign_body(&body, subject, serial, key_id, now, rng, signer)
+}
+
+/// What goes into a certificate besides the key, serial and key ID.
+struct Body<'a> {
+    cert_type: CertType,
+    principals: Vec<&'a str>,
+    ttl: Ttl,
+    critical_options: Vec<(&'a str, &'a str)>,
+    extensions: Vec<&'a str>,
+}
+
+fn sign_body<S: ssh_key::SigningKey>(
+    body: &Body<'_>,
+    subject: &SubjectKey,
+    serial: u64,
+    key_id: &str,
+    now: u64,
+    rng: &mut impl CryptoRngCore,
+    signer: &S,
+) -> Result<Certificate, CertError> {
     if serial == 0 {
         return Err(CertError::ZeroSerial);
     }
     if subject.same_key(&signer.public_key()) {
         return Err(CertError::CaKey);
     }
+    if body.principals.is_empty() {
+        return Err(CertError::NoPrincipals);
+    }
     let valid_after = now.saturating_sub(BACKDATE_SECS);
-    let valid_before = now + grant.ttl().as_secs();
+    let valid_before = now + body.ttl.as_secs();
     let mut b =
         Builder::new_with_random_nonce(rng, subject.key_data().clone(), valid_after, valid_before)?;
     b.serial(serial)?;
     b.key_id(key_id)?;
-    b.cert_type(match kind {
-        CertKind::User => CertType::User,
-        CertKind::Host => CertType::Host,
-    })?;
-    // Grant guarantees at least one principal: never a "valid for anyone" cert.
-    for p in grant.principals() {
-        b.valid_principal(p.as_str())?;
+    b.cert_type(body.cert_type)?;
+    for p in &body.principals {
+        b.valid_principal(*p)?;
     }
-    for (name, value) in grant.critical_options() {
-        b.critical_option(name.as_str(), value.as_str())?;
+    for (name, value) in &body.critical_options {
+        b.critical_option(*name, *value)?;
     }
-    if kind == CertKind::User {
-        for ext in grant.extensions() {
-            b.extension(ext.as_str(), "")?;
-        }
+    for ext in &body.extensions {
+        b.extension(*ext, "")?;
     }
     Ok(b.sign(signer)?)
 }
@@ -210,6 +273,62 @@ mod tests {
                 &mut OsRng,
                 &signer
             ),
+            Err(CertError::CaKey)
+        ));
+    }
+
+    #[test]
+    fn signs_host_certificates_with_the_given_key() {
+        use crate::host::enforce_host;
+        use crate::hostname::HostName;
+        let host_ca = CaSigner::new(ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]));
+        let user_ca = CaSigner::new(ed25519_dalek::SigningKey::from_bytes(&[6u8; 32]));
+        let subject = SubjectKey::parse(ED).expect("key");
+        let requested = vec![
+            HostName::parse("web01.example.com").expect("name"),
+            HostName::parse("web01").expect("name"),
+        ];
+        let grant = enforce_host(
+            Some(&serde_json::json!({"allow": true, "hostnames": ["web01.example.com", "web01"], "ttl_seconds": 604800})),
+            &requested,
+            Ttl::from_secs(Ttl::ABSOLUTE_MAX).expect("ttl"),
+        )
+        .expect("grant");
+        let now = 1_800_000_000;
+        let cert = sign_host_cert(
+            &grant,
+            &subject,
+            9,
+            "host web01 serial=9",
+            now,
+            &mut OsRng,
+            &host_ca,
+        )
+        .expect("cert");
+        assert_eq!(cert.cert_type(), CertType::Host);
+        assert_eq!(
+            cert.valid_principals(),
+            ["web01.example.com".to_string(), "web01".to_string()]
+        );
+        assert_eq!(cert.serial(), 9);
+        assert_eq!(cert.valid_after(), now - BACKDATE_SECS);
+        assert_eq!(cert.valid_before(), now + 604800);
+        assert!(cert.extensions().is_empty() && cert.critical_options().is_empty());
+        assert_eq!(cert.signature_key(), host_ca.public_key());
+        cert.validate_at(now, &[host_ca.public_key().fingerprint(Default::default())])
+            .expect("signed by the host CA");
+        assert!(
+            cert.validate_at(now, &[user_ca.public_key().fingerprint(Default::default())])
+                .is_err(),
+            "not by the user CA"
+        );
+        assert!(matches!(
+            sign_host_cert(&grant, &subject, 0, "x", now, &mut OsRng, &host_ca),
+            Err(CertError::ZeroSerial)
+        ));
+        let own = SubjectKey::parse(&host_ca.public_openssh("")).expect("ca pub");
+        assert!(matches!(
+            sign_host_cert(&grant, &own, 1, "x", now, &mut OsRng, &host_ca),
             Err(CertError::CaKey)
         ));
     }

@@ -107,7 +107,10 @@ pub fn parse_hostnames(list: &[String], max: usize) -> Result<Vec<HostName>, Hos
         return Err(HostNamesError::Empty);
     }
     if list.len() > max {
-        return Err(HostNamesError::TooMany { got: list.len(), max });
+        return Err(HostNamesError::TooMany {
+            got: list.len(),
+            max,
+        });
     }
     let mut out: Vec<HostName> = Vec::with_capacity(list.len());
     for (index, s) in list.iter().enumerate() {
@@ -175,7 +178,8 @@ mod tests {
         let label = "a".repeat(63);
         check(&format!("{label}.example"), Ok(&format!("{label}.example")));
         // 4 labels of 63 + 3 dots = 255 > 253; 3 labels of 63 + "a" = 193.
-        let long = [label.as_str(); 3].join(".") + ".abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghi";
+        let long = [label.as_str(); 3].join(".")
+            + ".abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghi";
         assert_eq!(long.len(), 253);
         check(&long, Ok(&long));
     }
@@ -190,12 +194,23 @@ mod tests {
         for s in [".", ".example.com", "a..b"] {
             check(s, Err(HostNameError::EmptyLabel));
         }
-        check(&format!("{}.com", "a".repeat(64)), Err(HostNameError::LabelTooLong));
+        check(
+            &format!("{}.com", "a".repeat(64)),
+            Err(HostNameError::LabelTooLong),
+        );
         for s in ["-web.example.com", "web-.example.com", "a.-b"] {
             check(s, Err(HostNameError::LabelHyphen));
         }
         for s in [
-            "web_01", "a b", "a,b", "bücher.de", "a\nb", "a/b", "a:22", "[::1]", "a@b",
+            "web_01",
+            "a b",
+            "a,b",
+            "bücher.de",
+            "a\nb",
+            "a/b",
+            "a:22",
+            "[::1]",
+            "a@b",
         ] {
             check(s, Err(HostNameError::BadChar));
         }

@@ -10,6 +10,8 @@
 
 pub mod audit;
 pub mod cert;
+pub mod host;
+pub mod hostname;
 pub mod identity;
 pub mod krl;
 pub mod policy;
@@ -20,6 +22,7 @@ pub mod ttl;
 pub mod wire;
 
 pub use cert::{CaSigner, CertKind};
+pub use hostname::HostName;
 pub use identity::{IdentityKind, VerifiedIdentity};
 pub use policy::{Grant, Limits, PolicyInput, Refusal};
 pub use principal::Principal;

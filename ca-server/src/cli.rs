@@ -36,6 +36,35 @@ pub enum Command {
     Audit(AuditArgs),
     /// Revoke certificates, an identity or a key (published in `GET /v1/krl`).
     Revoke(RevokeArgs),
+    /// Host certificates: one-time join tokens for `jitssh host enroll`.
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// One-time join tokens that let a host enrol for a host certificate.
+    #[command(subcommand)]
+    Token(HostTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostTokenCommand {
+    /// Create a single-use join token naming the hosts it may claim; prints the token on stdout.
+    Create(HostTokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostTokenCreateArgs {
+    /// Config file of the CA.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// A host name the token may claim (repeatable): an exact DNS name, no wildcards.
+    #[arg(long = "hostname", value_name = "H", required = true)]
+    pub hostnames: Vec<String>,
+    /// How long the token may be used, e.g. 15m, 1h, 2d (at most 7d).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = ca_core::Ttl::parse_human)]
+    pub ttl: ca_core::Ttl,
 }
 
 #[derive(Debug, Args)]

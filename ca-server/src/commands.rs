@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 
 use crate::audit::{AuditStore, Filter};
 use crate::cli::{
-    AuditArgs, AuditCommand, AuditFilter, Command, InitArgs, PolicyCommand, RevokeArgs, ServeArgs,
+    AuditArgs, AuditCommand, AuditFilter, Command, HostCommand, HostTokenCommand,
+    HostTokenCreateArgs, InitArgs, PolicyCommand, RevokeArgs, ServeArgs,
 };
 use crate::config::Config;
 use crate::policy::{PolicyEngine, TestReport};
@@ -30,7 +31,34 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Policy(p) => policy(p),
         Command::Audit(a) => audit(a),
         Command::Revoke(a) => revoke(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Host(HostCommand::Token(HostTokenCommand::Create(a))) => {
+            host_token_create(a).await.map(|_| ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `jitssh-ca host token create`: the token on stdout (for scripts), what
+/// to do with it on stderr.
+async fn host_token_create(a: HostTokenCreateArgs) -> anyhow::Result<()> {
+    let config = Config::load(&a.config)?;
+    let hostnames = ca_core::hostname::parse_hostnames(&a.hostnames, ca_core::host::MAX_HOSTNAMES)
+        .context("--hostname")?;
+    let now = crate::issue::now_unix();
+    let store = crate::hosts::JoinTokenStore::open(&config.database)?;
+    let audit = AuditStore::open(&config.database)?;
+    let (token, expires_at) =
+        crate::hosts::create_join_token(&store, &audit, &hostnames, a.ttl, now).await?;
+    println!("{}", token.expose());
+    let names: Vec<&str> = hostnames.iter().map(|h| h.as_str()).collect();
+    eprintln!(
+        "Single-use join token for {}, valid for {} (until {}). On the host, as root:\n  \
+         jitssh host enroll --ca https://CA --token TOKEN\n\
+         Treat it like a password: whoever holds it first gets a host certificate for these names.",
+        names.join(", "),
+        a.ttl,
+        crate::audit::format_time(expires_at),
+    );
+    Ok(())
 }
 
 fn init(a: InitArgs) -> anyhow::Result<()> {

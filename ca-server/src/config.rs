@@ -125,6 +125,9 @@ impl Default for RawPolicy {
 pub struct RawCerts {
     #[serde(default = "default_max_ttl")]
     pub max_ttl: Ttl,
+    /// Ceiling on host certificate lifetime, whatever the host policy says.
+    #[serde(default = "default_host_max_ttl")]
+    pub host_max_ttl: Ttl,
     pub allowed_extensions: Option<Vec<String>>,
     pub allowed_critical_options: Option<Vec<String>>,
 }
@@ -133,6 +136,7 @@ impl Default for RawCerts {
     fn default() -> Self {
         RawCerts {
             max_ttl: default_max_ttl(),
+            host_max_ttl: default_host_max_ttl(),
             allowed_extensions: None,
             allowed_critical_options: None,
         }
@@ -210,6 +214,10 @@ fn default_reload() -> u64 {
 fn default_max_ttl() -> Ttl {
     Ttl::from_secs(3600).unwrap_or_else(|_| unreachable!("3600 is within bounds"))
 }
+fn default_host_max_ttl() -> Ttl {
+    Ttl::from_secs(Ttl::ABSOLUTE_MAX)
+        .unwrap_or_else(|_| unreachable!("the maximum is within bounds"))
+}
 fn default_scopes() -> Vec<String> {
     ["openid", "email", "profile", "groups", "offline_access"]
         .map(String::from)
@@ -243,6 +251,8 @@ pub struct Config {
     pub policy_dir: PathBuf,
     pub policy_reload: Duration,
     pub limits: Limits,
+    /// Ceiling on host certificate lifetime (`certs.host_max_ttl`).
+    pub host_max_ttl: Ttl,
     pub login: Option<RawLogin>,
     pub issuers: Vec<crate::oidc::IssuerConfig>,
     pub rate_per_minute: u32,
@@ -306,6 +316,7 @@ impl Config {
         }
 
         let mut limits = Limits::new(raw.certs.max_ttl);
+        let host_max_ttl = raw.certs.host_max_ttl;
         if let Some(exts) = raw.certs.allowed_extensions {
             for e in &exts {
                 if !Limits::KNOWN_EXTENSIONS.contains(&e.as_str()) {
@@ -363,6 +374,7 @@ impl Config {
             policy_dir: abs(&raw.policy.dir),
             policy_reload: Duration::from_secs(raw.policy.reload_interval_seconds.max(1)),
             limits,
+            host_max_ttl,
             login: raw.login,
             issuers,
             rate_per_minute: raw.rate_limit.per_identity_per_minute,
@@ -434,6 +446,9 @@ reload_interval_seconds = 2
 [certs]
 # Hard ceiling on certificate lifetime, whatever the policy says ("15m", "1h" or seconds).
 max_ttl = "1h"
+# Hard ceiling on host certificate lifetime, whatever the host policy says ("1d", "7d";
+# 7 days at most). Hosts renew before expiry with `jitssh host renew`.
+host_max_ttl = "7d"
 # Extensions and critical options a policy may grant.
 allowed_extensions = ["permit-pty", "permit-port-forwarding", "permit-agent-forwarding", "permit-X11-forwarding"]
 allowed_critical_options = ["force-command", "source-address", "verify-required"]
@@ -477,6 +492,7 @@ mod tests {
         let c = parse(&template("https://idp.example.com", "jitssh")).unwrap();
         assert_eq!(c.user_ca_key, Path::new("/etc/jitssh/user_ca"));
         assert_eq!(c.limits.max_ttl.as_secs(), 3600);
+        assert_eq!(c.host_max_ttl.as_secs(), 7 * 86400);
         assert_eq!(c.issuers.len(), 1);
     }
 
@@ -497,5 +513,15 @@ mod tests {
         let t = template("https://idp.example.com", "jitssh");
         assert!(parse(&t.replace("max_ttl = ", "max_tll = ")).is_err());
         assert!(parse(&t.replace("\"permit-pty\",", "\"permit-everything\",")).is_err());
+    }
+
+    #[test]
+    fn host_max_ttl_is_bounded_and_defaults_to_seven_days() {
+        let t = template("https://idp.example.com", "jitssh");
+        let c = parse(&t.replace("host_max_ttl = \"7d\"", "host_max_ttl = \"2d\"")).unwrap();
+        assert_eq!(c.host_max_ttl.as_secs(), 2 * 86400);
+        assert!(parse(&t.replace("host_max_ttl = \"7d\"", "host_max_ttl = \"8d\"")).is_err());
+        let c = parse(&t.replace("host_max_ttl = \"7d\"", "")).unwrap();
+        assert_eq!(c.host_max_ttl.as_secs(), 7 * 86400);
     }
 }

@@ -127,6 +127,8 @@ pub fn dev_config(
         policy_dir: policy_dir.unwrap_or_else(|| dir.join("policies")),
         policy_reload: std::time::Duration::from_secs(2),
         limits: Limits::new(max_ttl),
+        host_max_ttl: ca_core::Ttl::from_secs(ca_core::Ttl::ABSOLUTE_MAX)
+            .map_err(|e| anyhow::anyhow!(e))?,
         login: Some(RawLogin {
             issuer: issuer.to_owned(),
             client_id: DEV_CLIENT_ID.into(),

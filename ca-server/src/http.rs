@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ca_core::wire::{CaKeys, ClientConfig, ErrorBody, ErrorDetail};
 
+use crate::hosts::HostError;
 use crate::issue::{Authority, IssueError, RequestContext};
 
 /// Shared state of the HTTP layer.
@@ -37,6 +38,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/config", get(client_config))
         .route("/v1/krl", get(krl))
         .route("/v1/certs/user", post(user_cert))
+        .route("/v1/certs/host", post(host_cert))
+        .route("/v1/certs/host/challenge", post(host_challenge))
+        .route("/v1/certs/host/renew", post(host_renew))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -137,6 +141,52 @@ impl From<IssueError> for ApiError {
     }
 }
 
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        use ca_core::host::{HostRequestError, RenewalError};
+        let status = match &e {
+            HostError::Request(HostRequestError::Token(_))
+            | HostError::TokenUnknown
+            | HostError::TokenExpired
+            | HostError::TokenUsed
+            | HostError::ChallengeInvalid
+            | HostError::Renewal(
+                RenewalError::NotHost
+                | RenewalError::WrongCa
+                | RenewalError::NotValidNow { .. }
+                | RenewalError::Hostnames(_)
+                | RenewalError::Proof,
+            ) => StatusCode::UNAUTHORIZED,
+            HostError::BadBody(_)
+            | HostError::Request(_)
+            | HostError::CaKey
+            | HostError::Renewal(
+                RenewalError::Certificate(_)
+                | RenewalError::Signature(_)
+                | RenewalError::KeyType(_),
+            ) => StatusCode::BAD_REQUEST,
+            HostError::HostnameNotAllowed { .. }
+            | HostError::Revoked(_)
+            | HostError::Denied { .. }
+            | HostError::PolicyError(_) => StatusCode::FORBIDDEN,
+            HostError::ChallengeCapacity => StatusCode::TOO_MANY_REQUESTS,
+            HostError::AuditUnavailable(_) | HostError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %e, code = e.code(), "host request failed");
+        }
+        let mut api = ApiError::new(status, e.code(), e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            api.retry_after = Some(5);
+        }
+        if let HostError::Denied { reasons } = e {
+            api.body.error.reasons = reasons;
+        }
+        api
+    }
+}
+
 async fn ca_keys(State(s): State<Arc<AppState>>) -> axum::Json<CaKeys> {
     let a = &s.authority;
     axum::Json(CaKeys {
@@ -207,6 +257,39 @@ async fn user_cert(
         .issue_user_cert(&ctx, bearer.as_deref(), &body)
         .await?;
     Ok(axum::Json(resp))
+}
+
+/// Enrol a host with a join token. The Authorization header is deliberately
+/// never read: no user or workload ID token can obtain a host certificate.
+async fn host_cert(
+    State(s): State<Arc<AppState>>,
+    req: Request,
+) -> Result<axum::Json<ca_core::wire::HostCertResponse>, ApiError> {
+    let ctx = RequestContext {
+        source_ip: source_ip(&req),
+    };
+    let body = read_body(req.into_body(), s.max_body_bytes).await?;
+    Ok(axum::Json(s.authority.issue_host_cert(&ctx, &body).await?))
+}
+
+/// A fresh single-use challenge for `host_renew`.
+async fn host_challenge(
+    State(s): State<Arc<AppState>>,
+) -> Result<axum::Json<ca_core::wire::HostChallenge>, ApiError> {
+    Ok(axum::Json(s.authority.host_challenge()?))
+}
+
+/// Renew a host certificate with the current one and a signed challenge;
+/// like `host_cert`, never reads the Authorization header.
+async fn host_renew(
+    State(s): State<Arc<AppState>>,
+    req: Request,
+) -> Result<axum::Json<ca_core::wire::HostCertResponse>, ApiError> {
+    let ctx = RequestContext {
+        source_ip: source_ip(&req),
+    };
+    let body = read_body(req.into_body(), s.max_body_bytes).await?;
+    Ok(axum::Json(s.authority.renew_host_cert(&ctx, &body).await?))
 }
 
 fn source_ip(req: &Request) -> String {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ca_core::audit::AuditEvent;
@@ -93,6 +93,8 @@ pub struct Authority {
     pub policy: std::sync::Arc<PolicyEngine>,
     pub audit: AuditStore,
     pub revocations: std::sync::Arc<RevocationCache>,
+    /// Join tokens, renewal challenges and the host lifetime ceiling (`hosts`).
+    pub hosts: crate::hosts::Hosts,
     pub metrics: Metrics,
     replay: ReplayGuard,
     rate: RateLimiter,
@@ -109,6 +111,7 @@ impl Authority {
         policy: std::sync::Arc<PolicyEngine>,
         audit: AuditStore,
         revocations: std::sync::Arc<RevocationCache>,
+        hosts: crate::hosts::Hosts,
         rate_per_minute: u32,
         rate_burst: u32,
     ) -> Result<Self, AuditError> {
@@ -122,6 +125,7 @@ impl Authority {
             policy,
             audit,
             revocations,
+            hosts,
             metrics: Metrics::new(),
             replay,
             rate: RateLimiter::new(rate_per_minute, rate_burst),
@@ -323,6 +327,11 @@ impl Authority {
         }
     }
 
+    /// The next certificate serial (user and host certificates share them).
+    pub(crate) fn next_serial(&self) -> u64 {
+        self.serials.next()
+    }
+
     /// For `/readyz`: can we issue right now?
     pub async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
         let db = self.audit.check_writable().await.map_err(|e| e.to_string());
@@ -347,11 +356,52 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// When the in-memory guards below drop stale entries. A prune is a full
+/// scan, so it runs when a map outgrows a threshold that then doubles: with
+/// a map full of live entries (tokens not yet expired at 2,000 requests/s),
+/// pruning on every insert past a fixed size would scan the whole map under
+/// the lock on every request.
+struct Pruning {
+    floor: usize,
+    at: AtomicUsize,
+}
+
+impl Pruning {
+    const FLOOR: usize = 100_000;
+
+    fn new(floor: usize) -> Self {
+        Pruning {
+            floor,
+            at: AtomicUsize::new(floor),
+        }
+    }
+
+    /// Called with the map's lock held.
+    fn due(&self, len: usize) -> bool {
+        len > self.at.load(Ordering::Relaxed)
+    }
+
+    /// After a prune left `len` entries.
+    fn done(&self, len: usize) {
+        self.at
+            .store(len.saturating_mul(2).max(self.floor), Ordering::Relaxed);
+    }
+}
+
 /// One ID token, one certificate. In memory for speed, seeded at start from
 /// the `used_tokens` rows the audit store commits with each issuance.
-#[derive(Default)]
 struct ReplayGuard {
     seen: Mutex<HashMap<String, u64>>,
+    pruning: Pruning,
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        ReplayGuard {
+            seen: Mutex::default(),
+            pruning: Pruning::new(Pruning::FLOOR),
+        }
+    }
 }
 
 impl ReplayGuard {
@@ -365,9 +415,10 @@ impl ReplayGuard {
     /// True if the token was not seen before (and is now held).
     fn claim(&self, hash: &str, exp: u64, now: u64) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() > 100_000 {
+        if self.pruning.due(seen.len()) {
             // Expired tokens cannot be replayed anyway: the verifier rejects them.
             seen.retain(|_, e| *e + 120 > now);
+            self.pruning.done(seen.len());
         }
         if seen.contains_key(hash) {
             return false;
@@ -410,6 +461,7 @@ struct RateLimiter {
     per_minute: u32,
     burst: u32,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    pruning: Pruning,
 }
 
 impl RateLimiter {
@@ -418,6 +470,7 @@ impl RateLimiter {
             per_minute,
             burst,
             buckets: Mutex::new(HashMap::new()),
+            pruning: Pruning::new(Pruning::FLOOR),
         }
     }
 
@@ -430,8 +483,9 @@ impl RateLimiter {
         let burst = f64::from(self.burst);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 100_000 {
+        if self.pruning.due(buckets.len()) {
             buckets.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(600));
+            self.pruning.done(buckets.len());
         }
         let (tokens, last) = buckets.entry(key.to_owned()).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
@@ -494,6 +548,44 @@ mod tests {
         }
         .keep();
         assert!(!g.claim("b", 1, 0), "a kept claim stays spent");
+    }
+
+    #[test]
+    fn pruning_waits_for_the_map_to_double() {
+        let p = Pruning::new(4);
+        assert!(!p.due(4));
+        assert!(p.due(5));
+        // Nothing could be dropped: the next prune waits for twice as many.
+        p.done(5);
+        assert!(!p.due(10));
+        assert!(p.due(11));
+        // Most were dropped: back to the floor.
+        p.done(1);
+        assert!(p.due(5));
+    }
+
+    #[test]
+    fn replay_guard_prunes_expired_tokens_amortized() {
+        let g = ReplayGuard {
+            seen: Mutex::default(),
+            pruning: Pruning::new(4),
+        };
+        let len = |g: &ReplayGuard| g.seen.lock().unwrap().len();
+        // Live tokens are kept however many there are.
+        for i in 0..20 {
+            assert!(g.claim(&format!("live{i}"), 1_000, 0));
+        }
+        assert_eq!(len(&g), 20);
+        assert!(!g.claim("live3", 1_000, 0), "still spent");
+        // Once expired (plus the grace), they go at the next prune.
+        for i in 0..40 {
+            assert!(g.claim(&format!("new{i}"), 5_000, 2_000));
+        }
+        assert_eq!(len(&g), 40, "the 20 expired tokens were pruned");
+        assert!(
+            !g.claim("new0", 5_000, 2_000),
+            "live tokens survive a prune"
+        );
     }
 
     #[test]

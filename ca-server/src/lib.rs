@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod dev;
 pub mod devidp;
+pub mod hosts;
 pub mod http;
 pub mod issue;
 pub mod keys;

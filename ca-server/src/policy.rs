@@ -1,13 +1,17 @@
 //! The Rego policy engine: load, test and compile a policy directory once,
-//! serve `data.jitssh.decision` from the compiled policy, and swap in a new
-//! policy atomically when it changes — only if it compiles and its tests pass.
+//! serve `data.jitssh.decision` (user certificates) and, when the set defines
+//! it, `data.jitssh.host_decision` (host certificates) from the compiled
+//! policy, and swap in a new policy atomically when it changes — only if it
+//! compiles and its tests pass. A set without `host_decision` denies every
+//! host certificate.
 //!
 //! A policy set is every `*.rego` file (tests included) and every
 //! `data*.json` file directly in one directory; nothing else is read. Its
 //! identity is [`PolicyEngine::policy_hash`], recorded in every audit row.
 //! A set serves only if it compiles, every `test_*` rule in every package
 //! evaluates to `true`, and the decision evaluates without error on the
-//! documented sample input ([`SAMPLE_CHECK`]).
+//! documented sample input ([`SAMPLE_CHECK`]; and [`HOST_SAMPLE_CHECK`] when
+//! the set has a host decision).
 //!
 //! Evaluation is lock-free: the serving policy is a [`regorus::CompiledPolicy`]
 //! behind an [`ArcSwap`], shared by every request. Compiled policies take
@@ -32,6 +36,10 @@ use sha2::{Digest as _, Sha256};
 /// The rule the server evaluates.
 pub const DECISION_RULE: &str = "data.jitssh.decision";
 
+/// The rule the server evaluates for host certificates. Optional: a policy
+/// set without it serves user certificates and denies every host certificate.
+pub const HOST_DECISION_RULE: &str = "data.jitssh.host_decision";
+
 /// Wall-clock budget for one decision. The default policy takes well under a
 /// millisecond; a policy that needs more than this is broken (a runaway
 /// comprehension), and the request is denied rather than holding a core.
@@ -50,6 +58,15 @@ pub const EMBEDDED_FILES: &[(&str, &str)] = &[
     (
         "example-input.json",
         include_str!("../../policies/example-input.json"),
+    ),
+    (
+        "example-host-input.json",
+        include_str!("../../policies/example-host-input.json"),
+    ),
+    ("host.rego", include_str!("../../policies/host.rego")),
+    (
+        "host_test.rego",
+        include_str!("../../policies/host_test.rego"),
     ),
     ("jitssh.rego", include_str!("../../policies/jitssh.rego")),
     (
@@ -124,6 +141,11 @@ pub enum PolicyError {
         total: usize,
         summary: String,
     },
+    #[error(
+        "the policy (policy {policy_hash}) defines no `host_decision` rule in `package jitssh`, \
+         so every host certificate is denied; add host.rego from the default policy to serve {HOST_DECISION_RULE}"
+    )]
+    NoHostDecision { policy_hash: String },
     #[error("the input document cannot be handed to the policy: {0}")]
     Input(String),
     #[error(
@@ -252,6 +274,8 @@ pub struct PolicyEngine {
 /// One compiled, tested policy set.
 struct Serving {
     policy: CompiledPolicy,
+    /// `data.jitssh.host_decision`, when the set defines it.
+    host: Option<CompiledPolicy>,
     hash: String,
 }
 
@@ -294,32 +318,25 @@ impl PolicyEngine {
     pub fn evaluate(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
         let start = Instant::now();
         let serving = self.current.load();
-        let input =
-            regorus::Value::deserialize(input).map_err(|e| PolicyError::Input(e.to_string()))?;
-        let value = serving.policy.eval_with_input(input).map_err(|e| {
-            match e.downcast_ref::<LimitError>() {
-                Some(LimitError::TimeLimitExceeded { limit, .. }) => PolicyError::TimeLimit {
-                    limit: *limit,
-                    policy_hash: serving.hash.clone(),
-                },
-                _ => PolicyError::Eval {
-                    policy_hash: serving.hash.clone(),
-                    message: one_line(&format!("{e:#}")),
-                },
-            }
-        })?;
-        let decision = match value {
-            regorus::Value::Undefined => None,
-            v => Some(to_json(&v, 0).map_err(|message| PolicyError::NotJson {
+        eval_compiled(&serving.policy, &serving.hash, input, start)
+    }
+
+    /// Evaluate `data.jitssh.host_decision` for `input`. A policy set without
+    /// that rule is an `Err` (fail closed), like any evaluation error.
+    pub fn evaluate_host(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        let serving = self.current.load();
+        let Some(host) = &serving.host else {
+            return Err(PolicyError::NoHostDecision {
                 policy_hash: serving.hash.clone(),
-                message,
-            })?),
+            });
         };
-        Ok(Evaluation {
-            decision,
-            policy_hash: serving.hash.clone(),
-            elapsed: start.elapsed(),
-        })
+        eval_compiled(host, &serving.hash, input, start)
+    }
+
+    /// Whether the serving policy defines `data.jitssh.host_decision`.
+    pub fn has_host_decision(&self) -> bool {
+        self.current.load().host.is_some()
     }
 
     /// Hex SHA-256 of the serving policy set: its files in name order, each as
@@ -452,6 +469,43 @@ impl PolicyEngine {
     }
 }
 
+/// Evaluate one compiled entry point for `input`, mapping every failure to
+/// a [`PolicyError`] naming the policy set.
+fn eval_compiled(
+    policy: &CompiledPolicy,
+    policy_hash: &str,
+    input: &serde_json::Value,
+    start: Instant,
+) -> Result<Evaluation, PolicyError> {
+    let input =
+        regorus::Value::deserialize(input).map_err(|e| PolicyError::Input(e.to_string()))?;
+    let value =
+        policy
+            .eval_with_input(input)
+            .map_err(|e| match e.downcast_ref::<LimitError>() {
+                Some(LimitError::TimeLimitExceeded { limit, .. }) => PolicyError::TimeLimit {
+                    limit: *limit,
+                    policy_hash: policy_hash.to_owned(),
+                },
+                _ => PolicyError::Eval {
+                    policy_hash: policy_hash.to_owned(),
+                    message: one_line(&format!("{e:#}")),
+                },
+            })?;
+    let decision = match value {
+        regorus::Value::Undefined => None,
+        v => Some(to_json(&v, 0).map_err(|message| PolicyError::NotJson {
+            policy_hash: policy_hash.to_owned(),
+            message,
+        })?),
+    };
+    Ok(Evaluation {
+        decision,
+        policy_hash: policy_hash.to_owned(),
+        elapsed: start.elapsed(),
+    })
+}
+
 #[derive(Default)]
 struct WatchState {
     /// Names, sizes and mtimes at the last poll; `None` before the first.
@@ -556,6 +610,7 @@ impl PolicyFiles {
 struct Prepared {
     origin: String,
     policy: CompiledPolicy,
+    host: Option<CompiledPolicy>,
     hash: String,
     report: TestReport,
 }
@@ -644,6 +699,20 @@ impl Prepared {
                 }
             })?;
 
+        // The host entry point is optional; when it exists it must compile.
+        let host = if policy.get_rules().contains_key(HOST_DECISION_RULE) {
+            Some(
+                engine
+                    .compile_with_entrypoint(&HOST_DECISION_RULE.into())
+                    .map_err(|e| PolicyError::Compile {
+                        origin: origin.clone(),
+                        message: one_line(&format!("{e:#}")),
+                    })?,
+            )
+        } else {
+            None
+        };
+
         let mut tests: Vec<String> = policy
             .get_rules()
             .keys()
@@ -661,10 +730,14 @@ impl Prepared {
             .map(|name| run_test(&mut engine, name))
             .collect();
         results.push(sample_check(&policy));
+        if let Some(host) = &host {
+            results.push(host_sample_check(host));
+        }
 
         Ok(Prepared {
             origin: origin.clone(),
             policy,
+            host,
             hash: files.hash(),
             report: TestReport { results },
         })
@@ -689,21 +762,36 @@ impl Prepared {
         }
         Ok(Serving {
             policy: self.policy,
+            host: self.host,
             hash: self.hash,
         })
     }
 }
 
-/// Name of the built-in check that ends every [`TestReport`].
+/// Name of the built-in check that ends every [`TestReport`] (followed by
+/// [`HOST_SAMPLE_CHECK`] when the set has a host decision).
 pub const SAMPLE_CHECK: &str = "sample input: data.jitssh.decision evaluates without error";
+
+/// Name of the built-in check of the host decision on its sample input.
+pub const HOST_SAMPLE_CHECK: &str =
+    "sample host input: data.jitssh.host_decision evaluates without error";
 
 /// regorus reports unknown functions and builtin type errors only when they
 /// run, so a policy calling `foo()` compiles. Evaluating the decision once on
 /// the documented sample input (a human asking for a user certificate)
 /// catches those on the main path before the policy serves.
 fn sample_check(policy: &CompiledPolicy) -> TestResult {
+    check_on_sample(policy, SAMPLE_CHECK, SAMPLE_INPUT)
+}
+
+/// [`sample_check`] for the host decision, on `example-host-input.json`.
+fn host_sample_check(policy: &CompiledPolicy) -> TestResult {
+    check_on_sample(policy, HOST_SAMPLE_CHECK, HOST_SAMPLE_INPUT)
+}
+
+fn check_on_sample(policy: &CompiledPolicy, name: &str, sample: &str) -> TestResult {
     install_time_limit();
-    let error = serde_json::from_str::<serde_json::Value>(SAMPLE_INPUT)
+    let error = serde_json::from_str::<serde_json::Value>(sample)
         .map_err(|e| e.to_string())
         .and_then(|json| regorus::Value::deserialize(&json).map_err(|e| e.to_string()))
         .and_then(|input| {
@@ -717,7 +805,7 @@ fn sample_check(policy: &CompiledPolicy) -> TestResult {
         })
         .err();
     TestResult {
-        name: SAMPLE_CHECK.into(),
+        name: name.into(),
         passed: error.is_none(),
         error,
     }
@@ -725,6 +813,9 @@ fn sample_check(policy: &CompiledPolicy) -> TestResult {
 
 /// The input documented in `policies/README.md`.
 const SAMPLE_INPUT: &str = include_str!("../../policies/example-input.json");
+
+/// The host input documented in `policies/README.md`.
+const HOST_SAMPLE_INPUT: &str = include_str!("../../policies/example-host-input.json");
 
 fn run_test(engine: &mut Engine, name: String) -> TestResult {
     let (passed, error) = match engine.eval_rule(name.clone()) {
@@ -1127,5 +1218,106 @@ mod tests {
         ] {
             assert!(!is_policy_file(name), "{name}");
         }
+    }
+
+    fn host_input(hostnames: &[&str], authorized: &[&str]) -> serde_json::Value {
+        let mut i: serde_json::Value =
+            serde_json::from_str(HOST_SAMPLE_INPUT).expect("sample host input");
+        i["request"]["hostnames"] = json!(hostnames);
+        i["request"]["authorized_hostnames"] = json!(authorized);
+        i
+    }
+
+    #[test]
+    fn embedded_policy_decides_host_certificates() {
+        let engine = PolicyEngine::load_embedded_default().unwrap();
+        assert!(engine.has_host_decision());
+        let report = run_embedded_tests().unwrap();
+        assert_eq!(report.results.last().unwrap().name, HOST_SAMPLE_CHECK);
+        assert!(report.results.iter().any(|r| r.name.contains("test_host_")));
+        let d = engine
+            .evaluate_host(&host_input(
+                &["web01.example.com"],
+                &["web01.example.com", "web01"],
+            ))
+            .unwrap()
+            .decision
+            .unwrap();
+        assert_eq!(d["allow"], json!(true));
+        assert_eq!(d["hostnames"], json!(["web01.example.com"]));
+        assert_eq!(d["ttl_seconds"], json!(604800));
+        let d = engine
+            .evaluate_host(&host_input(&["db01"], &["web01"]))
+            .unwrap()
+            .decision
+            .unwrap();
+        assert_eq!(d["allow"], json!(false));
+        // The user decision is untouched by host inputs and vice versa.
+        let user = engine.evaluate(&sample_input()).unwrap().decision.unwrap();
+        assert_eq!(user["allow"], json!(true));
+    }
+
+    #[test]
+    fn without_a_host_decision_hosts_are_denied() {
+        let e = engine(&[("a.rego", "package jitssh\ndecision := 1")]).unwrap();
+        assert!(!e.has_host_decision());
+        let err = e.evaluate_host(&host_input(&["a"], &["a"])).unwrap_err();
+        assert!(matches!(err, PolicyError::NoHostDecision { .. }), "{err}");
+        assert!(err.to_string().contains("host_decision"), "{err}");
+        let report = Prepared::build(&files(&[("a.rego", "package jitssh\ndecision := 1")]))
+            .unwrap()
+            .report;
+        assert_eq!(report.results.len(), 1, "no host sample check: {report}");
+    }
+
+    #[test]
+    fn a_host_decision_that_errors_on_its_sample_refuses_the_policy() {
+        let list = [(
+            "a.rego",
+            "package jitssh\ndecision := 1\nhost_decision := lower(input.request.hostnames)",
+        )];
+        let err = engine(&list).unwrap_err();
+        assert!(
+            matches!(err, PolicyError::TestsFailed { failed: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(HOST_SAMPLE_CHECK), "{err}");
+    }
+
+    #[test]
+    fn reloads_add_and_remove_the_host_decision() {
+        let without = files(&[("a.rego", "package jitssh\ndecision := 1")]);
+        let with = files(&[(
+            "a.rego",
+            "package jitssh\ndecision := 1\nhost_decision := {\"allow\": false}",
+        )]);
+        let e = PolicyEngine::new(
+            None,
+            Prepared::build(&without).unwrap().into_serving().unwrap(),
+        );
+        assert!(e.evaluate_host(&json!({})).is_err());
+        assert!(matches!(
+            e.reload_files(&with),
+            Ok(ReloadOutcome::Reloaded { .. })
+        ));
+        assert_eq!(
+            e.evaluate_host(&json!({})).unwrap().decision,
+            Some(json!({"allow": false}))
+        );
+        assert!(matches!(
+            e.reload_files(&without),
+            Ok(ReloadOutcome::Reloaded { .. })
+        ));
+        assert!(matches!(
+            e.evaluate_host(&json!({})),
+            Err(PolicyError::NoHostDecision { .. })
+        ));
+        // A broken host rule is refused like any broken policy; the old one serves.
+        let broken = files(&[(
+            "a.rego",
+            "package jitssh\ndecision := 1\nhost_decision := {",
+        )]);
+        assert!(e.reload_files(&broken).is_err());
+        assert_eq!(e.evaluate(&json!({})).unwrap().decision, Some(json!(1)));
     }
 }

@@ -40,6 +40,10 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         RevocationStore::open(&config.database)?,
         crate::issue::now_unix(),
     )?);
+    let hosts = crate::hosts::Hosts::new(
+        crate::hosts::JoinTokenStore::open(&config.database)?,
+        config.host_max_ttl,
+    );
     Ok(Authority::new(
         config.limits.clone(),
         user_ca,
@@ -48,6 +52,7 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         policy,
         audit,
         revocations,
+        hosts,
         config.rate_per_minute,
         config.rate_burst,
     )?)

@@ -582,7 +582,9 @@ async fn broken_policy_decisions_deny() {
         ),
         // Runtime error in the policy.
         (
-            "package jitssh\nimport rego.v1\ndecision := {\"allow\": true, \"principals\": [\"alice\"], \"ttl_seconds\": to_number(\"x\")}\n",
+            // (jti exists only in the test's tokens, so the load-time sample
+            // check, which finds errors on the example input, passes.)
+            "package jitssh\nimport rego.v1\nttl := to_number(concat(\"\", [\"x\", input.identity.claims.jti]))\ndecision := {\"allow\": true, \"principals\": [\"alice\"], \"ttl_seconds\": ttl}\n",
             "policy_error",
         ),
     ];

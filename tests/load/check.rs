@@ -52,11 +52,7 @@ pub fn last_seq(db: &Path) -> anyhow::Result<u64> {
 }
 
 /// Compare the `issued` rows after `since_seq` with the serials returned.
-pub fn compare(
-    db: &Path,
-    since_seq: u64,
-    serials: &[u64],
-) -> anyhow::Result<(u64, u64, u64, u64)> {
+pub fn compare(db: &Path, since_seq: u64, serials: &[u64]) -> anyhow::Result<(u64, u64, u64, u64)> {
     let conn = open(db)?;
     let mut stmt =
         conn.prepare("SELECT serial FROM audit WHERE seq > ?1 AND outcome = 'issued'")?;

@@ -56,15 +56,6 @@ impl Histogram {
         self.max = self.max.max(micros);
     }
 
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.total += other.total;
-        self.sum += other.sum;
-        self.max = self.max.max(other.max);
-    }
-
     pub fn count(&self) -> u64 {
         self.total
     }
@@ -111,11 +102,7 @@ mod tests {
             assert!(i >= last, "{v}");
             last = i;
             assert!(upper(i) >= v, "{v}");
-            assert!(
-                upper(i) - v <= v / 60,
-                "{v} in bucket up to {}",
-                upper(i)
-            );
+            assert!(upper(i) - v <= v / 60, "{v} in bucket up to {}", upper(i));
         }
         assert!(index(u64::MAX) < BUCKETS);
     }
@@ -126,7 +113,10 @@ mod tests {
         for v in 1..=1000 {
             h.record(v);
         }
-        assert_eq!(h.quantile(0.5), 500);
+        // Exact below 64, then within one bucket (under 1.6 %) above the true value.
+        assert_eq!(h.quantile(0.05), 50);
+        let p50 = h.quantile(0.5);
+        assert!((500..=508).contains(&p50), "{p50}");
         let p99 = h.quantile(0.99);
         assert!((990..=1000).contains(&p99), "{p99}");
         assert_eq!(h.quantile(1.0), 1000);

@@ -334,9 +334,14 @@ async fn remote(args: &Args, url: &str) -> anyhow::Result<(Target, Arc<DevIdp>)>
 
 /// What one request came to.
 enum Outcome {
-    Issued { serial: u64 },
+    Issued {
+        serial: u64,
+    },
     /// `"STATUS code"`, e.g. `"429 rate_limited"`, or `"io: ..."`.
-    Failed { key: String, message: String },
+    Failed {
+        key: String,
+        message: String,
+    },
 }
 
 #[derive(serde::Deserialize)]
@@ -400,7 +405,10 @@ impl Endpoint {
                     String::from_utf8_lossy(&bytes).chars().take(200).collect(),
                 ),
             };
-            (failed(&format!("{} {code}", status.as_u16()), &message), None)
+            (
+                failed(&format!("{} {code}", status.as_u16()), &message),
+                None,
+            )
         }
     }
 }
@@ -548,7 +556,8 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         .build()?;
     let bodies = (0..8)
         .map(|_| -> anyhow::Result<&'static [u8]> {
-            let key = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)?;
+            let key =
+                ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)?;
             let body = serde_json::to_vec(&serde_json::json!({
                 "public_key": key.public_key().to_openssh()?,
             }))?;
@@ -610,12 +619,20 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
     };
     let mut all_serials = Vec::new();
     wait_ready(&client, &target.url).await?;
-    warm_up(&args, &endpoint, &minter, &client, &target.url, &mut all_serials).await?;
+    warm_up(
+        &args,
+        &endpoint,
+        &minter,
+        &client,
+        &target.url,
+        &mut all_serials,
+    )
+    .await?;
 
     let tokens = Arc::new(match ahead {
         Some(n) => {
             let start = Instant::now();
-            let v = minter.mint_many(args.warmup + 1_000_000, n);
+            let v = minter.mint_many(args.warmup, n);
             eprintln!(
                 "minted {n} {:?} tokens ahead in {:.1} s",
                 args.alg,
@@ -650,12 +667,14 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
     let rss_start = target.pid.and_then(sys::rss_kib);
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
+    let (stop_sampler, stop) = tokio::sync::oneshot::channel();
     let sampler = spawn_sampler(
         start,
         args.sample_every,
         args.verbose,
         target.pid,
         done.clone(),
+        stop,
     );
     match args.rate {
         None => {
@@ -688,7 +707,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
     let cpu_after = target.pid.and_then(sys::cpu_secs);
     let cpu_threads_after = target.pid.map(sys::cpu_by_thread).unwrap_or_default();
     let rss_end = target.pid.and_then(sys::rss_kib);
-    sampler.abort();
+    let _ = stop_sampler.send(());
     let samples = sampler.await.unwrap_or_default();
     let stats = std::mem::take(&mut *lock(&stats));
     drop(tokens);
@@ -939,8 +958,12 @@ async fn open_loop(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (tokens, endpoint, stats, done) =
-            (tokens.clone(), endpoint.clone(), stats.clone(), done.clone());
+        let (tokens, endpoint, stats, done) = (
+            tokens.clone(),
+            endpoint.clone(),
+            stats.clone(),
+            done.clone(),
+        );
         tokio::spawn(async move {
             if let Some(token) = tokens.get(i) {
                 let (outcome, _) = endpoint.request(i, &token).await;
@@ -956,21 +979,28 @@ async fn open_loop(
     let _ = slots.acquire_many(all).await;
 }
 
+/// Records a [`Sample`] every `every` seconds until `stop` fires, then
+/// returns them.
 fn spawn_sampler(
     start: Instant,
     every: f64,
     verbose: bool,
     pid: Option<u32>,
     done: Arc<AtomicU64>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<Vec<Sample>> {
     let every = Duration::from_secs_f64(every.max(0.1));
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let out = samples.clone();
-    let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::from_std(start) + every, every);
+    tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::from_std(start) + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut last_done, mut last_cpu, mut last_t) = (0, pid.and_then(sys::cpu_secs), 0.0);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stop => return samples,
+            }
             let t = start.elapsed().as_secs_f64();
             let n = done.load(Ordering::Relaxed);
             let cpu = pid.and_then(sys::cpu_secs);
@@ -989,14 +1019,9 @@ fn spawn_sampler(
                     sample.cpu_cores.unwrap_or(f64::NAN)
                 );
             }
-            lock(&samples).push(sample);
+            samples.push(sample);
             (last_done, last_cpu, last_t) = (n, cpu, t);
         }
-    });
-    // The sampler never ends by itself; the caller aborts it and takes the samples.
-    tokio::spawn(async move {
-        let _ = task.await;
-        std::mem::take(&mut *lock(&out))
     })
 }
 

@@ -1,0 +1,762 @@
+//! Host certificates: one-time join tokens (stored hashed beside the audit
+//! log), renewal challenges (in memory), and the issuance steps of
+//! `POST /v1/certs/host` (enrol with a join token) and
+//! `POST /v1/certs/host/renew` (renew with the current certificate and a
+//! signature over a fresh challenge).
+//!
+//! Both paths sign with the **host** CA key only, and only after the host
+//! policy (`data.jitssh.host_decision`) allowed and its decision passed
+//! ca-core's `enforce_host`. No request header is read: a user's ID token
+//! cannot stand in for a join token or a renewal proof. As for user
+//! certificates, a certificate leaves only after its audit row committed,
+//! and every refusal is audited too.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ca_core::audit::AuditEvent;
+use ca_core::cert::{CertError, sign_host_cert};
+use ca_core::host::{
+    HostCertRequest, HostGrant, HostPolicyInput, HostRequestError, JoinToken, RenewalError,
+    VerifiedRenewal, Via, enforce_host, host_key_id, verify_renewal,
+};
+use ca_core::hostname::HostName;
+use ca_core::wire::{self, HostCertResponse, HostChallenge};
+use ca_core::{Refusal, SubjectKey, Ttl};
+use rand_core::{OsRng, RngCore as _};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::audit::{AuditError, AuditStore};
+use crate::issue::{Authority, RequestContext, now_unix};
+use crate::metrics::Metrics;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS host_join_tokens (
+    -- Hex SHA-256 of the token; the token itself is never stored.
+    token_hash TEXT PRIMARY KEY,
+    -- JSON array of the host names the token may claim.
+    hostnames  TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    -- Set once, atomically, by the request that spends the token.
+    used_at    INTEGER,
+    used_by    TEXT
+) WITHOUT ROWID;";
+
+/// How long a renewal challenge may be answered.
+pub const CHALLENGE_TTL_SECS: u64 = 60;
+
+/// Unanswered challenges kept at most; beyond it new ones are refused until
+/// old ones expire (challenges are free to ask for, memory is not).
+pub const MAX_PENDING_CHALLENGES: usize = 10_000;
+
+/// Everything that can stop a host certificate request. The HTTP layer maps
+/// each to a status code; nothing here knows about HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("request body is not valid JSON for this endpoint: {0}")]
+    BadBody(String),
+    #[error("{0}")]
+    Request(#[from] HostRequestError),
+    #[error(
+        "unknown join token: it was never issued by this CA, or mistyped; ask the CA operator for a new one (`jitssh-ca host token create`)"
+    )]
+    TokenUnknown,
+    #[error(
+        "this join token expired; ask the CA operator for a new one (`jitssh-ca host token create`)"
+    )]
+    TokenExpired,
+    #[error(
+        "this join token was already used; join tokens are single-use: ask the CA operator for a new one, or renew with `jitssh host renew`"
+    )]
+    TokenUsed,
+    #[error("the join token does not allow {}; it allows {}", .asked.join(", "), .allowed.join(", "))]
+    HostnameNotAllowed {
+        asked: Vec<String>,
+        allowed: Vec<String>,
+    },
+    #[error("invalid public_key: that is one of the CA's own keys; send the host's public key")]
+    CaKey,
+    #[error("{0} has been revoked at this CA; ask the CA operator")]
+    Revoked(&'static str),
+    #[error(
+        "unknown, expired or already used challenge; ask for a fresh one (POST /v1/certs/host/challenge) and sign it within {CHALLENGE_TTL_SECS} s"
+    )]
+    ChallengeInvalid,
+    #[error("too many renewal challenges are pending; retry in a few seconds")]
+    ChallengeCapacity,
+    #[error("{0}")]
+    Renewal(#[from] RenewalError),
+    #[error("denied by the host policy: {}", .reasons.join("; "))]
+    Denied { reasons: Vec<String> },
+    #[error(
+        "the CA's host policy could not decide ({0}); no certificate was issued. Ask the CA operator to check the policy"
+    )]
+    PolicyError(String),
+    #[error("the audit log cannot be written, so no certificate can be issued; try again shortly")]
+    AuditUnavailable(#[source] AuditError),
+    #[error("the join token store cannot be read or written; try again shortly")]
+    Store(#[source] TokenStoreError),
+    #[error("internal error while signing; no certificate was issued")]
+    Internal(String),
+}
+
+impl HostError {
+    /// Stable snake_case code, shared by the HTTP body, metrics and audit.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HostError::BadBody(_) => "invalid_request",
+            HostError::Request(e) => e.code(),
+            HostError::TokenUnknown => "join_token_invalid",
+            HostError::TokenExpired => "join_token_expired",
+            HostError::TokenUsed => "join_token_used",
+            HostError::HostnameNotAllowed { .. } => "hostname_not_allowed",
+            HostError::CaKey => "invalid_public_key",
+            HostError::Revoked(_) => "revoked",
+            HostError::ChallengeInvalid => "challenge_invalid",
+            HostError::ChallengeCapacity => "rate_limited",
+            HostError::Renewal(e) => e.code(),
+            HostError::Denied { .. } => "denied_by_policy",
+            HostError::PolicyError(_) => "policy_error",
+            HostError::AuditUnavailable(_) => "audit_unavailable",
+            HostError::Store(_) => "token_store_unavailable",
+            HostError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+/// The join token table could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenStoreError {
+    #[error("join token store {}: {source}; check that the database exists and is writable", path.display())]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("join token store {}: a stored row is unreadable ({message})", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error("join token store: the database task failed: {0}")]
+    Task(String),
+}
+
+/// A join token as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    pub hostnames: Vec<HostName>,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub used_at: Option<u64>,
+}
+
+/// The `host_join_tokens` table in the audit database, with a connection
+/// per operation (tokens are rare; the audit writer keeps its own).
+#[derive(Clone, Debug)]
+pub struct JoinTokenStore {
+    path: PathBuf,
+}
+
+impl JoinTokenStore {
+    /// Open the store in the audit database at `path`, creating the table.
+    pub fn open(path: &Path) -> Result<Self, TokenStoreError> {
+        let s = JoinTokenStore {
+            path: path.to_owned(),
+        };
+        s.conn()?.execute_batch(SCHEMA).map_err(|e| s.db(e))?;
+        Ok(s)
+    }
+
+    fn db(&self, source: rusqlite::Error) -> TokenStoreError {
+        TokenStoreError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn conn(&self) -> Result<Connection, TokenStoreError> {
+        let c = Connection::open(&self.path).map_err(|e| self.db(e))?;
+        c.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| self.db(e))?;
+        Ok(c)
+    }
+
+    /// Store a new token's hash with the names it may claim.
+    pub fn insert(
+        &self,
+        token: &JoinToken,
+        hostnames: &[HostName],
+        created_at: u64,
+        expires_at: u64,
+    ) -> Result<(), TokenStoreError> {
+        let names = serde_json::to_string(hostnames).map_err(|e| TokenStoreError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        self.conn()?
+            .execute(
+                "INSERT INTO host_join_tokens (token_hash, hostnames, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token.hash(), names, created_at as i64, expires_at as i64],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// Remove a token (used when its creation could not be audited).
+    pub fn delete(&self, token: &JoinToken) -> Result<(), TokenStoreError> {
+        self.conn()?
+            .execute(
+                "DELETE FROM host_join_tokens WHERE token_hash = ?1",
+                [token.hash()],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// The stored token with this hash, if any.
+    pub fn lookup(&self, token_hash: &str) -> Result<Option<StoredToken>, TokenStoreError> {
+        let row: Option<(String, i64, i64, Option<i64>)> = self
+            .conn()?
+            .query_row(
+                "SELECT hostnames, created_at, expires_at, used_at FROM host_join_tokens WHERE token_hash = ?1",
+                [token_hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(|e| self.db(e))?;
+        let Some((names, created_at, expires_at, used_at)) = row else {
+            return Ok(None);
+        };
+        let hostnames: Vec<HostName> =
+            serde_json::from_str(&names).map_err(|e| TokenStoreError::Corrupt {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Some(StoredToken {
+            hostnames,
+            created_at: created_at.max(0) as u64,
+            expires_at: expires_at.max(0) as u64,
+            used_at: used_at.map(|u| u.max(0) as u64),
+        }))
+    }
+
+    /// Spend the token for `claimant` if it is unused and unexpired at `now`.
+    /// One statement, so of any number of concurrent claims exactly one wins.
+    pub fn claim(
+        &self,
+        token_hash: &str,
+        now: u64,
+        claimant: &str,
+    ) -> Result<bool, TokenStoreError> {
+        let changed = self
+            .conn()?
+            .execute(
+                "UPDATE host_join_tokens SET used_at = ?2, used_by = ?3
+                 WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+                params![token_hash, now as i64, claimant],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(changed == 1)
+    }
+
+    /// Undo `claimant`'s claim (no certificate was issued for it).
+    pub fn release(&self, token_hash: &str, claimant: &str) -> Result<(), TokenStoreError> {
+        self.conn()?
+            .execute(
+                "UPDATE host_join_tokens SET used_at = NULL, used_by = NULL
+                 WHERE token_hash = ?1 AND used_by = ?2",
+                params![token_hash, claimant],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// Run a store operation off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&JoinTokenStore) -> Result<T, TokenStoreError> + Send + 'static,
+    ) -> Result<T, TokenStoreError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| TokenStoreError::Task(e.to_string()))?
+    }
+}
+
+/// Create a join token for `hostnames`, valid for `ttl` from `now`: stored
+/// hashed, and audited (`host_token_create`) before it is returned. If the
+/// audit row cannot be written the token is removed again.
+pub async fn create_join_token(
+    store: &JoinTokenStore,
+    audit: &AuditStore,
+    hostnames: &[HostName],
+    ttl: Ttl,
+    now: u64,
+) -> anyhow::Result<(JoinToken, u64)> {
+    if hostnames.is_empty() {
+        anyhow::bail!("name at least one host (--hostname H)");
+    }
+    let token = JoinToken::generate(&mut OsRng);
+    let expires_at = now + ttl.as_secs();
+    store.insert(&token, hostnames, now, expires_at)?;
+    let names: Vec<String> = hostnames.iter().map(|h| h.to_string()).collect();
+    let event = AuditEvent {
+        time: now,
+        action: "host_token_create".into(),
+        outcome: "created".into(),
+        requested_principals: Some(names),
+        ttl_seconds: Some(ttl.as_secs()),
+        token_hash: Some(token.hash()),
+        details: Some(serde_json::json!({ "expires_at": expires_at })),
+        ..Default::default()
+    };
+    if let Err(e) = audit.append(event, None).await {
+        let _ = store.delete(&token);
+        return Err(anyhow::Error::new(e).context("the token was not created"));
+    }
+    Ok((token, expires_at))
+}
+
+/// Renewal challenges handed out and not yet answered: challenge → expiry.
+#[derive(Debug, Default)]
+pub struct Challenges {
+    pending: Mutex<HashMap<String, u64>>,
+}
+
+impl Challenges {
+    /// A fresh single-use challenge, valid for [`CHALLENGE_TTL_SECS`].
+    pub fn issue(&self, now: u64) -> Result<HostChallenge, HostError> {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        let challenge = format!(
+            "jitssh-renew-{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        );
+        let expires_at = now + CHALLENGE_TTL_SECS;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= MAX_PENDING_CHALLENGES {
+            pending.retain(|_, exp| *exp > now);
+            if pending.len() >= MAX_PENDING_CHALLENGES {
+                return Err(HostError::ChallengeCapacity);
+            }
+        }
+        pending.insert(challenge.clone(), expires_at);
+        Ok(HostChallenge {
+            challenge,
+            expires_at,
+        })
+    }
+
+    /// Consume `challenge`: true if it was pending and unexpired. Whatever
+    /// the answer, it cannot be used again.
+    pub fn take(&self, challenge: &str, now: u64) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(challenge)
+            .is_some_and(|exp| exp > now)
+    }
+}
+
+/// The host side of the authority: join tokens, challenges, lifetime ceiling.
+#[derive(Debug)]
+pub struct Hosts {
+    pub tokens: JoinTokenStore,
+    pub challenges: Challenges,
+    /// `certs.host_max_ttl`.
+    pub max_ttl: Ttl,
+}
+
+impl Hosts {
+    pub fn new(tokens: JoinTokenStore, max_ttl: Ttl) -> Self {
+        Hosts {
+            tokens,
+            challenges: Challenges::default(),
+            max_ttl,
+        }
+    }
+}
+
+impl Authority {
+    /// `POST /v1/certs/host/challenge`.
+    pub fn host_challenge(&self) -> Result<HostChallenge, HostError> {
+        self.hosts.challenges.issue(now_unix())
+    }
+
+    /// `POST /v1/certs/host`: enrol with a join token.
+    pub async fn issue_host_cert(
+        &self,
+        ctx: &RequestContext,
+        body: &[u8],
+    ) -> Result<HostCertResponse, HostError> {
+        let now = now_unix();
+        let mut event = host_event(ctx, now, Via::JoinToken);
+        let started = Instant::now();
+        let result = self.enrol_steps(ctx, body, now, &mut event).await;
+        self.finish(result, event, started).await
+    }
+
+    /// `POST /v1/certs/host/renew`: renew with the current certificate.
+    pub async fn renew_host_cert(
+        &self,
+        ctx: &RequestContext,
+        body: &[u8],
+    ) -> Result<HostCertResponse, HostError> {
+        let now = now_unix();
+        let mut event = host_event(ctx, now, Via::Renewal);
+        let started = Instant::now();
+        let result = self.renew_steps(ctx, body, now, &mut event).await;
+        self.finish(result, event, started).await
+    }
+
+    /// Count, and audit every refusal (the issuance row is written inside
+    /// the steps, unless the database is the problem).
+    async fn finish(
+        &self,
+        result: Result<HostCertResponse, HostError>,
+        mut event: AuditEvent,
+        started: Instant,
+    ) -> Result<HostCertResponse, HostError> {
+        Metrics::observe(&self.metrics.issue_seconds, started.elapsed());
+        let Err(e) = &result else {
+            self.metrics.issued.inc();
+            return result;
+        };
+        self.metrics.deny(e.code());
+        if !matches!(e, HostError::AuditUnavailable(_)) {
+            event.outcome = "denied".into();
+            event.code = Some(e.code().into());
+            if event.decision_reasons.is_empty() {
+                event.decision_reasons = vec![e.to_string()];
+            }
+            if let Err(ae) = self.audit.append(event, None).await {
+                tracing::error!(error = %ae, "could not audit a host certificate refusal");
+            }
+        }
+        result
+    }
+
+    async fn enrol_steps(
+        &self,
+        ctx: &RequestContext,
+        body: &[u8],
+        now: u64,
+        event: &mut AuditEvent,
+    ) -> Result<HostCertResponse, HostError> {
+        // 1. Parse: a join token (never an ID token), the key, the names.
+        let body: wire::HostCertRequest =
+            serde_json::from_slice(body).map_err(|e| HostError::BadBody(e.to_string()))?;
+        let req = HostCertRequest::parse(&body)?;
+        let token_hash = req.token.hash();
+        event.token_hash = Some(token_hash.clone());
+        event.key_fingerprint = Some(req.public_key.fingerprint().to_owned());
+        event.requested_principals = req
+            .hostnames
+            .as_ref()
+            .map(|v| v.iter().map(|h| h.to_string()).collect());
+        self.check_key(&req.public_key)?;
+
+        // 2. The token: known, unexpired, unused, and naming every host asked for.
+        let lookup_hash = token_hash.clone();
+        let stored = self
+            .hosts
+            .tokens
+            .blocking(move |s| s.lookup(&lookup_hash))
+            .await
+            .map_err(HostError::Store)?
+            .ok_or(HostError::TokenUnknown)?;
+        if stored.used_at.is_some() {
+            return Err(HostError::TokenUsed);
+        }
+        if stored.expires_at <= now {
+            return Err(HostError::TokenExpired);
+        }
+        let requested = match req.hostnames {
+            Some(asked) => {
+                let extra: Vec<String> = asked
+                    .iter()
+                    .filter(|h| !stored.hostnames.contains(h))
+                    .map(|h| h.to_string())
+                    .collect();
+                if !extra.is_empty() {
+                    return Err(HostError::HostnameNotAllowed {
+                        asked: extra,
+                        allowed: stored.hostnames.iter().map(|h| h.to_string()).collect(),
+                    });
+                }
+                asked
+            }
+            None => stored.hostnames.clone(),
+        };
+        event.requested_principals = Some(requested.iter().map(|h| h.to_string()).collect());
+
+        // 3. Spend it, atomically: of concurrent requests exactly one wins.
+        let claimant = claimant_id();
+        let (claim_hash, claim_by) = (token_hash.clone(), claimant.clone());
+        let claimed = self
+            .hosts
+            .tokens
+            .blocking(move |s| s.claim(&claim_hash, now, &claim_by))
+            .await
+            .map_err(HostError::Store)?;
+        if !claimed {
+            return Err(HostError::TokenUsed);
+        }
+
+        // 4-7. Policy, sign, audit; give the token back if nothing was issued.
+        let result = self
+            .decide_sign_audit(
+                Via::JoinToken,
+                &req.public_key,
+                &requested,
+                &stored.hostnames,
+                None,
+                ctx,
+                now,
+                event,
+            )
+            .await;
+        if result.is_err() {
+            let hash = token_hash.clone();
+            if let Err(e) = self
+                .hosts
+                .tokens
+                .blocking(move |s| s.release(&hash, &claimant))
+                .await
+            {
+                tracing::error!(error = %e, "could not release a join token after a refusal; it stays spent");
+            }
+        }
+        result
+    }
+
+    async fn renew_steps(
+        &self,
+        ctx: &RequestContext,
+        body: &[u8],
+        now: u64,
+        event: &mut AuditEvent,
+    ) -> Result<HostCertResponse, HostError> {
+        // 1. Parse, and consume the challenge whatever happens next.
+        let body: wire::HostRenewRequest =
+            serde_json::from_slice(body).map_err(|e| HostError::BadBody(e.to_string()))?;
+        if !self.hosts.challenges.take(&body.challenge, now) {
+            return Err(HostError::ChallengeInvalid);
+        }
+
+        // 2. The proof: our host certificate, valid now, and its key's signature.
+        let renewal = verify_renewal(
+            &body.certificate,
+            &body.challenge,
+            &body.signature,
+            self.host_ca.public_key(),
+            now,
+        )?;
+        event.key_fingerprint = Some(renewal.key.fingerprint().to_owned());
+        event.requested_principals =
+            Some(renewal.hostnames.iter().map(|h| h.to_string()).collect());
+        event.details = Some(serde_json::json!({
+            "via": "renewal",
+            "previous_serial": renewal.serial.to_string(),
+            "previous_key_id": renewal.key_id,
+        }));
+
+        // 3. Nothing revoked: the certificate (serial, key ID) or the key.
+        let revoked = self.revocations.get();
+        if revoked.serials.contains(&renewal.serial) || revoked.key_ids.contains(&renewal.key_id) {
+            return Err(HostError::Revoked("this host certificate"));
+        }
+        self.check_key(&renewal.key)?;
+
+        // 4-7. Policy, sign, audit.
+        self.decide_sign_audit(
+            Via::Renewal,
+            &renewal.key,
+            &renewal.hostnames,
+            &renewal.hostnames,
+            Some(&renewal),
+            ctx,
+            now,
+            event,
+        )
+        .await
+    }
+
+    /// Refuse the CA's own keys and revoked keys.
+    fn check_key(&self, key: &SubjectKey) -> Result<(), HostError> {
+        if key.same_key(self.user_ca.public_key()) || key.same_key(self.host_ca.public_key()) {
+            return Err(HostError::CaKey);
+        }
+        if self.revocations.get().key_revoked(key.fingerprint()) {
+            return Err(HostError::Revoked("this host key"));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // the named inputs of one step
+    async fn decide_sign_audit(
+        &self,
+        via: Via,
+        key: &SubjectKey,
+        requested: &[HostName],
+        authorized: &[HostName],
+        current: Option<&VerifiedRenewal>,
+        ctx: &RequestContext,
+        now: u64,
+        event: &mut AuditEvent,
+    ) -> Result<HostCertResponse, HostError> {
+        // Policy, then ca-core's invariants on its decision.
+        let input = HostPolicyInput::new(
+            via,
+            requested,
+            authorized,
+            key,
+            ctx.source_ip.clone(),
+            current,
+            now,
+        );
+        let grant = self.decide_host(&input, requested, event)?;
+
+        // Sign with the host CA key.
+        let serial = self.next_serial();
+        let kid = host_key_id(grant.hostnames(), serial);
+        let cert = sign_host_cert(&grant, key, serial, &kid, now, &mut OsRng, &self.host_ca)
+            .map_err(|e| match e {
+                CertError::CaKey => HostError::CaKey,
+                other => HostError::Internal(other.to_string()),
+            })?;
+        let certificate = cert
+            .to_openssh()
+            .map_err(|e| HostError::Internal(e.to_string()))?;
+        let hostnames: Vec<String> = grant.hostnames().iter().map(|h| h.to_string()).collect();
+
+        // Audit: committed before anything leaves.
+        event.outcome = "issued".into();
+        event.granted_principals = hostnames.clone();
+        event.ttl_seconds = Some(grant.ttl().as_secs());
+        event.serial = Some(serial.to_string());
+        event.key_id = Some(kid.clone());
+        let audit_started = Instant::now();
+        self.audit
+            .append(event.clone(), None)
+            .await
+            .map_err(HostError::AuditUnavailable)?;
+        Metrics::observe(&self.metrics.audit_seconds, audit_started.elapsed());
+
+        tracing::info!(serial, hostnames = ?hostnames, ttl = grant.ttl().as_secs(), via = ?via, "issued host certificate");
+        Ok(HostCertResponse {
+            certificate,
+            serial: serial.to_string(),
+            key_id: kid,
+            hostnames,
+            valid_after: cert.valid_after(),
+            valid_before: cert.valid_before(),
+        })
+    }
+
+    fn decide_host(
+        &self,
+        input: &HostPolicyInput,
+        requested: &[HostName],
+        event: &mut AuditEvent,
+    ) -> Result<HostGrant, HostError> {
+        let input = serde_json::to_value(input).map_err(|e| HostError::Internal(e.to_string()))?;
+        let eval = match self.policy.evaluate_host(&input) {
+            Ok(eval) => eval,
+            Err(e) => {
+                event.policy_hash = Some(self.policy.policy_hash());
+                tracing::error!(error = %e, "host policy evaluation failed; denying");
+                return Err(HostError::PolicyError(e.to_string()));
+            }
+        };
+        Metrics::observe(&self.metrics.policy_seconds, eval.elapsed);
+        event.policy_hash = Some(eval.policy_hash.clone());
+        match enforce_host(eval.decision.as_ref(), requested, self.hosts.max_ttl) {
+            Ok(grant) => {
+                event.decision_reasons = grant.reasons().to_vec();
+                Ok(grant)
+            }
+            Err(Refusal::Denied { reasons }) => {
+                event.decision_reasons = reasons.clone();
+                Err(HostError::Denied { reasons })
+            }
+            Err(Refusal::PolicyError(msg)) => {
+                tracing::error!(error = %msg, policy_hash = %eval.policy_hash, "host policy returned an unusable decision; denying");
+                Err(HostError::PolicyError(msg))
+            }
+        }
+    }
+}
+
+fn host_event(ctx: &RequestContext, now: u64, via: Via) -> AuditEvent {
+    AuditEvent {
+        time: now,
+        action: "host_cert".into(),
+        source_ip: Some(ctx.source_ip.clone()),
+        details: Some(serde_json::json!({ "via": via })),
+        ..Default::default()
+    }
+}
+
+/// Identifies one request's claim on a token, so only it can release it.
+fn claimant_id() -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<HostName> {
+        v.iter().map(|s| HostName::parse(s).unwrap()).collect()
+    }
+
+    #[test]
+    fn tokens_are_stored_hashed_and_spent_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        crate::audit::AuditStore::open(&db).unwrap();
+        let s = JoinTokenStore::open(&db).unwrap();
+        let t = JoinToken::generate(&mut OsRng);
+        s.insert(&t, &names(&["web01", "web01.example"]), 1000, 2000)
+            .unwrap();
+        let raw = std::fs::read(&db).unwrap();
+        assert!(
+            !raw.windows(t.expose().len())
+                .any(|w| w == t.expose().as_bytes()),
+            "the token itself is never stored"
+        );
+        let got = s.lookup(&t.hash()).unwrap().unwrap();
+        assert_eq!(got.hostnames, names(&["web01", "web01.example"]));
+        assert_eq!((got.expires_at, got.used_at), (2000, None));
+        assert!(s.lookup("00").unwrap().is_none());
+
+        assert!(!s.claim(&t.hash(), 2000, "late").unwrap(), "expired");
+        assert!(s.claim(&t.hash(), 1500, "a").unwrap());
+        assert!(!s.claim(&t.hash(), 1500, "b").unwrap(), "already spent");
+        s.release(&t.hash(), "b").unwrap();
+        assert!(
+            !s.claim(&t.hash(), 1500, "b").unwrap(),
+            "only the claimant releases"
+        );
+        s.release(&t.hash(), "a").unwrap();
+        assert!(s.claim(&t.hash(), 1500, "b").unwrap());
+        assert_eq!(s.lookup(&t.hash()).unwrap().unwrap().used_at, Some(1500));
+    }
+
+    #[test]
+    fn challenges_are_single_use_and_expire() {
+        let c = Challenges::default();
+        let a = c.issue(100).unwrap();
+        assert_eq!(a.expires_at, 100 + CHALLENGE_TTL_SECS);
+        assert!(c.take(&a.challenge, 150));
+        assert!(!c.take(&a.challenge, 150), "single use");
+        let b = c.issue(100).unwrap();
+        assert_ne!(a.challenge, b.challenge);
+        assert!(!c.take(&b.challenge, 100 + CHALLENGE_TTL_SECS), "expired");
+        assert!(!c.take("made-up", 100));
+    }
+}
