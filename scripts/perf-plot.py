@@ -21,9 +21,19 @@ M = dict(left=70, right=20, top=40, bottom=55)
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 
 
+ALG_NAMES = {"RS256": "RS256", "ES256": "ES256", "EDDSA": "EdDSA", "EdDSA": "EdDSA"}
+
+
 def series_name(r):
-    where = "in-process" if r["target"] == "in-process" else "jitssh-ca serve"
-    return f'{r["alg"]} tokens, {where}'
+    where = "in-process CA" if r["target"] == "in-process" else "jitssh-ca serve"
+    return f'{ALG_NAMES.get(r["alg"], r["alg"])} tokens, {where}'
+
+
+def color_of(name, _seen={}):
+    """The same series gets the same color in every panel."""
+    if name not in _seen:
+        _seen[name] = COLORS[len(_seen) % len(COLORS)]
+    return _seen[name]
 
 
 def nice_ticks(lo, hi, n=5):
@@ -33,10 +43,10 @@ def nice_ticks(lo, hi, n=5):
     mag = 10 ** math.floor(math.log10(raw))
     step = min((s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw), default=raw)
     start = math.floor(lo / step) * step
-    ticks, t = [], start
-    while t <= hi + step * 0.001:
-        ticks.append(round(t, 10))
+    ticks, t = [start], start
+    while t < hi - step * 0.001:
         t += step
+        ticks.append(round(t, 10))
     return ticks
 
 
@@ -154,8 +164,8 @@ def main():
         ys = [v for g in groups.values() for _, v in g] + [8000]
         p = Panel(*pos(len(panels)), "Throughput (closed loop, keep-alive HTTP)", "concurrency (requests in flight)",
                   "certificates/s", xs, ys, xlog=True)
-        for i, (name, pts) in enumerate(sorted(groups.items())):
-            p.line(pts, COLORS[i % len(COLORS)], name)
+        for name, pts in sorted(groups.items()):
+            p.line(pts, color_of(name), name)
         p.hline(8000, "target: 8,000/s at concurrency 64")
         panels.append(p)
 
@@ -168,8 +178,8 @@ def main():
         ys = [r["latency_ms"][k] for r in opened for k in ("p50", "p99")] + [10]
         p = Panel(*pos(len(panels)), "Latency at a fixed offered rate (open loop)", "offered requests/s",
                   "latency, ms (log scale)", xs, ys, ylog=True)
-        for i, (name, rs) in enumerate(sorted(groups.items())):
-            c = COLORS[i % len(COLORS)]
+        for name, rs in sorted(groups.items()):
+            c = color_of(name)
             p.line([(r["rate"], r["latency_ms"]["p99"]) for r in rs], c, f"p99, {name}")
             p.line([(r["rate"], r["latency_ms"]["p50"]) for r in rs], c, f"p50, {name}", dash="4,3")
         p.hline(10, "target: p99 10 ms at 2,000/s")

@@ -95,7 +95,9 @@ struct Args {
     /// Distinct identities the tokens cycle through.
     #[arg(long, default_value_t = 10_000)]
     subjects: u64,
-    /// Requests before measuring (their certificates are audited and checked too).
+    /// Requests before measuring (their certificates are audited and checked
+    /// too). At least one is sent: its certificate is validated against the
+    /// CA's published user key.
     #[arg(long, default_value_t = 200)]
     warmup: u64,
     /// When to mint tokens: all before the clock starts (`ahead`), in the
@@ -125,11 +127,23 @@ struct Args {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
 enum Alg {
+    #[serde(rename = "RS256")]
     Rs256,
+    #[serde(rename = "ES256")]
     Es256,
+    #[serde(rename = "EdDSA")]
     Eddsa,
+}
+
+impl std::fmt::Display for Alg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Alg::Rs256 => "RS256",
+            Alg::Es256 => "ES256",
+            Alg::Eddsa => "EdDSA",
+        })
+    }
 }
 
 impl Alg {
@@ -204,6 +218,11 @@ struct Minter {
     audience: String,
     users: Vec<DevUser>,
     ttl: u64,
+    /// RS256 only: the dev IdP's RSA key (the one it publishes, with its
+    /// kid) loaded into ring, which signs in a fraction of the ~4 ms the
+    /// pure-Rust RSA behind `DevIdp::mint` takes.
+    rsa: Option<(ring::signature::RsaKeyPair, String)>,
+    rng: ring::rand::SystemRandom,
 }
 
 impl Minter {
@@ -212,7 +231,38 @@ impl Minter {
         let claims = self
             .idp
             .id_token_claims(user, &self.audience, None, self.ttl);
+        if let Some((key, kid)) = &self.rsa
+            && let Some(token) = self.mint_rs256(key, kid, &claims)
+        {
+            return token;
+        }
         self.idp.mint(self.alg, claims)
+    }
+
+    /// What `DevIdp::mint(RS256, claims)` makes, signed with ring.
+    fn mint_rs256(
+        &self,
+        key: &ring::signature::RsaKeyPair,
+        kid: &str,
+        claims: &serde_json::Value,
+    ) -> Option<String> {
+        use base64::Engine as _;
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+        let input = format!(
+            "{}.{}",
+            b64(&serde_json::to_vec(&header).ok()?),
+            b64(&serde_json::to_vec(claims).ok()?)
+        );
+        let mut signature = vec![0; key.public().modulus_len()];
+        key.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &self.rng,
+            input.as_bytes(),
+            &mut signature,
+        )
+        .ok()?;
+        Some(format!("{input}.{}", b64(&signature)))
     }
 
     /// Tokens `from..from + n`, minted on every core.
@@ -235,6 +285,18 @@ impl Minter {
                 .collect()
         })
     }
+}
+
+/// [`RSA_PEM`] as a ring key pair.
+fn rsa_key() -> anyhow::Result<ring::signature::RsaKeyPair> {
+    use base64::Engine as _;
+    let body: String = RSA_PEM
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(body)?;
+    ring::signature::RsaKeyPair::from_pkcs8(&der)
+        .map_err(|e| anyhow::anyhow!("the RSA fixture is not a PKCS#8 key ring accepts: {e}"))
 }
 
 /// The CA under load.
@@ -516,6 +578,12 @@ struct Report {
     cpu_secs: Option<f64>,
     cpu_us_per_cert: Option<f64>,
     cpu_by_thread: BTreeMap<String, f64>,
+    /// With --url: CPU seconds of this load generator, and per certificate.
+    load_cpu_secs: Option<f64>,
+    load_us_per_cert: Option<f64>,
+    /// Cores busy machine-wide during the measured phase (all processes):
+    /// on a shared machine, what others took shows here.
+    machine_cores_busy: Option<f64>,
     rss_kib_start: Option<u64>,
     rss_kib_end: Option<u64>,
     audit_commits: Option<u64>,
@@ -611,6 +679,11 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             })
             .collect(),
         ttl,
+        rsa: match args.alg {
+            Alg::Rs256 => Some((rsa_key()?, idp.kid(Algorithm::RS256).unwrap_or_default())),
+            _ => None,
+        },
+        rng: ring::rand::SystemRandom::new(),
     });
 
     let db_seq_before = match (&target.authority, &target.db) {
@@ -634,7 +707,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             let start = Instant::now();
             let v = minter.mint_many(args.warmup, n);
             eprintln!(
-                "minted {n} {:?} tokens ahead in {:.1} s",
+                "minted {n} {} tokens ahead in {:.1} s",
                 args.alg,
                 start.elapsed().as_secs_f64()
             );
@@ -648,7 +721,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         None => format!("closed loop, concurrency {concurrency}"),
     };
     eprintln!(
-        "{}: {mode}, {:?} tokens, {} identities, {threads} worker threads",
+        "{}: {mode}, {} tokens, {} identities, {threads} worker threads",
         if target.authority.is_some() {
             "in-process CA".to_owned()
         } else {
@@ -665,6 +738,10 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
     let cpu_threads_before = target.pid.map(sys::cpu_by_thread).unwrap_or_default();
     let cpu_before = target.pid.and_then(sys::cpu_secs);
     let rss_start = target.pid.and_then(sys::rss_kib);
+    let me = std::process::id();
+    let remote = target.authority.is_none();
+    let load_cpu_before = sys::cpu_secs(me).filter(|_| remote);
+    let machine_before = sys::machine_ticks();
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let (stop_sampler, stop) = tokio::sync::oneshot::channel();
@@ -704,6 +781,10 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let machine_cores_busy = machine_before
+        .zip(sys::machine_ticks())
+        .map(|(a, b)| sys::machine_cores_busy(a, b, cores));
+    let load_cpu_secs = load_cpu_before.zip(sys::cpu_secs(me)).map(|(a, b)| b - a);
     let cpu_after = target.pid.and_then(sys::cpu_secs);
     let cpu_threads_after = target.pid.map(sys::cpu_by_thread).unwrap_or_default();
     let rss_end = target.pid.and_then(sys::rss_kib);
@@ -777,6 +858,11 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             .filter(|_| issued > 0)
             .map(|s| s * 1e6 / issued as f64),
         cpu_by_thread,
+        load_cpu_secs,
+        load_us_per_cert: load_cpu_secs
+            .filter(|_| issued > 0)
+            .map(|s| s * 1e6 / issued as f64),
+        machine_cores_busy,
         rss_kib_start: rss_start,
         rss_kib_end: rss_end,
         audit_commits: writer.map(|w| w.batches),
@@ -1070,7 +1156,7 @@ fn print_report(r: &Report, stats: &Stats) {
     let l = &r.latency_ms;
     let ms = |k: &str| l.get(k).copied().unwrap_or(0.0);
     println!(
-        "target:       {} ({} mode{}), {:?} tokens, {} worker threads on {} cores",
+        "target:       {} ({} mode{}), {} tokens, {} worker threads on {} cores",
         r.target,
         r.mode,
         r.rate
@@ -1131,6 +1217,17 @@ fn print_report(r: &Report, stats: &Stats) {
                 " (server)"
             },
             threads.join(", ")
+        );
+    }
+    if let (Some(cpu), Some(per)) = (r.load_cpu_secs, r.load_us_per_cert) {
+        println!("load cpu:     {cpu:.2} s, {per:.0} µs per certificate (this load generator)");
+    }
+    if let Some(busy) = r.machine_cores_busy {
+        let ours = r.cpu_secs.unwrap_or(0.0) + r.load_cpu_secs.unwrap_or(0.0);
+        println!(
+            "machine:      {busy:.2} of {} cores busy; {:.2} of them by other processes",
+            r.cores,
+            (busy - ours / r.seconds).max(0.0)
         );
     }
     if let (Some(a), Some(b)) = (r.rss_kib_start, r.rss_kib_end) {

@@ -55,6 +55,28 @@ pub fn cpu_by_thread(pid: u32) -> BTreeMap<String, f64> {
     out
 }
 
+/// Busy and total CPU time of the whole machine so far, in clock ticks
+/// (`/proc/stat`): shows how much of the machine other processes took.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    let total: u64 = v.iter().take(8).sum();
+    Some((total - idle, total))
+}
+
+/// Cores kept busy between two [`machine_ticks`] readings.
+pub fn machine_cores_busy(before: (u64, u64), after: (u64, u64), cores: usize) -> f64 {
+    let busy = after.0.saturating_sub(before.0) as f64;
+    let total = after.1.saturating_sub(before.1).max(1) as f64;
+    busy / total * cores as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +95,14 @@ mod tests {
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(cpu_secs(pid).is_some());
         assert!(!cpu_by_thread(pid).is_empty());
+    }
+
+    #[test]
+    fn reads_the_machine() {
+        let a = machine_ticks().unwrap();
+        let b = machine_ticks().unwrap();
+        assert!(a.0 <= a.1 && b.1 >= a.1);
+        let busy = machine_cores_busy(a, (a.0 + 50, a.1 + 100), 2);
+        assert!((busy - 1.0).abs() < 1e-9);
     }
 }
