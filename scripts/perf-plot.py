@@ -125,7 +125,7 @@ class Panel:
         Y = self.py(y)
         l, r = self.x0 + M["left"], self.x0 + W - M["right"]
         self.out.append(f'<line x1="{l}" y1="{Y:.1f}" x2="{r}" y2="{Y:.1f}" stroke="{color}" stroke-dasharray="6,4"/>')
-        self.out.append(f'<text x="{r - 4}" y="{Y - 4:.1f}" text-anchor="end" fill="{color}">{escape(label)}</text>')
+        self.out.append(f'<text x="{r - 4}" y="{Y + 13:.1f}" text-anchor="end" fill="{color}">{escape(label)}</text>')
 
     def svg(self):
         x, y = self.x0 + M["left"] + 8, self.y0 + M["top"] + 16
@@ -192,8 +192,8 @@ def main():
         rss = [(x["t"], x["rss_kib"] / 1024) for x in s if x.get("rss_kib")]
         rate = [(x["t"], x["per_sec"]) for x in s]
         p = Panel(*pos(len(panels)),
-                  f'Soak: {series_name(r)}, {r.get("rate") or r["concurrency"]}'
-                  f'{"/s" if r.get("rate") else " in flight"}',
+                  f'Soak: {series_name(r)}, '
+                  + (f'{r["rate"]:,.0f}/s' if r.get("rate") else f'{r["concurrency"]} in flight'),
                   "seconds", "RSS MiB  /  certificates/s ÷ 100", xs,
                   [v for _, v in rss] + [v / 100 for _, v in rate])
         if rss:

@@ -80,9 +80,11 @@ stop_ca
 
 if [ -n "${SOAK:-}" ]; then
   echo "== soak: $SOAK s at $SOAK_RATE/s against a served CA, memory sampled every 5 s"
+  # 60-second tokens: the replay guard (one entry per token until it expires
+  # plus 120 s) reaches its steady state within the first ~6 minutes.
   serve_ca
   "$LOAD" --url "http://127.0.0.1:$PORT" --idp-listen "127.0.0.1:$IDP_PORT" --db "$dir/audit.db" \
-    --ca-bin "$CA" --server-pid "$ca_pid" --alg eddsa --mint inline --token-ttl 300 \
+    --ca-bin "$CA" --server-pid "$ca_pid" --alg eddsa --mint inline --token-ttl 60 \
     --rate "$SOAK_RATE" --duration "$SOAK" --sample-every 5 --label "$host" \
     --json "$OUT/soak-eddsa-r$SOAK_RATE.json"
   stop_ca

@@ -620,6 +620,11 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(concurrency)
+        // Below the server's header read timeout (5 s by default), which
+        // also closes idle keep-alive connections: a pooled connection the
+        // server is closing just then fails the request ("error sending
+        // request"), an artefact of the load tool, not of the CA.
+        .pool_idle_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))
         .build()?;
     let bodies = (0..8)
