@@ -107,11 +107,16 @@ username_valid if regex.match(username_pattern, username)
 # membership test is enough.
 is_reserved if username in config.reserved_usernames
 
-# Principals that groups grant are shared accounts: no token may name itself
-# into one through its username.
+# Principals that groups or roles grant are shared accounts: no token may
+# name itself into one through its username.
 is_shared_account if {
 	some principals in config.group_principals
 	username in principals
+}
+
+is_shared_account if {
+	some role in config.roles
+	username in role.principals
 }
 
 # The personal principal, defined only when every username check passes.
@@ -184,6 +189,14 @@ allowed_principals contains p if {
 	some p in group_principals
 }
 
+# Active elevation grants (elevation.rego): the server lists the caller's
+# grants in input.grants and signs their principals only until they end.
+allowed_principals contains p if {
+	user_principal
+	some grant in input.grants
+	some p in grant.principals
+}
+
 group_principals contains p if {
 	is_array(input.identity.groups)
 	some group in input.identity.groups
@@ -206,6 +219,16 @@ deny_reasons contains msg if {
 		"none of the requested principals (%v) is allowed for %v; allowed: %v",
 		[concat(", ", sort(requested)), username, concat(", ", sort(allowed_principals))],
 	)
+}
+
+# A role's principal asked for without an active grant: say how to get one.
+deny_reasons contains msg if {
+	principals_requested
+	some p in requested
+	not p in allowed_principals
+	some name, role in config.roles
+	p in role.principals
+	msg := sprintf("%v is granted only through role %v: run `jitssh elevate %v --reason ...` first", [p, name, name])
 }
 
 # ---------------------------------------------------------------------------
@@ -257,7 +280,7 @@ extensions := config.extensions if is_array(config.extensions)
 allow_reasons := array.concat(
 	array.concat(
 		[sprintf("%v: the user's own login, from the %v", [username, username_source])],
-		group_reasons,
+		array.concat(group_reasons, grant_reasons),
 	),
 	array.concat(not_granted_reasons, [ttl_reason]),
 )
@@ -268,6 +291,11 @@ group_reasons := [msg |
 	principals := config.group_principals[group]
 	count(principals) > 0
 	msg := sprintf("group %v grants %v", [group, concat(", ", sort(principals))])
+]
+
+grant_reasons := [msg |
+	some grant in input.grants
+	msg := sprintf("elevation %v (role %v) grants %v until %v", [grant.id, grant.role, concat(", ", grant.principals), grant.ends_at])
 ]
 
 not_granted_reasons := [msg |

@@ -1,7 +1,8 @@
 # Workload identities (CI jobs, services) exchanging their OIDC token for a
 # short certificate. A workload is bound by STABLE IDs (repository_id,
 # repository_owner_id; a Kubernetes service account's namespace + name under a
-# cluster-specific issuer), never by names that can be deleted and registered
+# cluster-specific issuer; a service account using OAuth2 client credentials
+# by its client_id and sub), never by names that can be deleted and registered
 # again by someone else. Bindings live in data.json under
 # jitssh_config.workloads; see README.md.
 package jitssh
@@ -59,9 +60,11 @@ workload_decision := {
 deny_reasons contains msg if {
 	input.identity.kind == "workload"
 	not workload_binding
-	msg := sprintf("no workload binding matches this token (issuer %q, repository_id %v, ref %v)", [
+	msg := sprintf("no workload binding matches this token (issuer %q, sub %v, repository_id %v, ref %v, client_id %v)", [
 		input.identity.issuer,
+		object.get(input.identity.claims, "sub", null),
 		object.get(input.identity.claims, "repository_id", null),
 		object.get(input.identity.claims, "ref", null),
+		object.get(input.identity.claims, "client_id", null),
 	])
 }

@@ -70,3 +70,62 @@ test_workload_shorter_ttl_honoured if {
 	d := decision with input as i
 	d.ttl_seconds == 60
 }
+
+# A service account at the IdP, using OAuth2 client credentials: its RFC 9068
+# access token names it by client_id and sub (the CA accepts such tokens only
+# from workload issuers with accept_access_tokens).
+sa_binding := [b | some b in data.jitssh_config.workloads; b.name == "deployer service account"][0]
+
+sa_claims := {
+	"iss": sa_binding.issuer,
+	"sub": "jitssh-automation",
+	"client_id": "jitssh-automation",
+	"aud": "urn:jitssh:ca",
+	"scope": "issue",
+}
+
+service_account(claims) := make_input({"kind": "workload", "issuer": sa_binding.issuer, "subject": claims.sub, "claims": claims, "groups": []}, {})
+
+test_service_account_by_client_id_gets_deploy_for_five_minutes if {
+	d := decision with input as service_account(sa_claims)
+	d.allow
+	d.principals == ["deploy"]
+	d.ttl_seconds == 300
+	d.extensions == []
+}
+
+test_other_client_denied if {
+	d := decision with input as service_account(object.union(sa_claims, {"client_id": "other-client", "sub": "other-client"}))
+	not d.allow
+	denied_because(d, "no workload binding")
+}
+
+# A user's access token obtained through the same client names the user in
+# sub: the binding pins sub too, so it does not match.
+test_same_client_on_behalf_of_a_user_denied if {
+	d := decision with input as service_account(object.union(sa_claims, {"sub": "user-alice"}))
+	not d.allow
+}
+
+test_token_without_client_id_denied if {
+	d := decision with input as service_account(object.remove(sa_claims, ["client_id"]))
+	not d.allow
+}
+
+test_same_client_id_at_other_issuer_denied if {
+	i := make_input({"kind": "workload", "issuer": "https://evil.example.com", "subject": "jitssh-automation", "claims": object.union(sa_claims, {"iss": "https://evil.example.com"}), "groups": []}, {})
+	d := decision with input as i
+	not d.allow
+}
+
+test_human_with_service_account_claims_is_not_a_workload if {
+	i := make_input({"kind": "human", "issuer": sa_binding.issuer, "subject": "jitssh-automation", "claims": sa_claims, "groups": []}, {})
+	d := decision with input as i
+	not "deploy" in d.principals
+}
+
+test_service_account_asking_for_root_denied if {
+	i := object.union(service_account(sa_claims), {"request": {"principals": ["root"]}})
+	d := decision with input as i
+	not d.allow
+}

@@ -1,6 +1,7 @@
 //! End-to-end suites, one module per area (ripgrep-style single test binary).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod elevation;
 mod faults;
 mod hosts;
 mod load_smoke;
@@ -8,5 +9,6 @@ mod login;
 mod ops;
 mod provider;
 mod revoke;
+mod rotation;
 mod serve;
 mod workload;

@@ -15,14 +15,14 @@ use crate::provider::{CLIENT_ID, Provider, ProviderUser};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// An isolated user: HOME in a temp dir, their own ssh-agent, one CA.
-struct User {
-    home: tempfile::TempDir,
-    agent: SshAgent,
+pub(crate) struct User {
+    pub(crate) home: tempfile::TempDir,
+    pub(crate) agent: SshAgent,
     ca_url: String,
 }
 
 impl User {
-    fn new(ca_url: &str) -> User {
+    pub(crate) fn new(ca_url: &str) -> User {
         User {
             home: tempfile::tempdir().unwrap(),
             agent: SshAgent::start(),
@@ -31,7 +31,7 @@ impl User {
     }
 
     /// `jitssh ARGS` with nothing from the test runner's environment but PATH.
-    fn jitssh(&self, args: &[&str]) -> Command {
+    pub(crate) fn jitssh(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("jitssh"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -43,7 +43,7 @@ impl User {
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.jitssh(args).output().unwrap()
     }
 
@@ -64,7 +64,7 @@ impl User {
         out
     }
 
-    fn assert_no_private_key_on_disk(&self) {
+    pub(crate) fn assert_no_private_key_on_disk(&self) {
         for f in self.files() {
             let text = std::fs::read_to_string(&f).unwrap_or_default();
             assert!(
@@ -81,7 +81,7 @@ impl User {
     }
 
     /// `ssh USER@127.0.0.1 true` with the agent as the only source of keys.
-    fn ssh(&self, sshd: &Sshd, user: &str) -> Output {
+    pub(crate) fn ssh(&self, sshd: &Sshd, user: &str) -> Output {
         Command::new("ssh")
             .args(sshd.base_args())
             .arg("-o")
@@ -94,7 +94,7 @@ impl User {
     }
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
         out.status.code(),

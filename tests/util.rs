@@ -163,6 +163,12 @@ pub struct CaServer {
 impl CaServer {
     /// `init` a fresh CA trusting `issuer`, then `serve` it.
     pub fn start(issuer: &str, audience: &str) -> CaServer {
+        Self::start_with(issuer, audience, |_| {})
+    }
+
+    /// [`CaServer::start`], with `prepare(dir)` run between `init` and
+    /// `serve` (to edit `config.toml` or the `policies/` folder).
+    pub fn start_with(issuer: &str, audience: &str, prepare: impl FnOnce(&Path)) -> CaServer {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(bin("jitssh-ca"))
             .args(["init", "--dir"])
@@ -175,6 +181,7 @@ impl CaServer {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        prepare(dir.path());
         let (url, child) = Self::spawn(dir.path());
         CaServer { url, dir, child }
     }
@@ -551,6 +558,150 @@ impl Drop for Running {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+// ---- Faults harness: servers with a prepared directory, process limits and
+// ---- memory, scratch filesystems (tests/faults.rs).
+
+impl CaServer {
+    /// The server's process id (for `/proc/PID/...`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// This process's soft and hard `RLIMIT_NOFILE` (from `/proc/self/limits`).
+pub fn open_files_limits() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("/proc/self/limits has a Max open files line");
+    let mut fields = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(u64::MAX));
+    (fields.next().unwrap(), fields.next().unwrap())
+}
+
+/// Make sure this process (and the servers it starts, which inherit the
+/// limit) may hold `n` open files: raise the soft limit with `prlimit` up to
+/// the hard limit, or fail saying how to raise the hard limit.
+pub fn ensure_open_files(n: u64) {
+    let (soft, hard) = open_files_limits();
+    if soft >= n {
+        return;
+    }
+    assert!(
+        hard >= n,
+        "this test needs {n} open files but the hard limit (ulimit -Hn) is {hard}: \
+         raise it for the test run (as root `ulimit -Hn 65536`; systemd LimitNOFILE=; \
+         docker --ulimit nofile=65536:65536)"
+    );
+    run_ok(
+        Command::new("prlimit")
+            .arg(format!("--pid={}", std::process::id()))
+            .arg(format!("--nofile={n}:")),
+    );
+    let (soft, _) = open_files_limits();
+    assert!(soft >= n, "prlimit left the soft limit at {soft}");
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// How many file descriptors process `pid` holds.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A scratch filesystem mounted on a temporary directory (tests run as root),
+/// unmounted on drop, also when the test panics. Mounting is required, not
+/// optional: where it fails the test fails and says why.
+pub struct Mount {
+    point: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// A tmpfs of `bytes` (disk-full tests: it fills up exactly).
+    pub fn tmpfs(bytes: u64) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let point = dir.path().join("mnt");
+        std::fs::create_dir(&point).unwrap();
+        Self::mount(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={bytes},mode=0700"))
+                .arg("tmpfs")
+                .arg(&point),
+            "a tmpfs",
+        );
+        Mount { point, _dir: dir }
+    }
+
+    /// An ext4 filesystem of `megabytes` in an image file on a loop device
+    /// (ext4 enforces the immutable attribute on files already open; tmpfs
+    /// does not).
+    pub fn ext4_image(megabytes: u64) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(megabytes << 20)
+            .unwrap();
+        run_ok(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-m", "0"])
+                .arg(&image),
+        );
+        let point = dir.path().join("mnt");
+        std::fs::create_dir(&point).unwrap();
+        Self::mount(
+            Command::new("mount")
+                .args(["-t", "ext4", "-o", "loop"])
+                .arg(&image)
+                .arg(&point),
+            "an ext4 image on a loop device",
+        );
+        Mount { point, _dir: dir }
+    }
+
+    fn mount(cmd: &mut Command, what: &str) {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "mounting {what} failed: {}. These fault tests need root with \
+             CAP_SYS_ADMIN (and /dev/loop-control for images), as on the CI VM; \
+             in a container run it --privileged.",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.point
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.point)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (a process not yet reaped): detach it anyway.
+            let _ = Command::new("umount").arg("-l").arg(&self.point).status();
         }
     }
 }

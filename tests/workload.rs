@@ -1,9 +1,19 @@
 //! Automation: a CI job's OIDC token (GitHub Actions-shaped claims from a test
 //! issuer configured as a *workload* issuer) becomes a short certificate for
-//! the `deploy` principal, bound by repository id, never by name.
+//! the `deploy` principal, bound by repository id, never by name. And a
+//! service account's OAuth2 client credentials, traded at the real
+//! `oidc-provider` for a JWT access token, do the same.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Output;
 
 use jitssh_e2e::*;
 use serde_json::{Value, json};
+
+use crate::provider::{
+    AUTOMATION_CLIENT_ID, AUTOMATION_CLIENT_SECRET, AUTOMATION_RESOURCE, CLIENT_ID, Provider,
+};
 
 const GH_AUD: &str = "jitssh-ca";
 
@@ -263,5 +273,224 @@ fn jitssh_cert_writes_files_fills_an_agent_and_reports_refusals() {
         Some(4),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `[[issuers]]` for the real provider as a workload issuer, with or without
+/// the access-token opt-in.
+fn provider_issuer(provider: &Provider, accept_access_tokens: bool) -> String {
+    let mut entry = format!(
+        "\n[[issuers]]\nissuer = \"{}\"\naudiences = [\"{CLIENT_ID}\"]\nkind = \"workload\"\n",
+        provider.issuer
+    );
+    if accept_access_tokens {
+        entry.push_str(&format!(
+            "accept_access_tokens = true\naccess_token_audience = \"{AUTOMATION_RESOURCE}\"\n"
+        ));
+    }
+    entry
+}
+
+/// `jitssh ARGS` with nothing from the runner's environment but PATH.
+fn jitssh_in(home: &Path, ca: &str, args: &[&str]) -> Output {
+    std::process::Command::new(bin("jitssh"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("JITSSH_CA", ca)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn secret_file(dir: &Path, name: &str, content: &str, mode: u32) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// `jitssh cert --client-id`: the client-credentials grant at the real
+/// `oidc-provider` yields an RFC 9068 access token (`typ: at+jwt`, `aud` =
+/// the resource); the CA takes it only because this workload issuer opted
+/// in, the policy's service-account binding grants `deploy`, and the
+/// certificate logs in to a real sshd. A wrong or exposed secret, and an
+/// issuer without the opt-in, are refused with the documented exit codes.
+#[test]
+fn client_credentials_service_account_gets_deploy() {
+    require_e2e();
+    ensure_user("deploy");
+    let provider = Provider::start(&[]);
+    let people = Issuer::start("jitssh-e2e", vec![]);
+    let mut ca = CaServer::start(&people.url, "jitssh-e2e");
+    let base_config = std::fs::read_to_string(ca.config()).unwrap();
+    std::fs::write(
+        ca.config(),
+        format!("{base_config}{}", provider_issuer(&provider, true)),
+    )
+    .unwrap();
+    // The shipped binding names an example issuer: point it at the provider.
+    let data = ca.dir.path().join("policies/data.json");
+    let text = std::fs::read_to_string(&data).unwrap();
+    assert!(text.contains("\"https://idp.example.com\""), "{text}");
+    std::fs::write(
+        &data,
+        text.replace("https://idp.example.com", &provider.issuer),
+    )
+    .unwrap();
+    ca.restart();
+    let sshd = Sshd::start(&ca.user_ca_pub(), &[]);
+
+    let home = tempfile::tempdir().unwrap();
+    let out_dir = home.path().join("out");
+    let good = secret_file(
+        home.path(),
+        "secret",
+        &format!("{AUTOMATION_CLIENT_SECRET}\n"),
+        0o600,
+    );
+    let cert = |ca_url: &str, secret: &str, extra: &[&str]| {
+        let mut args = vec![
+            "cert",
+            "--client-id",
+            AUTOMATION_CLIENT_ID,
+            "--client-secret-file",
+            secret,
+        ];
+        args.extend_from_slice(extra);
+        jitssh_in(home.path(), ca_url, &args)
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // Token endpoint discovered from the issuer; files out; ssh logs in as deploy.
+    let out = cert(
+        &ca.url,
+        &good,
+        &[
+            "--issuer",
+            &provider.issuer,
+            "--resource",
+            AUTOMATION_RESOURCE,
+            "--scope",
+            "issue",
+            "--principal",
+            "deploy",
+            "--ttl",
+            "5m",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\nprovider log:\n{}",
+        stderr(&out),
+        provider.log()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Certificate for deploy"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let login = sshd.login_with_files(
+        "deploy",
+        &out_dir.join("id_ed25519"),
+        &out_dir.join("id_ed25519-cert.pub"),
+    );
+    assert!(login.status.success(), "{}\n{}", stderr(&login), sshd.log());
+    let login_root = sshd.login_with_files(
+        "root",
+        &out_dir.join("id_ed25519"),
+        &out_dir.join("id_ed25519-cert.pub"),
+    );
+    assert!(!login_root.status.success(), "only the granted principal");
+
+    // Explicit token endpoint, the provider's default resource, JSON out:
+    // the certificate names the service account (sub = client id).
+    let out = cert(
+        &ca.url,
+        &good,
+        &[
+            "--token-endpoint",
+            &provider.endpoint("token_endpoint"),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["principals"], json!(["deploy"]), "{doc}");
+    assert!(
+        doc["key_id"]
+            .as_str()
+            .unwrap()
+            .contains(AUTOMATION_CLIENT_ID),
+        "{doc}"
+    );
+    let life = doc["valid_before"].as_u64().unwrap() - doc["valid_after"].as_u64().unwrap();
+    assert!(life <= 300 + 60, "the binding's five minutes, got {life}");
+
+    // A wrong secret: the provider refuses (exit 3) and the message says what to check.
+    let wrong = secret_file(home.path(), "wrong", "not-the-secret\n", 0o600);
+    let out = cert(
+        &ca.url,
+        &wrong,
+        &["--issuer", &provider.issuer, "--format", "json"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("invalid_client") && err.contains("--client-secret-file"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // A secret others can read is refused before anything is sent (exit 2).
+    let exposed = secret_file(
+        home.path(),
+        "exposed",
+        &format!("{AUTOMATION_CLIENT_SECRET}\n"),
+        0o644,
+    );
+    let out = cert(
+        &ca.url,
+        &exposed,
+        &["--issuer", &provider.issuer, "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+
+    // Mixed with a token flag: a usage error from the flag parser (exit 2).
+    let out = cert(
+        &ca.url,
+        &good,
+        &[
+            "--issuer",
+            &provider.issuer,
+            "--token-file",
+            &good,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // The same issuer without the opt-in: access tokens are refused (exit 3).
+    std::fs::write(
+        ca.config(),
+        format!("{base_config}{}", provider_issuer(&provider, false)),
+    )
+    .unwrap();
+    ca.restart();
+    let out = cert(
+        &ca.url,
+        &good,
+        &["--issuer", &provider.issuer, "--format", "json"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("token_type_not_allowed") && err.contains("accept_access_tokens"),
+        "{err}"
     );
 }

@@ -110,6 +110,30 @@ impl CaClient {
         self.json(resp, &url).await
     }
 
+    /// `GET path` with the ID token as bearer (elevation endpoints).
+    pub async fn get_authed<T: serde::de::DeserializeOwned>(
+        &self,
+        id_token: &str,
+        path: &str,
+    ) -> Result<Answer<T>, CaError> {
+        let url = self.url(path);
+        let resp = self.send(self.http.get(&url).bearer_auth(id_token)).await?;
+        self.json(resp, &url).await
+    }
+
+    /// `POST path` with a JSON body and the ID token as bearer.
+    pub async fn post_authed<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        id_token: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<Answer<T>, CaError> {
+        let url = self.url(path);
+        let req = self.http.post(&url).bearer_auth(id_token).json(body);
+        let resp = self.send(req).await?;
+        self.json(resp, &url).await
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CaError> {
         req.timeout(self.timeout)
             .send()

@@ -55,7 +55,17 @@ pub enum Command {
     /// Exit 0 if a valid certificate is loaded; otherwise log in again (silently when possible).
     Ensure(EnsureArgs),
     /// Non-interactive: trade a workload OIDC token (CI job, service) for a short certificate.
-    Cert(CertArgs),
+    Cert(Box<CertArgs>),
+    /// Request a just-in-time role; with --wait, load a certificate with its principals once approved.
+    Elevate(ElevateArgs),
+    /// List pending elevation requests you may approve or deny (and your own).
+    Requests(SignInArgs),
+    /// Approve a pending elevation request.
+    Approve(DecideArgs),
+    /// Deny a pending elevation request.
+    Deny(DecideArgs),
+    /// Withdraw your pending elevation request, or drop your active grant early.
+    Cancel(DecideArgs),
     /// On servers (as root): enrol the host key, renew its host certificate, sync sshd's CA keys and revocation list.
     #[command(subcommand)]
     Host(crate::host::HostCommand),
@@ -68,8 +78,25 @@ pub enum CertFormat {
     Json,
 }
 
-/// `jitssh cert`. Exit codes: 0 issued, 2 usage, 3 refused by the CA, 4 CA unreachable or unavailable, 1 other.
+/// How `jitssh cert --client-id` authenticates to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientAuth {
+    /// HTTP Basic (client_secret_basic).
+    Basic,
+    /// In the form body (client_secret_post).
+    Post,
+}
+
+/// `jitssh cert`. Exit codes: 0 issued, 2 usage, 3 refused by the CA or the
+/// identity provider, 4 CA or identity provider unreachable or unavailable, 1 other.
 #[derive(Debug, Args)]
+#[command(
+    group(clap::ArgGroup::new("credential").args(["token_file", "token_env", "token", "client_id"])),
+    group(clap::ArgGroup::new("token_endpoint_source").args(["token_endpoint", "issuer"])),
+    after_help = "Exit codes: 0 issued; 2 usage (bad flags, unreadable token or secret file); \
+        3 refused by the CA or the identity provider (token or client credentials not accepted, \
+        denied by policy, rate limited); 4 the CA or the identity provider is unreachable or unavailable; 1 other."
+)]
 pub struct CertArgs {
     /// Read the OIDC token from this file.
     #[arg(long, value_name = "PATH")]
@@ -80,6 +107,32 @@ pub struct CertArgs {
     /// `-`: read the OIDC token from standard input.
     #[arg(long, value_name = "-")]
     pub token: Option<String>,
+    /// OAuth2 client credentials instead of a token: this service account's client id at the identity provider.
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "client_secret_file",
+        requires = "token_endpoint_source"
+    )]
+    pub client_id: Option<String>,
+    /// File holding the client secret alone (one line; not readable by group or others, like an ssh key).
+    #[arg(long, value_name = "PATH", requires = "client_id")]
+    pub client_secret_file: Option<PathBuf>,
+    /// The identity provider's token endpoint (https, or http on loopback).
+    #[arg(long, value_name = "URL", requires = "client_id")]
+    pub token_endpoint: Option<String>,
+    /// Or: the issuer whose discovery document (/.well-known/openid-configuration) names the token endpoint.
+    #[arg(long, value_name = "URL", requires = "client_id")]
+    pub issuer: Option<String>,
+    /// Scope to ask the identity provider for (repeatable).
+    #[arg(long = "scope", value_name = "SCOPE", requires = "client_id")]
+    pub scopes: Vec<String>,
+    /// Resource indicator (RFC 8707) the access token is for: the CA's `access_token_audience`.
+    #[arg(long, value_name = "URI", requires = "client_id")]
+    pub resource: Option<String>,
+    /// How to send the client secret to the token endpoint [default: basic].
+    #[arg(long, value_enum, value_name = "METHOD", requires = "client_id")]
+    pub client_auth: Option<ClientAuth>,
     /// Principal to ask for (repeatable) [default: all the policy allows].
     #[arg(long = "principal", short = 'p', value_name = "P")]
     pub principals: Vec<String>,
@@ -98,6 +151,51 @@ pub struct CertArgs {
     /// Add key and certificate to the agent at SSH_AUTH_SOCK, with the certificate's lifetime.
     #[arg(long)]
     pub agent: bool,
+}
+
+/// How to sign in when the cached sign-in cannot be used.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct SignInArgs {
+    /// Use the device flow (for SSH sessions, headless machines).
+    #[arg(long)]
+    pub device: bool,
+    /// Do not open a browser; print the URL to open instead.
+    #[arg(long)]
+    pub no_browser: bool,
+}
+
+/// `jitssh elevate`. Exit codes: 0 requested (or approved and loaded with
+/// --wait), 3 refused, denied or ended undecided, 1 other.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 requested (with --wait: approved and loaded); 3 refused by policy, denied, cancelled or expired; 1 other."
+)]
+pub struct ElevateArgs {
+    /// The role to request (the CA's policy defines them; an unknown name lists them).
+    pub role: String,
+    /// Why you need it, e.g. the ticket (recorded and shown to approvers).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// How long the grant should last once approved, e.g. 30m [default: the role's maximum].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Wait until it is decided, then load a certificate with the role's principals (valid no longer than the grant).
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
+}
+
+/// `jitssh approve|deny|cancel ID`.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The elevation id (el_...), from `jitssh requests`.
+    pub id: String,
+    /// A comment recorded with the decision.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,7 @@ pub mod ca;
 pub mod certs;
 pub mod cli;
 pub mod duration;
+pub mod elevate;
 pub mod ensure;
 pub mod host;
 pub mod login;
@@ -97,6 +98,27 @@ pub fn http_client() -> Result<reqwest::Client, CliError> {
         .user_agent(concat!("jitssh/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| CliError::Http(e.to_string()))
+}
+
+fn sign_in(a: cli::SignInArgs) -> elevate::SignIn {
+    elevate::SignIn {
+        device: a.device,
+        open_browser: !a.no_browser,
+    }
+}
+
+/// Print a command's stdout text, or its error with the command's exit code.
+fn print_or_exit(result: Result<String, elevate::ElevateError>) -> Result<ExitCode, CliError> {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(e.exit_code())
+        }
+    }
 }
 
 /// Run one command; the exit code is 0 on success, 1 when `status`/`ensure`
@@ -169,11 +191,36 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 Ok(e.exit_code())
             }
         },
-        Command::Status => Ok(if status::status(&ctx, &target).await? {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }),
+        Command::Status => {
+            let valid = status::status(&ctx, &target).await?;
+            if let Some(grants) = elevate::active_grants(&ctx, &target).await {
+                let now = unix_now();
+                for g in grants.iter().filter(|g| g.state == "approved") {
+                    println!("elevation {}", elevate::describe(g, now));
+                }
+            }
+            Ok(if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Elevate(a) => {
+            let how = sign_in(a.sign_in);
+            let result =
+                elevate::elevate(&ctx, &target, &a.role, &a.reason, a.ttl, a.wait, how).await;
+            print_or_exit(result)
+        }
+        Command::Requests(a) => print_or_exit(elevate::requests(&ctx, &target, sign_in(a)).await),
+        Command::Approve(a) => print_or_exit(
+            elevate::decide(&ctx, &target, &a.id, true, a.comment, sign_in(a.sign_in)).await,
+        ),
+        Command::Deny(a) => print_or_exit(
+            elevate::decide(&ctx, &target, &a.id, false, a.comment, sign_in(a.sign_in)).await,
+        ),
+        Command::Cancel(a) => print_or_exit(
+            elevate::cancel(&ctx, &target, &a.id, a.comment, sign_in(a.sign_in)).await,
+        ),
         Command::Logout => {
             let removed = status::logout(&ctx, &target).await?;
             if removed.is_empty() {

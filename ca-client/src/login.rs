@@ -238,7 +238,7 @@ pub async fn login(
 }
 
 /// An ID token: from the cached refresh token when possible, else interactively.
-async fn sign_in(
+pub(crate) async fn sign_in(
     ctx: &Context,
     provider: &Provider,
     store: &ProfileStore,

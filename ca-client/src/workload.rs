@@ -1,24 +1,35 @@
 //! `jitssh cert`: non-interactive certificates for automation. A CI job or
-//! service hands over its workload OIDC token; jitssh generates a key, gets it
-//! certified and writes key + certificate (0600), prints JSON, or loads them
-//! into an agent. No browser, no prompt.
+//! service hands over its workload OIDC token, or a service account's OAuth2
+//! client credentials (`--client-id`, `--client-secret-file`) that jitssh
+//! trades at the identity provider's token endpoint for an RFC 9068 JWT access
+//! token (oauth2 crate); jitssh then generates a key, gets it certified and
+//! writes key + certificate (0600), prints JSON, or loads them into an agent.
+//! No browser, no prompt.
 //!
-//! Exit codes: 0 issued; 2 usage (bad flags, unreadable token); 3 the CA
-//! refused (token not accepted, denied by policy, rate limited); 4 the CA is
-//! unreachable or unavailable; 1 anything else.
+//! Exit codes: 0 issued; 2 usage (bad flags, unreadable token or secret
+//! file); 3 the CA or the identity provider refused (token or client
+//! credentials not accepted, denied by policy, rate limited); 4 the CA or the
+//! identity provider is unreachable or unavailable; 1 anything else.
 
 use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ca_core::wire::UserCertRequest;
+use oauth2::basic::{BasicClient, BasicTokenType};
+use oauth2::{
+    AuthType, ClientId, ClientSecret, HttpClientError, RequestTokenError, Scope,
+    TokenResponse as _, TokenUrl,
+};
+use reqwest::Url;
 use ssh_key::LineEnding;
 
 use crate::Context;
 use crate::agent::{Agent, AgentError};
 use crate::ca::{CaClient, CaError};
 use crate::certs::{self, CertError};
-use crate::cli::{CertArgs, CertFormat};
+use crate::cli::{CertArgs, CertFormat, ClientAuth};
 use crate::duration::unix_now;
 use crate::profile::{ProfileError, Target};
 use crate::store::{self, StoreError};
@@ -38,6 +49,70 @@ pub enum WorkloadError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error(transparent)]
+    Idp(#[from] IdpError),
+}
+
+/// Getting an access token with client credentials failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IdpError {
+    #[error(
+        "the identity provider refused the token request of client {client_id:?} ({}); {}",
+        describe(.error, .description.as_deref()),
+        advice(.error)
+    )]
+    Refused {
+        client_id: String,
+        error: String,
+        description: Option<String>,
+    },
+    #[error(
+        "the identity provider is unavailable ({}); try again later",
+        describe(.error, .description.as_deref())
+    )]
+    Unavailable {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("cannot reach the identity provider at {url}: {detail}; check the URL and the network")]
+    Unreachable { url: String, detail: String },
+    #[error("the identity provider at {url} answered something unusable: {detail}")]
+    BadResponse { url: String, detail: String },
+    #[error(
+        "the identity provider issued an opaque access token; the CA needs a JWT access token (RFC 9068): \
+         configure the client or its resource at the identity provider to issue JWT access tokens, or pass --resource"
+    )]
+    NotJwt,
+}
+
+fn describe(error: &str, description: Option<&str>) -> String {
+    match description {
+        Some(d) if !d.is_empty() => format!("{error}: {}", ca_core::escape_control(d)),
+        _ => ca_core::escape_control(error),
+    }
+}
+
+/// What to do about an OAuth error code (RFC 6749 §5.2, RFC 8707 §2).
+fn advice(error: &str) -> &'static str {
+    match error {
+        "invalid_client" => {
+            "check --client-id and the secret in --client-secret-file (and --client-auth, if the provider wants client_secret_post)"
+        }
+        "unauthorized_client" | "unsupported_grant_type" => {
+            "ask the identity provider's administrator to allow the client_credentials grant for this client"
+        }
+        "invalid_scope" => "check --scope",
+        "invalid_target" => {
+            "check --resource: it must name a resource this client may get tokens for"
+        }
+        _ => "check the client's registration at the identity provider",
+    }
+}
+
+impl IdpError {
+    fn is_refusal(&self) -> bool {
+        matches!(self, IdpError::Refused { .. })
+    }
 }
 
 impl WorkloadError {
@@ -47,6 +122,9 @@ impl WorkloadError {
             WorkloadError::Usage(_) | WorkloadError::Profile(_) => ExitCode::from(2),
             WorkloadError::Ca(CaError::Api { status, .. }) if *status < 500 => ExitCode::from(3),
             WorkloadError::Ca(_) => ExitCode::from(4),
+            WorkloadError::Idp(e) if e.is_refusal() => ExitCode::from(3),
+            WorkloadError::Idp(IdpError::NotJwt) => ExitCode::from(1),
+            WorkloadError::Idp(_) => ExitCode::from(4),
             _ => ExitCode::from(1),
         }
     }
@@ -79,7 +157,7 @@ fn read_token(a: &CertArgs) -> Result<String, WorkloadError> {
         }
         _ => {
             return Err(WorkloadError::Usage(
-                "give exactly one of --token-file PATH, --token-env VAR or --token -".into(),
+                "give exactly one of --token-file PATH, --token-env VAR, --token - or --client-id ID --client-secret-file PATH".into(),
             ));
         }
     };
@@ -99,7 +177,10 @@ pub async fn cert(ctx: &Context, target: &Target, a: &CertArgs) -> Result<String
             "say where the certificate goes: --out DIR, --agent, or --format json".into(),
         ));
     }
-    let token = read_token(a)?;
+    let token = match &a.client_id {
+        Some(client_id) => client_credentials(&ctx.http, a, client_id).await?,
+        None => read_token(a)?,
+    };
     let ttl_seconds = a
         .ttl
         .map(|d| ca_core::Ttl::from_secs(d.as_secs()).map(|t| t.as_secs()))
@@ -200,4 +281,597 @@ fn write_out(
     hosts.push('\n');
     store::write_private(&dir.join("known_hosts"), hosts.as_bytes())?;
     Ok((key_path, cert_path))
+}
+
+/// Largest client secret file read.
+const MAX_SECRET_BYTES: u64 = 4096;
+/// Largest access token or discovery document taken from the identity provider.
+const MAX_IDP_BYTES: usize = 1024 * 1024;
+
+/// Reads the client secret strictly: a regular file not accessible by group
+/// or others (as ssh demands of private keys), UTF-8, one line of visible
+/// ASCII (RFC 6749 `VSCHAR`); one trailing newline is dropped.
+pub fn read_client_secret(path: &Path) -> Result<String, WorkloadError> {
+    let usage = |why: String| {
+        WorkloadError::Usage(format!("--client-secret-file {}: {why}", path.display()))
+    };
+    // Checked on the opened file, so a swap between check and read cannot slip by.
+    let file = std::fs::File::open(path).map_err(|e| usage(format!("cannot open it: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| usage(format!("cannot read its metadata: {e}")))?;
+    if !meta.is_file() {
+        return Err(usage("is not a regular file".into()));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(usage(format!(
+            "permissions {mode:04o} are too open: a client secret must not be accessible by group or others; \
+             run `chmod 600 {}` (in Kubernetes, mount the secret with defaultMode: 0400)",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| usage(format!("cannot read it: {e}")))?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(usage(format!(
+            "is larger than {MAX_SECRET_BYTES} bytes; it must hold the client secret alone"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| usage("is not UTF-8 text; it must hold the client secret alone".into()))?;
+    let secret = match text.strip_suffix('\n') {
+        Some(line) => line.strip_suffix('\r').unwrap_or(line),
+        None => &text,
+    };
+    if secret.is_empty() {
+        return Err(usage("is empty; write the client secret into it".into()));
+    }
+    if !secret.chars().all(|c| (' '..='~').contains(&c)) {
+        return Err(usage(
+            "contains a line break, a control or a non-ASCII character; it must hold the client secret alone, on one line"
+                .into(),
+        ));
+    }
+    Ok(secret.to_owned())
+}
+
+/// An identity provider URL from a flag: https, or plain http to loopback
+/// only (a client secret never crosses a network in clear text).
+fn idp_url(flag: &str, text: &str) -> Result<Url, WorkloadError> {
+    let usage = |why: &str| WorkloadError::Usage(format!("{flag} {text:?}: {why}"));
+    let url = Url::parse(text)
+        .map_err(|e| usage(&format!("{e}; write it like https://idp.example.com/...")))?;
+    let loopback = url.host_str().is_some_and(|h| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        h.eq_ignore_ascii_case("localhost")
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(usage(
+                "plain http is only allowed to loopback addresses; use https://",
+            ));
+        }
+        _ => return Err(usage("use an https:// URL")),
+    }
+    if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+        return Err(usage("it needs a host and no user name or password"));
+    }
+    if url.fragment().is_some() {
+        return Err(usage("remove the #fragment"));
+    }
+    Ok(url)
+}
+
+/// The token endpoint: `--token-endpoint`, or `token_endpoint` from the
+/// discovery document of `--issuer` (whose `issuer` must be exactly it).
+async fn token_endpoint(http: &reqwest::Client, a: &CertArgs) -> Result<Url, WorkloadError> {
+    match (&a.token_endpoint, &a.issuer) {
+        (Some(endpoint), None) => idp_url("--token-endpoint", endpoint),
+        (None, Some(issuer)) => {
+            let base = idp_url("--issuer", issuer)?;
+            if base.query().is_some() {
+                return Err(WorkloadError::Usage(format!(
+                    "--issuer {issuer:?}: an issuer has no ?query"
+                )));
+            }
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            let doc = get_json(http, &url).await?;
+            let bad = |detail: String| IdpError::BadResponse {
+                url: url.clone(),
+                detail,
+            };
+            match doc.get("issuer").and_then(serde_json::Value::as_str) {
+                Some(named) if named == issuer => {}
+                Some(named) => {
+                    return Err(WorkloadError::Usage(format!(
+                        "--issuer {issuer:?}: the discovery document names the issuer {:?}; pass exactly that",
+                        ca_core::escape_control(named)
+                    )));
+                }
+                None => return Err(bad("the discovery document has no issuer".into()).into()),
+            }
+            let endpoint = doc
+                .get("token_endpoint")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| bad("the discovery document has no token_endpoint".into()))?;
+            idp_url("the discovered token_endpoint", endpoint)
+        }
+        _ => Err(WorkloadError::Usage(
+            "--client-id needs exactly one of --token-endpoint URL or --issuer URL".into(),
+        )),
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, IdpError> {
+    let unreachable = |e: &reqwest::Error| IdpError::Unreachable {
+        url: url.to_owned(),
+        detail: crate::ca::transport_detail(e),
+    };
+    let bad = |detail: String| IdpError::BadResponse {
+        url: url.to_owned(),
+        detail,
+    };
+    let mut resp = http
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let err = format!("HTTP {status}");
+        return Err(if status.is_server_error() {
+            IdpError::Unavailable {
+                error: err,
+                description: None,
+            }
+        } else {
+            bad(format!("{err}; check --issuer"))
+        });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| unreachable(&e))? {
+        if body.len() + chunk.len() > MAX_IDP_BYTES {
+            return Err(bad(format!("larger than {MAX_IDP_BYTES} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))
+}
+
+/// The OAuth2 client-credentials grant (RFC 6749 §4.4): the access token to
+/// present to the CA instead of an ID token.
+async fn client_credentials(
+    http: &reqwest::Client,
+    a: &CertArgs,
+    client_id: &str,
+) -> Result<String, WorkloadError> {
+    if client_id.is_empty() || client_id.chars().any(char::is_control) {
+        return Err(WorkloadError::Usage(
+            "--client-id is empty or contains control characters".into(),
+        ));
+    }
+    let secret_file = a.client_secret_file.as_deref().ok_or_else(|| {
+        WorkloadError::Usage("--client-id needs --client-secret-file PATH".into())
+    })?;
+    let secret = read_client_secret(secret_file)?;
+    if let Some(resource) = &a.resource {
+        // RFC 8707 §2: an absolute URI without a fragment.
+        let ok = Url::parse(resource).is_ok_and(|u| u.fragment().is_none());
+        if !ok {
+            return Err(WorkloadError::Usage(format!(
+                "--resource {resource:?} is not an absolute URI without #fragment (e.g. urn:jitssh:ca)"
+            )));
+        }
+    }
+    let endpoint = token_endpoint(http, a).await?;
+    let endpoint_text = endpoint.to_string();
+    let client = BasicClient::new(ClientId::new(client_id.to_owned()))
+        .set_client_secret(ClientSecret::new(secret))
+        .set_auth_type(match a.client_auth {
+            Some(ClientAuth::Post) => AuthType::RequestBody,
+            Some(ClientAuth::Basic) | None => AuthType::BasicAuth,
+        })
+        .set_token_uri(TokenUrl::from_url(endpoint));
+    let mut request = client
+        .exchange_client_credentials()
+        .add_scopes(a.scopes.iter().cloned().map(Scope::new));
+    if let Some(resource) = &a.resource {
+        request = request.add_extra_param("resource", resource.clone());
+    }
+    let response = request.request_async(http).await.map_err(|e| match e {
+        RequestTokenError::ServerResponse(r) => {
+            let error = r.error().to_string();
+            let description = r.error_description().cloned();
+            // RFC 6749 §5.2 has no such codes, but providers send them.
+            if matches!(error.as_str(), "server_error" | "temporarily_unavailable") {
+                IdpError::Unavailable { error, description }
+            } else {
+                IdpError::Refused {
+                    client_id: client_id.to_owned(),
+                    error,
+                    description,
+                }
+            }
+        }
+        RequestTokenError::Request(HttpClientError::Reqwest(e)) => IdpError::Unreachable {
+            url: endpoint_text.clone(),
+            detail: crate::ca::transport_detail(&e),
+        },
+        other => IdpError::BadResponse {
+            url: endpoint_text.clone(),
+            detail: crate::oidc::error_chain(&other),
+        },
+    })?;
+    if *response.token_type() != BasicTokenType::Bearer {
+        return Err(IdpError::BadResponse {
+            url: endpoint_text,
+            detail: format!(
+                "the access token is of type {:?}, not Bearer",
+                response.token_type().as_ref()
+            ),
+        }
+        .into());
+    }
+    let token = response.access_token().secret();
+    if token.is_empty()
+        || token.len() > MAX_IDP_BYTES
+        || token.contains(|c: char| !c.is_ascii_graphic())
+    {
+        return Err(IdpError::BadResponse {
+            url: endpoint_text,
+            detail: "the access token is empty, too large or not printable".into(),
+        }
+        .into());
+    }
+    if token.split('.').count() != 3 {
+        return Err(IdpError::NotJwt.into());
+    }
+    Ok(token.clone())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use clap::Parser as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn secret_file(dir: &Path, content: &[u8], mode: u32) -> PathBuf {
+        let path = dir.join(format!("secret-{mode:o}-{}", content.len()));
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn usage_text(r: Result<String, WorkloadError>) -> String {
+        match r {
+            Err(e @ WorkloadError::Usage(_)) => e.to_string(),
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_secret_is_read_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        for (content, want) in [
+            (&b"s3cret\n"[..], "s3cret"),
+            (b"s3cret\r\n", "s3cret"),
+            (b"s3cret", "s3cret"),
+            (b"with space ~!", "with space ~!"),
+        ] {
+            let path = secret_file(dir.path(), content, 0o600);
+            assert_eq!(read_client_secret(&path).unwrap(), want, "{content:?}");
+        }
+        let path = secret_file(dir.path(), b"s3cret\n", 0o400);
+        assert_eq!(read_client_secret(&path).unwrap(), "s3cret");
+
+        for (content, want) in [
+            (&b""[..], "is empty"),
+            (b"\n", "is empty"),
+            (b"a\nb\n", "on one line"),
+            (b"s3cret\n\n", "on one line"),
+            (b"s3\tcret", "on one line"),
+            (b"s\xc3\xa9cret", "on one line"),
+            (b"\xff\xfe", "not UTF-8"),
+        ] {
+            let path = secret_file(dir.path(), content, 0o600);
+            let msg = usage_text(read_client_secret(&path));
+            assert!(msg.contains(want), "{content:?}: {msg}");
+            assert!(msg.contains("--client-secret-file"), "{msg}");
+        }
+        let big = secret_file(dir.path(), &[b'a'; 5000], 0o600);
+        assert!(usage_text(read_client_secret(&big)).contains("larger than"));
+
+        for mode in [0o640, 0o604, 0o644, 0o660, 0o602, 0o610] {
+            let path = secret_file(dir.path(), b"s3cret\n", mode);
+            let msg = usage_text(read_client_secret(&path));
+            assert!(
+                msg.contains(&format!("permissions {mode:04o} are too open"))
+                    && msg.contains("chmod 600"),
+                "{mode:o}: {msg}"
+            );
+        }
+        assert!(usage_text(read_client_secret(dir.path())).contains("not a regular file"));
+        assert!(
+            usage_text(read_client_secret(&dir.path().join("missing"))).contains("cannot open")
+        );
+    }
+
+    #[test]
+    fn identity_provider_urls_are_https_or_loopback() {
+        for ok in [
+            "https://idp.example.com/oauth2/token",
+            "https://login.example.com/t/oauth2/v2.0/token?p=b2c",
+            "http://127.0.0.1:4000/token",
+            "http://localhost/token",
+            "http://[::1]:9/token",
+        ] {
+            idp_url("--token-endpoint", ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "http://idp.example.com/token",
+            "http://10.0.0.1/token",
+            "ftp://idp.example.com/token",
+            "idp.example.com/token",
+            "https://user:pw@idp.example.com/token",
+            "https://idp.example.com/token#x",
+        ] {
+            assert!(
+                matches!(
+                    idp_url("--token-endpoint", bad),
+                    Err(WorkloadError::Usage(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<Box<CertArgs>, clap::Error> {
+        let mut argv = vec!["jitssh", "cert"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Cert(a) => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_credentials_flags_exclude_tokens_and_need_their_companions() {
+        let a = parse(&[
+            "--client-id",
+            "svc",
+            "--client-secret-file",
+            "/s",
+            "--issuer",
+            "https://idp.example.com",
+            "--scope",
+            "a",
+            "--scope",
+            "b",
+            "--resource",
+            "urn:jitssh:ca",
+            "--client-auth",
+            "post",
+        ])
+        .unwrap();
+        assert_eq!(a.client_id.as_deref(), Some("svc"));
+        assert_eq!(a.scopes, ["a", "b"]);
+        assert_eq!(a.client_auth, Some(ClientAuth::Post));
+        parse(&[
+            "--client-id",
+            "svc",
+            "--client-secret-file",
+            "/s",
+            "--token-endpoint",
+            "https://i/t",
+        ])
+        .unwrap();
+        for bad in [
+            &[
+                "--client-id",
+                "svc",
+                "--client-secret-file",
+                "/s",
+                "--issuer",
+                "https://i",
+                "--token-file",
+                "t",
+            ][..],
+            &[
+                "--client-id",
+                "svc",
+                "--client-secret-file",
+                "/s",
+                "--issuer",
+                "https://i",
+                "--token",
+                "-",
+            ],
+            &["--client-id", "svc", "--client-secret-file", "/s"],
+            &["--client-id", "svc", "--issuer", "https://i"],
+            &[
+                "--client-id",
+                "svc",
+                "--client-secret-file",
+                "/s",
+                "--issuer",
+                "https://i",
+                "--token-endpoint",
+                "https://i/t",
+            ],
+            &["--token-file", "t", "--client-secret-file", "/s"],
+            &["--token-file", "t", "--scope", "x"],
+            &["--token-file", "t", "--resource", "urn:x"],
+            &["--token-file", "t", "--issuer", "https://i"],
+            &["--token-file", "t", "--token-env", "V"],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    /// A one-shot HTTP server: answers `status` and `body` to the first
+    /// request and hands the request text back.
+    async fn token_server(
+        status: u16,
+        body: &'static str,
+    ) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&req).to_string()
+        });
+        (url, task)
+    }
+
+    async fn run_grant(status: u16, body: &'static str) -> (Result<String, WorkloadError>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = secret_file(dir.path(), b"s3cret\n", 0o600);
+        let (url, task) = token_server(status, body).await;
+        let a = parse(&[
+            "--client-id",
+            "svc",
+            "--client-secret-file",
+            secret.to_str().unwrap(),
+            "--token-endpoint",
+            &url,
+            "--resource",
+            "urn:jitssh:ca",
+            "--scope",
+            "issue",
+        ])
+        .unwrap();
+        let http = crate::http_client().unwrap();
+        let got = client_credentials(&http, &a, "svc").await;
+        (got, task.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn client_credentials_grant_sends_the_secret_and_maps_answers() {
+        let (got, request) = run_grant(
+            200,
+            r#"{"access_token":"aaa.bbb.ccc","token_type":"Bearer","expires_in":300}"#,
+        )
+        .await;
+        assert_eq!(got.unwrap(), "aaa.bbb.ccc");
+        let lower = request.to_ascii_lowercase();
+        // Basic base64("svc:s3cret")
+        assert!(request.contains("Basic c3ZjOnMzY3JldA=="), "{request}");
+        for p in [
+            "grant_type=client_credentials",
+            "scope=issue",
+            "resource=urn%3ajitssh%3aca",
+        ] {
+            assert!(lower.contains(p), "{p}: {request}");
+        }
+        assert!(
+            !request.contains("s3cret"),
+            "the secret travels only in the header"
+        );
+
+        let (got, _) = run_grant(
+            401,
+            r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
+        )
+        .await;
+        let e = got.unwrap_err();
+        assert_eq!(e.exit_code(), ExitCode::from(3));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("invalid_client") && msg.contains("--client-secret-file"),
+            "{msg}"
+        );
+        assert!(!msg.contains("s3cret"), "{msg}");
+
+        let (got, _) = run_grant(503, r#"{"error":"temporarily_unavailable"}"#).await;
+        assert_eq!(got.unwrap_err().exit_code(), ExitCode::from(4));
+
+        let (got, _) = run_grant(
+            200,
+            r#"{"access_token":"opaque-token","token_type":"Bearer"}"#,
+        )
+        .await;
+        assert!(
+            matches!(got, Err(WorkloadError::Idp(IdpError::NotJwt))),
+            "{got:?}"
+        );
+
+        let (got, _) = run_grant(200, r#"{"access_token":"a.b.c","token_type":"mac"}"#).await;
+        assert!(
+            matches!(got, Err(WorkloadError::Idp(IdpError::BadResponse { .. }))),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_token_endpoint_is_exit_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = secret_file(dir.path(), b"s3cret\n", 0o600);
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{port}/token");
+        let a = parse(&[
+            "--client-id",
+            "svc",
+            "--client-secret-file",
+            secret.to_str().unwrap(),
+            "--token-endpoint",
+            &url,
+        ])
+        .unwrap();
+        let e = client_credentials(&crate::http_client().unwrap(), &a, "svc")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, WorkloadError::Idp(IdpError::Unreachable { .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), ExitCode::from(4));
+    }
 }

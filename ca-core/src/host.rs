@@ -408,7 +408,7 @@ pub fn verify_renewal(
     certificate: &str,
     challenge: &str,
     signature: &str,
-    host_ca: &KeyData,
+    host_cas: &[KeyData],
     now: u64,
 ) -> Result<VerifiedRenewal, RenewalError> {
     let cert = Certificate::from_openssh(certificate.trim())
@@ -416,7 +416,9 @@ pub fn verify_renewal(
     if cert.cert_type() != CertType::Host {
         return Err(RenewalError::NotHost);
     }
-    if cert.signature_key() != host_ca {
+    // Any published host CA key: during a rotation, certificates signed by
+    // the retiring key renew (and come back signed by the new one).
+    if !host_cas.contains(cert.signature_key()) {
         return Err(RenewalError::WrongCa);
     }
     if now < cert.valid_after() || now >= cert.valid_before() {
@@ -426,7 +428,7 @@ pub fn verify_renewal(
         });
     }
     // The signature by the CA over the whole certificate.
-    cert.validate_at(now, [&host_ca.fingerprint(HashAlg::Sha256)])
+    cert.validate_at(now, [&cert.signature_key().fingerprint(HashAlg::Sha256)])
         .map_err(|_| RenewalError::WrongCa)?;
     if cert.public_key().algorithm() != Algorithm::Ed25519 {
         return Err(RenewalError::KeyType(
@@ -623,13 +625,23 @@ mod tests {
             &f.cert,
             "c1",
             &proof(&f.key, "c1"),
-            f.host_ca.public_key(),
+            std::slice::from_ref(f.host_ca.public_key()),
             f.now + 10,
         )
         .unwrap();
         assert_eq!(ok.hostnames, names(&["web01.example"]));
         assert_eq!(ok.serial, 7);
         assert!(ok.key.same_key(f.key.public_key().key_data()));
+        // During a rotation: any published host CA key, in any position.
+        let other = crate::CaSigner::new(ed25519_dalek::SigningKey::from_bytes(&[0xA5; 32]));
+        let both = [other.public_key().clone(), f.host_ca.public_key().clone()];
+        assert!(verify_renewal(&f.cert, "c1", &proof(&f.key, "c1"), &both, f.now + 10).is_ok());
+        assert_eq!(
+            verify_renewal(&f.cert, "c1", &proof(&f.key, "c1"), &both[..1], f.now + 10)
+                .unwrap_err()
+                .code(),
+            "renewal_certificate_invalid"
+        );
     }
 
     #[test]
@@ -638,7 +650,7 @@ mod tests {
         let ca = f.host_ca.public_key();
         let good = proof(&f.key, "c1");
         let check = |cert: &str, challenge: &str, sig: &str, ca: &KeyData, now: u64| {
-            verify_renewal(cert, challenge, sig, ca, now)
+            verify_renewal(cert, challenge, sig, std::slice::from_ref(ca), now)
                 .unwrap_err()
                 .code()
         };
@@ -677,7 +689,14 @@ mod tests {
         );
         let user_ca = CaSigner::new(ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]));
         assert_eq!(
-            verify_renewal(&f.cert, "c1", &good, user_ca.public_key(), f.now).unwrap_err(),
+            verify_renewal(
+                &f.cert,
+                "c1",
+                &good,
+                std::slice::from_ref(user_ca.public_key()),
+                f.now
+            )
+            .unwrap_err(),
             RenewalError::WrongCa
         );
         assert_eq!(

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod cert;
+pub mod elevation;
 pub mod host;
 pub mod hostname;
 pub mod identity;

@@ -16,6 +16,10 @@ pub struct PolicyInput<'a> {
     pub identity: &'a VerifiedIdentity,
     pub request: RequestInput,
     pub time: TimeInput,
+    /// The caller's elevation grants active at `time` (empty when none):
+    /// a policy adds their principals; the server checks it did so only
+    /// under an active grant ([`crate::elevation::restrict_to_grants`]).
+    pub grants: Vec<crate::elevation::ActiveGrant>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,7 +78,14 @@ impl<'a> PolicyInput<'a> {
                     .unwrap_or(i64::MAX)
                     .saturating_mul(1_000_000_000),
             },
+            grants: Vec::new(),
         }
+    }
+
+    /// Add the caller's active elevation grants.
+    pub fn with_grants(mut self, grants: Vec<crate::elevation::ActiveGrant>) -> Self {
+        self.grants = grants;
+        self
     }
 }
 

@@ -74,6 +74,82 @@ pub struct HostChallenge {
     pub expires_at: u64,
 }
 
+/// `POST /v1/elevations` request body.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElevationCreate {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    pub reason: String,
+}
+
+/// `POST /v1/elevations/{id}/approve|deny|cancel` body (all optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElevationDecide {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The `request_hash` the approver was shown: when set and the request
+    /// is not that exact request, the approval is refused (409).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
+}
+
+/// One approval or denial recorded on an elevation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElevationVote {
+    pub issuer: String,
+    pub subject: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    pub time: u64,
+}
+
+/// An elevation request and, once approved, its grant. What every
+/// `/v1/elevations` endpoint returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Elevation {
+    pub id: String,
+    pub role: String,
+    /// The principals an approved grant lets certificates carry.
+    pub principals: Vec<String>,
+    /// `pending`, `approved` (active), `denied`, `expired`, `cancelled` or
+    /// `revoked`. An approved grant whose window has passed reads `expired`.
+    pub state: String,
+    pub requester: crate::elevation::Party,
+    pub reason: String,
+    /// Length of the grant, counted from approval.
+    pub ttl_seconds: u64,
+    /// The policy's reasons for its decision on the request.
+    pub reasons: Vec<String>,
+    pub created_at: u64,
+    /// Pending: when the request expires undecided. Approved: when the grant ends.
+    pub expires_at: u64,
+    pub approvals_required: u32,
+    pub approvals: Vec<ElevationVote>,
+    #[serde(default)]
+    pub grant_starts_at: Option<u64>,
+    #[serde(default)]
+    pub grant_ends_at: Option<u64>,
+    /// Who closed it (denier, canceller, revoker) and why, when closed.
+    #[serde(default)]
+    pub closed_by: Option<ElevationVote>,
+    /// Binds approvals to this exact request; send it back when approving.
+    pub request_hash: String,
+    /// Whether the caller may approve or deny it (per policy and server rules).
+    #[serde(default)]
+    pub can_decide: bool,
+}
+
+/// `GET /v1/elevations`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ElevationList {
+    pub elevations: Vec<Elevation>,
+}
+
 /// Every error response: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -39,6 +39,88 @@ pub enum Command {
     /// Host certificates: one-time join tokens for `jitssh host enroll`.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Just-in-time elevations: list, show, and revoke grants.
+    #[command(subcommand)]
+    Elevation(ElevationCommand),
+    /// CA keys: the published keys and their rotation.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// Which CA key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    User,
+    Host,
+}
+
+/// One step of a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RotateStep {
+    /// Create the next key; after a restart it is published (hosts sync it), not signing.
+    Next,
+    /// The next key signs from now on; the old one stays published until its certificates expire.
+    Switch,
+    /// Stop publishing the old key and delete it (refused while its certificates may be valid).
+    Retire,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// The published keys of each kind and the rotation state.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Rotate a CA key without failing a login: next → (restart, hosts sync) → switch → (restart; wait out the longest certificate lifetime) → retire.
+    Rotate {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum)]
+        kind: KeyKind,
+        #[arg(value_enum)]
+        step: RotateStep,
+        /// Retire even though certificates signed by the old key may still be valid.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ElevationCommand {
+    /// One line per elevation, newest first.
+    List {
+        /// Config file of the CA.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this state: pending, active, approved, denied, expired, cancelled, revoked.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many (newest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON document per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One elevation in full (JSON).
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+        id: String,
+    },
+    /// End a pending request or an active grant now (in force on the CA within a second).
+    Revoke {
+        #[arg(long, short)]
+        config: PathBuf,
+        id: String,
+        /// Why (recorded in the audit log and sent to the webhook).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who is revoking, for the audit log [default: $SUDO_USER, else $USER].
+        #[arg(long)]
+        operator: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

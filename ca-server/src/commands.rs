@@ -31,6 +31,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Policy(p) => policy(p),
         Command::Audit(a) => audit(a),
         Command::Revoke(a) => revoke(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Elevation(e) => elevation(e).await,
+        Command::Ca(c) => ca_keys(c).await,
         Command::Host(HostCommand::Token(HostTokenCommand::Create(a))) => {
             host_token_create(a).await.map(|_| ExitCode::SUCCESS)
         }
@@ -245,6 +247,181 @@ fn filter(f: AuditFilter) -> Filter {
         until: f.until,
         limit: f.limit,
         ..Default::default()
+    }
+}
+
+async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
+    use crate::cli::{CaCommand, KeyKind, RotateStep};
+    use crate::rotation;
+    match command {
+        CaCommand::Status { config } => {
+            let config = Config::load(&config)?;
+            for (kind, path) in [("user", &config.user_ca_key), ("host", &config.host_ca_key)] {
+                for p in rotation::published(path)? {
+                    println!(
+                        "{kind} {:<8} {}",
+                        p.state,
+                        p.key.fingerprint(Default::default())
+                    );
+                }
+                if let Some(r) = rotation::last_switch(path)? {
+                    println!(
+                        "{kind} last switch {}; the retiring key may be retired after {}",
+                        crate::audit::format_time(r.switched_at),
+                        crate::audit::format_time(r.retire_after)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCommand::Rotate {
+            config: config_path,
+            kind,
+            step,
+            force,
+        } => {
+            let config = Config::load(&config_path)?;
+            let (name, path, lifetime) = match kind {
+                KeyKind::User => ("user", &config.user_ca_key, config.limits.max_ttl.as_secs()),
+                KeyKind::Host => ("host", &config.host_ca_key, config.host_max_ttl.as_secs()),
+            };
+            let lifetime = lifetime + ca_core::cert::BACKDATE_SECS;
+            let now = crate::issue::now_unix();
+            let (what, detail) = match step {
+                RotateStep::Next => {
+                    let k = rotation::add_next(path, &format!("jitssh {name} CA"))?;
+                    let fp = k.fingerprint(Default::default()).to_string();
+                    println!("created the next {name} CA key {fp}");
+                    println!(
+                        "restart jitssh-ca to publish it; switch once every host has synced it (jitssh host sync / the jitssh-host-sync timer) and clients have logged in again"
+                    );
+                    ("next", serde_json::json!({"fingerprint": fp}))
+                }
+                RotateStep::Switch => {
+                    let r = rotation::switch(path, now, lifetime)?;
+                    println!(
+                        "the next {name} CA key signs from the next start of jitssh-ca; restart it now. The previous key stays published until {} (then: jitssh-ca ca rotate --kind {name} retire)",
+                        crate::audit::format_time(r.retire_after)
+                    );
+                    (
+                        "switch",
+                        serde_json::json!({"retire_after": r.retire_after}),
+                    )
+                }
+                RotateStep::Retire => {
+                    rotation::retire(path, now, force)?;
+                    println!(
+                        "retired the previous {name} CA key; restart jitssh-ca to stop publishing it"
+                    );
+                    ("retire", serde_json::json!({"forced": force}))
+                }
+            };
+            let audit = AuditStore::open(&config.database)?;
+            let mut details = detail;
+            details["kind"] = serde_json::json!(name);
+            details["step"] = serde_json::json!(what);
+            audit
+                .append(
+                    ca_core::audit::AuditEvent {
+                        time: now,
+                        action: "ca_rotate".into(),
+                        outcome: what.into(),
+                        details: Some(details),
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The elevation service over a CA's database, for the operator commands.
+fn elevations(config_path: &std::path::Path) -> anyhow::Result<crate::elevation::Elevations> {
+    let config = Config::load(config_path)?;
+    let policy = std::sync::Arc::new(PolicyEngine::load_dir(&config.policy_dir)?);
+    let audit = AuditStore::open(&config.database)?;
+    crate::elevation::Elevations::open(
+        &config.database,
+        audit,
+        policy,
+        config.elevation.clone(),
+        crate::issue::now_unix(),
+    )
+}
+
+async fn elevation(command: crate::cli::ElevationCommand) -> anyhow::Result<ExitCode> {
+    use crate::cli::ElevationCommand;
+    let now = crate::issue::now_unix();
+    match command {
+        ElevationCommand::List {
+            config,
+            state,
+            limit,
+            json,
+        } => {
+            let service = elevations(&config)?;
+            for row in service.all(limit)? {
+                let e = row.to_wire(vec![], now, false);
+                let keep = match state.as_deref() {
+                    None => true,
+                    Some("active") => e.state == "approved",
+                    Some(s) => e.state == s,
+                };
+                if !keep {
+                    continue;
+                }
+                if json {
+                    println!("{}", serde_json::to_string(&e)?);
+                } else {
+                    let who = e.requester.email.clone().unwrap_or_else(|| {
+                        format!("{}#{}", e.requester.issuer, e.requester.subject)
+                    });
+                    println!(
+                        "{} {} {} {} by {} until {} reason={:?}",
+                        e.id,
+                        crate::audit::format_time(e.created_at),
+                        e.state,
+                        e.role,
+                        ca_core::escape_control(&who),
+                        crate::audit::format_time(e.expires_at),
+                        ca_core::escape_control(&e.reason),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ElevationCommand::Show { config, id } => {
+            let e = elevations(&config)?.show(&id, now)?;
+            println!("{}", serde_json::to_string_pretty(&e)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ElevationCommand::Revoke {
+            config,
+            id,
+            reason,
+            operator,
+        } => {
+            let reason = reason
+                .as_deref()
+                .map(ca_core::request::parse_reason)
+                .transpose()?;
+            let operator = operator
+                .or_else(|| std::env::var("SUDO_USER").ok())
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "operator".into());
+            let e = elevations(&config)?
+                .revoke(&id, &operator, reason, now)
+                .await?;
+            println!(
+                "elevation {} is {}; new certificates for {} are refused within a second",
+                e.id,
+                e.state,
+                e.principals.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

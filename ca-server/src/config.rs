@@ -38,6 +38,82 @@ pub struct RawConfig {
     pub issuers: Vec<RawIssuer>,
     #[serde(default)]
     pub rate_limit: RawRateLimit,
+    #[serde(default)]
+    pub elevation: RawElevation,
+}
+
+/// `[elevation]`: just-in-time role grants (the roles live in the policy).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawElevation {
+    /// A request nobody decides expires after this long.
+    #[serde(default = "default_pending_timeout")]
+    pub pending_timeout: Ttl,
+    /// Ceiling on any grant, whatever a role allows.
+    #[serde(default = "default_max_grant")]
+    pub max_grant: Ttl,
+    /// JSON POST on new pending requests and on every decision.
+    pub webhook_url: Option<String>,
+    #[serde(default = "default_webhook_timeout")]
+    pub webhook_timeout_seconds: u64,
+    /// Further attempts after a failed delivery (with backoff).
+    #[serde(default = "default_webhook_retries")]
+    pub webhook_retries: u32,
+    /// File holding a shared secret; deliveries then carry
+    /// `X-Jitssh-Signature: sha256=HEX(HMAC-SHA256(secret, body))`.
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+impl Default for RawElevation {
+    fn default() -> Self {
+        RawElevation {
+            pending_timeout: default_pending_timeout(),
+            max_grant: default_max_grant(),
+            webhook_url: None,
+            webhook_timeout_seconds: default_webhook_timeout(),
+            webhook_retries: default_webhook_retries(),
+            webhook_secret_file: None,
+        }
+    }
+}
+
+fn default_pending_timeout() -> Ttl {
+    Ttl::from_secs(3600).unwrap_or_else(|_| unreachable!("3600 is within bounds"))
+}
+fn default_max_grant() -> Ttl {
+    Ttl::from_secs(8 * 3600).unwrap_or_else(|_| unreachable!("8h is within bounds"))
+}
+fn default_webhook_timeout() -> u64 {
+    5
+}
+fn default_webhook_retries() -> u32 {
+    3
+}
+
+/// The resolved `[elevation]` section.
+#[derive(Debug, Clone)]
+pub struct ElevationConfig {
+    pub pending_timeout: Ttl,
+    pub max_grant: Ttl,
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: reqwest::Url,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub secret_file: Option<PathBuf>,
+}
+
+impl Default for ElevationConfig {
+    fn default() -> Self {
+        ElevationConfig {
+            pending_timeout: default_pending_timeout(),
+            max_grant: default_max_grant(),
+            webhook: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +238,12 @@ pub struct RawIssuer {
     pub ca_bundle: Option<PathBuf>,
     #[serde(default = "default_kind")]
     pub kind: RawKind,
+    /// Also accept this issuer's RFC 9068 JWT access tokens (client
+    /// credentials); `kind = "workload"` only, with `access_token_audience`.
+    #[serde(default)]
+    pub accept_access_tokens: bool,
+    /// The resource indicator the access tokens carry in `aud`.
+    pub access_token_audience: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -236,6 +318,49 @@ fn default_burst() -> u32 {
     20
 }
 
+fn resolve_elevation(
+    raw: RawElevation,
+    abs: &dyn Fn(&Path) -> PathBuf,
+) -> Result<ElevationConfig, ConfigError> {
+    let webhook = match raw.webhook_url {
+        None => {
+            if raw.webhook_secret_file.is_some() {
+                return Err(ConfigError::Invalid(
+                    "elevation.webhook_secret_file is set but elevation.webhook_url is not".into(),
+                ));
+            }
+            None
+        }
+        Some(url) => {
+            let url = reqwest::Url::parse(&url).map_err(|e| {
+                ConfigError::Invalid(format!("elevation.webhook_url {url:?} is not a URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(ConfigError::Invalid(
+                    "elevation.webhook_url must be an http(s) URL".into(),
+                ));
+            }
+            if !(1..=60).contains(&raw.webhook_timeout_seconds) || raw.webhook_retries > 10 {
+                return Err(ConfigError::Invalid(
+                    "elevation.webhook_timeout_seconds must be 1-60 and webhook_retries 0-10"
+                        .into(),
+                ));
+            }
+            Some(WebhookConfig {
+                url,
+                timeout: Duration::from_secs(raw.webhook_timeout_seconds),
+                retries: raw.webhook_retries,
+                secret_file: raw.webhook_secret_file.as_deref().map(abs),
+            })
+        }
+    };
+    Ok(ElevationConfig {
+        pending_timeout: raw.pending_timeout,
+        max_grant: raw.max_grant,
+        webhook,
+    })
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -257,6 +382,7 @@ pub struct Config {
     pub issuers: Vec<crate::oidc::IssuerConfig>,
     pub rate_per_minute: u32,
     pub rate_burst: u32,
+    pub elevation: ElevationConfig,
 }
 
 impl Config {
@@ -349,17 +475,21 @@ impl Config {
         let issuers = raw
             .issuers
             .into_iter()
-            .map(|i| crate::oidc::IssuerConfig {
-                issuer: i.issuer,
-                audiences: i.audiences,
-                groups_claim: i.groups_claim,
-                ca_bundle: i.ca_bundle.map(|p| abs(&p)),
-                kind: match i.kind {
-                    RawKind::Human => IdentityKind::Human,
-                    RawKind::Workload => IdentityKind::Workload,
-                },
+            .map(|i| {
+                let access_token_audience = access_token_audience(&i)?;
+                Ok(crate::oidc::IssuerConfig {
+                    issuer: i.issuer,
+                    audiences: i.audiences,
+                    groups_claim: i.groups_claim,
+                    ca_bundle: i.ca_bundle.map(|p| abs(&p)),
+                    kind: match i.kind {
+                        RawKind::Human => IdentityKind::Human,
+                        RawKind::Workload => IdentityKind::Workload,
+                    },
+                    access_token_audience,
+                })
             })
-            .collect();
+            .collect::<Result<_, ConfigError>>()?;
 
         Ok(Config {
             listen,
@@ -379,6 +509,7 @@ impl Config {
             issuers,
             rate_per_minute: raw.rate_limit.per_identity_per_minute,
             rate_burst: raw.rate_limit.burst.max(1),
+            elevation: resolve_elevation(raw.elevation, &abs)?,
         })
     }
 
@@ -392,6 +523,26 @@ impl Config {
         check_plain_http(listen, self.tls.is_some(), danger_allow_plain_http)?;
         self.listen = listen;
         Ok(())
+    }
+}
+
+/// `accept_access_tokens` + `access_token_audience` → the audience access
+/// tokens must carry, or `None` (access tokens refused). Both or neither, and
+/// only on workload issuers.
+fn access_token_audience(i: &RawIssuer) -> Result<Option<String>, ConfigError> {
+    let invalid = |why: &str| ConfigError::Invalid(format!("[[issuers]] {:?}: {why}", i.issuer));
+    match (i.accept_access_tokens, &i.access_token_audience) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(invalid(
+            "access_token_audience is set but accept_access_tokens is not; set accept_access_tokens = true or remove access_token_audience",
+        )),
+        (true, _) if matches!(i.kind, RawKind::Human) => Err(invalid(
+            "accept_access_tokens is only allowed with kind = \"workload\": an access token shows which client asked, not that a person signed in, so people must log in with ID tokens",
+        )),
+        (true, Some(aud)) if !aud.trim().is_empty() => Ok(Some(aud.clone())),
+        (true, _) => Err(invalid(
+            "accept_access_tokens needs access_token_audience: the resource indicator (RFC 8707) your identity provider puts in the access tokens' `aud`, e.g. \"urn:jitssh:ca\"",
+        )),
     }
 }
 
@@ -458,6 +609,17 @@ allowed_critical_options = ["force-command", "source-address", "verify-required"
 per_identity_per_minute = 60
 burst = 20
 
+[elevation]
+# Just-in-time roles are defined in the policy (data.json -> roles). An undecided
+# request expires after pending_timeout; no grant lasts longer than max_grant.
+pending_timeout = "1h"
+max_grant = "8h"
+# Optional JSON POST on new pending requests and every decision (never blocks requests).
+# webhook_url = "https://chat.example.com/hooks/jitssh"
+# webhook_timeout_seconds = 5
+# webhook_retries = 3
+# webhook_secret_file = "webhook.secret"   # adds X-Jitssh-Signature: sha256=HMAC-SHA256 of the body
+
 # What `GET /v1/config` tells `jitssh login`.
 [login]
 issuer = "{issuer}"
@@ -472,6 +634,10 @@ audiences = ["{audience}"]
 groups_claim = "groups"
 # ca_bundle = "idp-ca.pem"   # PEM bundle for a private IdP's TLS certificate
 kind = "human"               # "workload" for CI/service token issuers
+# Workload issuers only: also accept RFC 9068 JWT access tokens (`typ: at+jwt`, e.g. from
+# `jitssh cert --client-id`) whose `aud` contains access_token_audience (the resource indicator).
+# accept_access_tokens = false
+# access_token_audience = "urn:jitssh:ca"
 "#
     )
 }
@@ -485,6 +651,36 @@ mod tests {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Config::resolve(raw, Path::new("/etc/jitssh"))
+    }
+
+    #[test]
+    fn elevation_section_is_checked() {
+        let t = template("https://idp.example.com", "jitssh");
+        let c = parse(&t).unwrap();
+        assert_eq!(c.elevation.pending_timeout.as_secs(), 3600);
+        assert_eq!(c.elevation.max_grant.as_secs(), 8 * 3600);
+        assert!(c.elevation.webhook.is_none());
+        let with = |extra: &str| {
+            parse(&t.replace(
+                "max_grant = \"8h\"",
+                &format!("max_grant = \"8h\"\n{extra}"),
+            ))
+        };
+        let c = with("webhook_url = \"https://hooks.example.com/x\"\nwebhook_secret_file = \"s\"")
+            .unwrap();
+        let hook = c.elevation.webhook.unwrap();
+        assert_eq!(hook.url.as_str(), "https://hooks.example.com/x");
+        assert!(hook.secret_file.unwrap().is_absolute());
+        for bad in [
+            "webhook_url = \"not a url\"",
+            "webhook_url = \"ftp://x/y\"",
+            "webhook_secret_file = \"s\"",
+            "webhook_url = \"https://x/\"\nwebhook_timeout_seconds = 0",
+            "webhook_url = \"https://x/\"\nwebhook_retries = 99",
+            "bogus = 1",
+        ] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -513,6 +709,39 @@ mod tests {
         let t = template("https://idp.example.com", "jitssh");
         assert!(parse(&t.replace("max_ttl = ", "max_tll = ")).is_err());
         assert!(parse(&t.replace("\"permit-pty\",", "\"permit-everything\",")).is_err());
+    }
+
+    #[test]
+    fn access_tokens_only_on_workload_issuers_with_an_audience() {
+        let t = template("https://idp.example.com", "jitssh");
+        let with = |extra: &str| {
+            parse(&format!(
+                "{t}\n[[issuers]]\nissuer = \"https://ci.example.com\"\naudiences = [\"jitssh-ca\"]\n{extra}\n"
+            ))
+        };
+        let c = with("kind = \"workload\"\naccept_access_tokens = true\naccess_token_audience = \"urn:jitssh:ca\"").unwrap();
+        assert_eq!(
+            c.issuers[1].access_token_audience.as_deref(),
+            Some("urn:jitssh:ca")
+        );
+        assert_eq!(c.issuers[0].access_token_audience, None);
+        // The template's issuer is human: say why it cannot accept access tokens.
+        let human = t.replace(
+            "# accept_access_tokens = false\n# access_token_audience = \"urn:jitssh:ca\"",
+            "accept_access_tokens = true\naccess_token_audience = \"urn:jitssh:ca\"",
+        );
+        let err = parse(&human).unwrap_err().to_string();
+        assert!(
+            err.contains("only allowed with kind = \"workload\""),
+            "{err}"
+        );
+        for bad in [
+            "kind = \"workload\"\naccept_access_tokens = true",
+            "kind = \"workload\"\naccept_access_tokens = true\naccess_token_audience = \" \"",
+            "kind = \"workload\"\naccess_token_audience = \"urn:jitssh:ca\"",
+        ] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -142,8 +142,10 @@ pub fn dev_config(
             groups_claim: "groups".into(),
             ca_bundle: None,
             kind: ca_core::IdentityKind::Human,
+            access_token_audience: None,
         }],
         rate_per_minute: 60,
         rate_burst: 20,
+        elevation: crate::config::ElevationConfig::default(),
     })
 }

@@ -550,7 +550,7 @@ impl Authority {
             &body.certificate,
             &body.challenge,
             &body.signature,
-            self.host_ca.public_key(),
+            &self.published.host,
             now,
         )?;
         event.key_fingerprint = Some(renewal.key.fingerprint().to_owned());

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ca_core::wire::{CaKeys, ClientConfig, ErrorBody, ErrorDetail};
 
+use crate::elevation::{Caller, ElevationOpError};
 use crate::hosts::HostError;
 use crate::issue::{Authority, IssueError, RequestContext};
 
@@ -41,6 +42,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/certs/host", post(host_cert))
         .route("/v1/certs/host/challenge", post(host_challenge))
         .route("/v1/certs/host/renew", post(host_renew))
+        .route("/v1/elevations", post(elevation_create).get(elevation_list))
+        .route("/v1/elevations/{id}", get(elevation_get))
+        .route("/v1/elevations/{id}/{action}", post(elevation_action))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -187,26 +191,194 @@ impl From<HostError> for ApiError {
     }
 }
 
+impl From<ElevationOpError> for ApiError {
+    fn from(e: ElevationOpError) -> Self {
+        let status = match &e {
+            ElevationOpError::BadBody(_)
+            | ElevationOpError::Request(_)
+            | ElevationOpError::UnknownRole { .. } => StatusCode::BAD_REQUEST,
+            ElevationOpError::NotConfigured | ElevationOpError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ElevationOpError::Denied { .. }
+            | ElevationOpError::PolicyError(_)
+            | ElevationOpError::SelfApproval
+            | ElevationOpError::NotApprover { .. }
+            | ElevationOpError::NotRequester(_)
+            | ElevationOpError::WorkloadApprover => StatusCode::FORBIDDEN,
+            ElevationOpError::NotPending { .. }
+            | ElevationOpError::NotCancellable { .. }
+            | ElevationOpError::AlreadyApproved(_)
+            | ElevationOpError::RequestChanged(_) => StatusCode::CONFLICT,
+            ElevationOpError::AuditUnavailable(_) | ElevationOpError::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ElevationOpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %e, code = e.code(), "elevation request failed");
+        }
+        let mut api = ApiError::new(status, e.code(), e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            api.retry_after = Some(5);
+        }
+        match e {
+            ElevationOpError::Denied { reasons }
+            | ElevationOpError::NotApprover { reasons, .. } => api.body.error.reasons = reasons,
+            _ => {}
+        }
+        api
+    }
+}
+
+/// Verify the bearer ID token of an elevation call. Unlike a certificate
+/// request this does not spend the token: reading and deciding requests
+/// issues nothing.
+async fn caller_identity(
+    s: &AppState,
+    bearer: Option<String>,
+) -> Result<ca_core::VerifiedIdentity, ApiError> {
+    let token = bearer.ok_or(IssueError::MissingToken)?;
+    let verified = s
+        .authority
+        .verifier
+        .verify_full(&token, crate::issue::now_unix())
+        .await
+        .map_err(IssueError::Token)?;
+    Ok(verified.identity)
+}
+
+async fn elevation_create(
+    State(s): State<Arc<AppState>>,
+    req: Request,
+) -> Result<(StatusCode, axum::Json<ca_core::wire::Elevation>), ApiError> {
+    let ip = source_ip(&req);
+    let bearer = bearer_token(req.headers())?;
+    let identity = caller_identity(&s, bearer).await?;
+    let body = read_body(req.into_body(), s.max_body_bytes).await?;
+    let caller = Caller {
+        identity: &identity,
+        source_ip: &ip,
+    };
+    let e = s
+        .authority
+        .elevations
+        .create(&caller, &body, crate::issue::now_unix())
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(e)))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+async fn elevation_list(
+    State(s): State<Arc<AppState>>,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<axum::Json<ca_core::wire::ElevationList>, ApiError> {
+    let query = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("bad query string: {e}; use ?state=pending"),
+        )
+    })?;
+    let ip = source_ip(&req);
+    let bearer = bearer_token(req.headers())?;
+    let identity = caller_identity(&s, bearer).await?;
+    let caller = Caller {
+        identity: &identity,
+        source_ip: &ip,
+    };
+    let elevations =
+        s.authority
+            .elevations
+            .list(&caller, query.state.as_deref(), crate::issue::now_unix())?;
+    Ok(axum::Json(ca_core::wire::ElevationList { elevations }))
+}
+
+async fn elevation_get(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    req: Request,
+) -> Result<axum::Json<ca_core::wire::Elevation>, ApiError> {
+    let ip = source_ip(&req);
+    let bearer = bearer_token(req.headers())?;
+    let identity = caller_identity(&s, bearer).await?;
+    let caller = Caller {
+        identity: &identity,
+        source_ip: &ip,
+    };
+    Ok(axum::Json(s.authority.elevations.get(
+        &caller,
+        &id,
+        crate::issue::now_unix(),
+    )?))
+}
+
+async fn elevation_action(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+    req: Request,
+) -> Result<axum::Json<ca_core::wire::Elevation>, ApiError> {
+    if !matches!(action.as_str(), "approve" | "deny" | "cancel") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint: use /v1/elevations/{id}/approve, /deny or /cancel",
+        ));
+    }
+    let ip = source_ip(&req);
+    let bearer = bearer_token(req.headers())?;
+    let identity = caller_identity(&s, bearer).await?;
+    let body = read_body(req.into_body(), s.max_body_bytes).await?;
+    let caller = Caller {
+        identity: &identity,
+        source_ip: &ip,
+    };
+    let now = crate::issue::now_unix();
+    let el = &s.authority.elevations;
+    let e = match action.as_str() {
+        "approve" => el.approve(&caller, &id, &body, now).await?,
+        "deny" => el.deny(&caller, &id, &body, now).await?,
+        _ => el.cancel(&caller, &id, &body, now).await?,
+    };
+    Ok(axum::Json(e))
+}
+
 async fn ca_keys(State(s): State<Arc<AppState>>) -> axum::Json<CaKeys> {
-    let a = &s.authority;
+    let p = &s.authority.published;
     axum::Json(CaKeys {
-        user_ca: vec![a.user_ca.public_openssh("jitssh user CA")],
-        host_ca: vec![a.host_ca.public_openssh("jitssh host CA")],
+        user_ca: public_lines(&p.user, "jitssh user CA"),
+        host_ca: public_lines(&p.host, "jitssh host CA"),
     })
 }
 
+/// OpenSSH lines for `keys`, the signing key first. During a rotation the
+/// next and the retiring key are listed too, so hosts and clients trust a
+/// key before it signs and until what it signed has expired.
+fn public_lines(keys: &[ssh_key::public::KeyData], comment: &str) -> Vec<String> {
+    keys.iter()
+        .filter_map(|k| {
+            ssh_key::PublicKey::new(k.clone(), comment)
+                .to_openssh()
+                .ok()
+        })
+        .collect()
+}
+
 async fn user_ca_pub(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    text(format!(
-        "{}\n",
-        s.authority.user_ca.public_openssh("jitssh user CA")
-    ))
+    let mut body = public_lines(&s.authority.published.user, "jitssh user CA").join("\n");
+    body.push('\n');
+    text(body)
 }
 
 async fn host_ca_pub(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    text(format!(
-        "{}\n",
-        s.authority.host_ca.public_openssh("jitssh host CA")
-    ))
+    let mut body = public_lines(&s.authority.published.host, "jitssh host CA").join("\n");
+    body.push('\n');
+    text(body)
 }
 
 fn text(body: String) -> Response {
@@ -219,7 +391,7 @@ async fn krl(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let bytes = a
         .revocations
         .get()
-        .krl(a.user_ca.public_key(), crate::issue::now_unix())
+        .krl(&a.published.user, crate::issue::now_unix())
         .map_err(|e| {
             tracing::error!(error = %e, "cannot build KRL");
             ApiError::new(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ca_core::audit::AuditEvent;
 use ca_core::cert::{CertError, CertKind, key_id, sign_cert};
+use ca_core::elevation::restrict_to_grants;
 use ca_core::policy::{PolicyInput, enforce};
 use ca_core::request::RequestError;
 use ca_core::wire::{UserCertRequest, UserCertResponse};
@@ -77,6 +78,20 @@ impl IssueError {
     }
 }
 
+/// The CA public keys to publish, per kind; the signing key first.
+#[derive(Clone, Debug, Default)]
+pub struct PublishedKeys {
+    pub user: Vec<ssh_key::public::KeyData>,
+    pub host: Vec<ssh_key::public::KeyData>,
+}
+
+impl PublishedKeys {
+    /// Whether `key` is any published CA key (never certify one).
+    pub fn contains(&self, key: &ssh_key::public::KeyData) -> bool {
+        self.user.iter().chain(&self.host).any(|k| k == key)
+    }
+}
+
 /// Where a request came from, for policy input and audit.
 #[derive(Clone, Debug, Default)]
 pub struct RequestContext {
@@ -89,12 +104,17 @@ pub struct Authority {
     pub limits: Limits,
     pub user_ca: CaSigner,
     pub host_ca: CaSigner,
+    /// Every CA key to publish and trust, signing keys first (more than one
+    /// per kind during a rotation; see `rotation`).
+    pub published: PublishedKeys,
     pub verifier: TokenVerifier,
     pub policy: std::sync::Arc<PolicyEngine>,
     pub audit: AuditStore,
     pub revocations: std::sync::Arc<RevocationCache>,
     /// Join tokens, renewal challenges and the host lifetime ceiling (`hosts`).
     pub hosts: crate::hosts::Hosts,
+    /// Just-in-time role grants (`elevation`); its index gates role principals.
+    pub elevations: std::sync::Arc<crate::elevation::Elevations>,
     pub metrics: Metrics,
     replay: ReplayGuard,
     rate: RateLimiter,
@@ -112,20 +132,27 @@ impl Authority {
         audit: AuditStore,
         revocations: std::sync::Arc<RevocationCache>,
         hosts: crate::hosts::Hosts,
+        elevations: std::sync::Arc<crate::elevation::Elevations>,
         rate_per_minute: u32,
         rate_burst: u32,
     ) -> Result<Self, AuditError> {
         let replay = ReplayGuard::default();
         replay.seed(audit.used_tokens(now_unix())?);
+        let published = PublishedKeys {
+            user: vec![user_ca.public_key().clone()],
+            host: vec![host_ca.public_key().clone()],
+        };
         Ok(Authority {
             limits,
             user_ca,
             host_ca,
+            published,
             verifier,
             policy,
             audit,
             revocations,
             hosts,
+            elevations,
             metrics: Metrics::new(),
             replay,
             rate: RateLimiter::new(rate_per_minute, rate_burst),
@@ -205,6 +232,7 @@ impl Authority {
         event.reason = req.reason.clone();
         if req.public_key.same_key(self.user_ca.public_key())
             || req.public_key.same_key(self.host_ca.public_key())
+            || self.published.contains(req.public_key.key_data())
         {
             return Err(IssueError::CaKey);
         }
@@ -298,7 +326,12 @@ impl Authority {
         now: u64,
         event: &mut AuditEvent,
     ) -> Result<ca_core::Grant, IssueError> {
-        let input = PolicyInput::user_cert(identity, req, source_ip.to_owned(), now);
+        let grants = self
+            .elevations
+            .grants()
+            .active(&identity.issuer, &identity.subject, now);
+        let input = PolicyInput::user_cert(identity, req, source_ip.to_owned(), now)
+            .with_grants(grants.clone());
         let input =
             serde_json::to_value(&input).map_err(|e| IssueError::Internal(e.to_string()))?;
         let eval = match self.policy.evaluate(&input) {
@@ -311,7 +344,12 @@ impl Authority {
         };
         Metrics::observe(&self.metrics.policy_seconds, eval.elapsed);
         event.policy_hash = Some(eval.policy_hash.clone());
-        match enforce(eval.decision.as_ref(), req, &self.limits) {
+        // Role principals only under an active grant, never past its end,
+        // whatever the policy said.
+        let (roles, _) = self.policy.roles();
+        let enforced = enforce(eval.decision.as_ref(), req, &self.limits)
+            .and_then(|g| restrict_to_grants(g, &roles, &grants, now));
+        match enforced {
             Ok(grant) => {
                 event.decision_reasons = grant.reasons().to_vec();
                 Ok(grant)

@@ -45,9 +45,14 @@ pub enum KeyError {
 /// Create a new Ed25519 CA key at `path` (mode 0600, never overwriting) and
 /// its public half at `path.pub`. Returns the signer.
 pub fn generate(path: &Path, comment: &str) -> Result<CaSigner, KeyError> {
-    let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
+    generate_at(path, &path.with_extension("pub"), comment)
+}
+
+/// [`generate`] with an explicit path for the public half (rotation names
+/// keys `user_ca.next` / `user_ca.next.pub`).
+pub fn generate_at(path: &Path, pub_path: &Path, comment: &str) -> Result<CaSigner, KeyError> {
+    let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
         .map_err(|e| KeyError::Generate(e.to_string()))?;
-    let mut key = key;
     key.set_comment(comment);
     let pem = key
         .to_openssh(LineEnding::LF)
@@ -57,8 +62,7 @@ pub fn generate(path: &Path, comment: &str) -> Result<CaSigner, KeyError> {
         .public_key()
         .to_openssh()
         .map_err(|e| KeyError::Generate(e.to_string()))?;
-    let pub_path = path.with_extension("pub");
-    write_new(&pub_path, format!("{public}\n").as_bytes(), 0o644)?;
+    write_new(pub_path, format!("{public}\n").as_bytes(), 0o644)?;
     signer_from(&key, path)
 }
 

@@ -1,11 +1,14 @@
 //! OIDC ID token verification: hostile-input checks, per-issuer JWKS caching, claim rules.
+//! Workload issuers may also opt in to RFC 9068 JWT access tokens (see
+//! [`IssuerConfig::access_token_audience`]).
 //!
 //! A token is checked in this order, cheapest and least trusting first:
 //! size → JOSE header (parsed here, not by jsonwebtoken: algorithm allow-list,
 //! no embedded or remote keys, `kid` required) → unverified `iss`, compared by
 //! exact string equality with the configured issuers → key lookup in *that*
 //! issuer's JWKS only → signature → claims (`exp`, `iat`, `nbf`, `sub`, `aud`,
-//! `azp`). Only then is a [`VerifiedIdentity`] built.
+//! `azp`; for access tokens `aud` = the configured resource and `client_id`).
+//! Only then is a [`VerifiedIdentity`] built.
 //!
 //! Keys come from `{issuer}/.well-known/openid-configuration` → `jwks_uri` and
 //! are cached per issuer. An unknown `kid` triggers at most one fetch per
@@ -75,6 +78,13 @@ pub struct IssuerConfig {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// Whether this issuer's subjects are people or workloads.
     pub kind: IdentityKind,
+    /// When set, this issuer's RFC 9068 JWT access tokens (`typ: at+jwt`,
+    /// e.g. from a client-credentials grant) are accepted too, if their
+    /// `aud` contains this value (the resource indicator the IdP issues them
+    /// for) and they carry `client_id`. Workload issuers only: an access
+    /// token says which client asked, not that a person signed in. `None`:
+    /// access tokens are refused, so one cannot pass for an ID token.
+    pub access_token_audience: Option<String>,
 }
 
 impl IssuerConfig {
@@ -86,6 +96,7 @@ impl IssuerConfig {
             groups_claim: DEFAULT_GROUPS_CLAIM.to_owned(),
             ca_bundle: None,
             kind,
+            access_token_audience: None,
         }
     }
 }
@@ -133,6 +144,14 @@ pub enum OidcConfigError {
     EmptyAudience(String),
     #[error("OIDC issuer {0:?} has an empty groups claim name; use \"groups\" or remove it")]
     EmptyGroupsClaim(String),
+    #[error(
+        "OIDC issuer {0:?} accepts access tokens but is a human issuer: an access token shows which client asked, not that a person signed in, so people must send ID tokens; set kind = \"workload\" or remove accept_access_tokens"
+    )]
+    AccessTokensOnHumanIssuer(String),
+    #[error(
+        "OIDC issuer {0:?} accepts access tokens with an empty audience; set access_token_audience to the resource indicator its access tokens carry in `aud`"
+    )]
+    EmptyAccessTokenAudience(String),
     #[error("cannot use the CA bundle {path} for OIDC issuer {issuer:?}: {reason}")]
     CaBundle {
         issuer: String,
@@ -165,7 +184,9 @@ pub enum TokenError {
         "the token header carries key material or a key URL ({0:?}), which is never trusted; log in again with `jitssh login`"
     )]
     HeaderKeyRefused(&'static str),
-    #[error("the token type {0:?} is not an ID token; send the ID token from `jitssh login`")]
+    #[error(
+        "the token type {0:?} is not accepted from this issuer; send an OIDC ID token (access tokens only from workload issuers configured with accept_access_tokens)"
+    )]
     TypeNotAllowed(String),
     #[error(
         "the token was issued by {0:?}, which this CA does not trust; log in with a configured identity provider"
@@ -325,13 +346,27 @@ impl TokenVerifier {
             .iter()
             .find(|i| i.cfg.issuer == *iss)
             .ok_or_else(|| TokenError::IssuerUnknown(printable(iss)))?;
+        // Before any key fetch: access tokens only where the issuer opted in.
+        let access_audience = match parsed.typ {
+            TokenType::Id => None,
+            TokenType::Access(typ) => Some(
+                issuer
+                    .cfg
+                    .access_token_audience
+                    .as_deref()
+                    .ok_or(TokenError::TypeNotAllowed(typ.to_owned()))?,
+            ),
+        };
 
         let key = issuer.key_for(&parsed.kid, parsed.alg).await?;
         if !key.verify(parsed.signing_input.as_bytes(), parsed.signature) {
             return Err(TokenError::SignatureInvalid);
         }
 
-        let times = check_claims(&issuer.cfg, self.leeway, &parsed.claims, now_unix)?;
+        let times = match access_audience {
+            None => check_claims(&issuer.cfg, self.leeway, &parsed.claims, now_unix)?,
+            Some(aud) => check_access_claims(aud, self.leeway, &parsed.claims, now_unix)?,
+        };
         Ok(Verified {
             identity: identity(&issuer.cfg, parsed.claims, times.sub),
             exp: times.exp,
@@ -364,8 +399,18 @@ impl TokenVerifier {
 // ---------------------------------------------------------------------------
 // Token parsing (unverified) and claim checks.
 
+/// What the JOSE header's `typ` says the token is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenType {
+    /// No `typ`, `JWT` or `application/jwt`: an ID token.
+    Id,
+    /// `at+jwt` or `application/at+jwt` (RFC 9068), as written (lowercased).
+    Access(&'static str),
+}
+
 struct Unverified<'a> {
     alg: Algorithm,
+    typ: TokenType,
     kid: String,
     signing_input: &'a str,
     signature: &'a str,
@@ -407,17 +452,18 @@ fn parse_unverified(token: &str) -> Result<Unverified<'_>, TokenError> {
             "the header lists critical extensions",
         ));
     }
-    match header.get("typ") {
-        None => {}
-        Some(Value::String(t)) => {
-            // OAuth access tokens (RFC 9068) and other JWT kinds must not pass as ID tokens.
-            let t = t.to_ascii_lowercase();
-            if !matches!(t.as_str(), "jwt" | "application/jwt") {
-                return Err(TokenError::TypeNotAllowed(printable(&t)));
-            }
-        }
+    // Explicit typing (RFC 8725 §3.11): OAuth access tokens (RFC 9068) must
+    // not pass as ID tokens, nor ID tokens as access tokens; other kinds never.
+    let typ = match header.get("typ") {
+        None => TokenType::Id,
+        Some(Value::String(t)) => match t.to_ascii_lowercase().as_str() {
+            "jwt" | "application/jwt" => TokenType::Id,
+            "at+jwt" => TokenType::Access("at+jwt"),
+            "application/at+jwt" => TokenType::Access("application/at+jwt"),
+            other => return Err(TokenError::TypeNotAllowed(printable(other))),
+        },
         Some(_) => return Err(TokenError::Malformed("the header typ is not a string")),
-    }
+    };
     let kid = match header.get("kid") {
         Some(Value::String(k)) if !k.is_empty() => k.clone(),
         Some(Value::String(_)) | None => {
@@ -431,6 +477,7 @@ fn parse_unverified(token: &str) -> Result<Unverified<'_>, TokenError> {
     let claims = decode_json_object(payload, "the payload is not base64url JSON")?;
     Ok(Unverified {
         alg,
+        typ,
         kid,
         signing_input: &token[..header_b64.len() + 1 + payload.len()],
         signature,
@@ -483,8 +530,9 @@ fn numeric_date(
     }
 }
 
-fn check_claims(
-    cfg: &IssuerConfig,
+/// `exp`, `iat` (both required), `nbf` against `now` with `leeway`, and a
+/// non-empty string `sub`: the checks ID and access tokens share.
+fn check_times_and_subject(
     leeway: u64,
     claims: &Map<String, Value>,
     now: u64,
@@ -502,21 +550,42 @@ fn check_claims(
         return Err(TokenError::IssuedInFuture);
     }
 
-    let sub = match claims.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::String(_)) | None => return Err(TokenError::ClaimMissing("sub")),
-        Some(_) => return Err(TokenError::ClaimType("sub")),
-    };
+    let sub = non_empty_string(claims, "sub")?;
+    Ok(CheckedClaims { exp, iat, sub })
+}
 
-    let aud: Vec<&str> = match claims.get("aud") {
-        None => return Err(TokenError::ClaimMissing("aud")),
-        Some(Value::String(s)) => vec![s.as_str()],
+/// A required claim that must be a non-empty string.
+fn non_empty_string(claims: &Map<String, Value>, name: &'static str) -> Result<String, TokenError> {
+    match claims.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) | None => Err(TokenError::ClaimMissing(name)),
+        Some(_) => Err(TokenError::ClaimType(name)),
+    }
+}
+
+/// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
+fn audiences(claims: &Map<String, Value>) -> Result<Vec<&str>, TokenError> {
+    match claims.get("aud") {
+        None => Err(TokenError::ClaimMissing("aud")),
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| v.as_str().ok_or(TokenError::ClaimType("aud")))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(TokenError::ClaimType("aud")),
-    };
+            .collect(),
+        Some(_) => Err(TokenError::ClaimType("aud")),
+    }
+}
+
+/// ID token claims: times and `sub`, `aud` among the configured client ids,
+/// and `azp` when it matters (OIDC Core §3.1.3.7).
+fn check_claims(
+    cfg: &IssuerConfig,
+    leeway: u64,
+    claims: &Map<String, Value>,
+    now: u64,
+) -> Result<CheckedClaims, TokenError> {
+    let checked = check_times_and_subject(leeway, claims, now)?;
+    let aud = audiences(claims)?;
     let configured = |a: &str| cfg.audiences.iter().any(|c| c == a);
     let matched: Vec<&str> = aud.iter().copied().filter(|a| configured(a)).collect();
     if matched.is_empty() {
@@ -535,7 +604,25 @@ fn check_claims(
     if azp.is_some_and(|azp| !configured(azp)) {
         return Err(TokenError::AzpMismatch);
     }
-    Ok(CheckedClaims { exp, iat, sub })
+    Ok(checked)
+}
+
+/// RFC 9068 access token claims: times and `sub` as for ID tokens, `aud`
+/// containing the configured resource (the ID-token client ids do not
+/// count), and a `client_id`. The subject is `sub`: for a
+/// client-credentials grant, the client itself (RFC 9068 §2.2).
+fn check_access_claims(
+    audience: &str,
+    leeway: u64,
+    claims: &Map<String, Value>,
+    now: u64,
+) -> Result<CheckedClaims, TokenError> {
+    let checked = check_times_and_subject(leeway, claims, now)?;
+    if !audiences(claims)?.contains(&audience) {
+        return Err(TokenError::AudienceMismatch);
+    }
+    non_empty_string(claims, "client_id")?;
+    Ok(checked)
 }
 
 fn identity(cfg: &IssuerConfig, claims: Map<String, Value>, subject: String) -> VerifiedIdentity {
@@ -685,6 +772,14 @@ impl IssuerState {
         }
         if cfg.groups_claim.is_empty() {
             return Err(OidcConfigError::EmptyGroupsClaim(cfg.issuer));
+        }
+        if let Some(aud) = &cfg.access_token_audience {
+            if cfg.kind != IdentityKind::Workload {
+                return Err(OidcConfigError::AccessTokensOnHumanIssuer(cfg.issuer));
+            }
+            if aud.is_empty() {
+                return Err(OidcConfigError::EmptyAccessTokenAudience(cfg.issuer));
+            }
         }
 
         let https = url.scheme() == "https";
@@ -1436,6 +1531,207 @@ mod tests {
             "ok",
             "typ is optional"
         );
+    }
+
+    const RESOURCE: &str = "urn:jitssh:ca";
+
+    /// A workload issuer; with `resource`, it accepts access tokens for it.
+    fn workload_verifier(m: &Mock, resource: Option<&str>) -> TokenVerifier {
+        let cfg = IssuerConfig {
+            access_token_audience: resource.map(str::to_owned),
+            ..IssuerConfig::new(m.issuer(), vec![AUD.into()], IdentityKind::Workload)
+        };
+        TokenVerifier::new(vec![cfg], opts()).unwrap()
+    }
+
+    /// RFC 9068 access token claims as a client-credentials grant yields them.
+    fn access_claims(m: &Mock) -> Value {
+        json!({
+            "iss": m.issuer(), "sub": "svc-deployer", "client_id": "svc-deployer",
+            "aud": RESOURCE, "iat": NOW - 10, "exp": NOW + 300, "jti": "j1", "scope": "issue",
+        })
+    }
+
+    fn access_token(m: &Mock, typ: &str, f: impl FnOnce(&mut Value)) -> String {
+        let mut header = m.header(Algorithm::ES256);
+        header["typ"] = json!(typ);
+        let mut claims = access_claims(m);
+        f(&mut claims);
+        m.idp.mint_raw(header, claims, Algorithm::ES256)
+    }
+
+    #[tokio::test]
+    async fn accepts_access_tokens_from_a_workload_issuer_that_opted_in() {
+        let m = mock().await;
+        let v = workload_verifier(&m, Some(RESOURCE));
+        for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
+            let token = access_token(&m, typ, |_| {});
+            let got = v
+                .verify_full(&token, NOW)
+                .await
+                .unwrap_or_else(|e| panic!("{typ}: {e}"));
+            assert_eq!(got.exp, NOW + 300);
+            assert_eq!(got.token_hash, token_hash(&token));
+            let id = got.identity;
+            assert_eq!(id.kind, IdentityKind::Workload);
+            assert_eq!(id.issuer, m.issuer());
+            assert_eq!(id.subject, "svc-deployer", "the subject is sub");
+            assert_eq!(id.claims["client_id"], "svc-deployer");
+            assert_eq!(id.email, None);
+        }
+        // Audience in a list; a sub that is not the client id (Auth0, Keycloak).
+        let t = access_token(&m, "at+jwt", |c| {
+            c["aud"] = json!(["https://api.example.com", RESOURCE]);
+            c["sub"] = json!("service-account-7");
+        });
+        assert_eq!(
+            v.verify(&t, NOW).await.unwrap().subject,
+            "service-account-7"
+        );
+        // ID tokens of the same issuer keep working as before.
+        assert_eq!(code(&v, &m.with(|_| {})).await, "ok");
+    }
+
+    #[tokio::test]
+    async fn refuses_access_tokens_without_the_opt_in() {
+        let m = mock().await;
+        for v in [verifier(&m), workload_verifier(&m, None)] {
+            for typ in ["at+jwt", "application/at+jwt"] {
+                assert_eq!(
+                    code(&v, &access_token(&m, typ, |_| {})).await,
+                    "token_type_not_allowed",
+                    "{typ}"
+                );
+            }
+        }
+        assert_eq!(m.jwks_hits(), 0, "refused before any key fetch");
+    }
+
+    #[tokio::test]
+    async fn access_tokens_need_the_resource_audience_client_id_and_times() {
+        let m = mock().await;
+        let v = workload_verifier(&m, Some(RESOURCE));
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(&str, Edit, &str)> = vec![
+            (
+                "other resource",
+                Box::new(|c| c["aud"] = json!("urn:other")),
+                "token_audience_mismatch",
+            ),
+            (
+                "ID-token client id is not the resource",
+                Box::new(|c| c["aud"] = json!(AUD)),
+                "token_audience_mismatch",
+            ),
+            (
+                "audience list without the resource",
+                Box::new(|c| c["aud"] = json!(["urn:a", AUD])),
+                "token_audience_mismatch",
+            ),
+            (
+                "prefix of the resource",
+                Box::new(|c| c["aud"] = json!("urn:jitssh")),
+                "token_audience_mismatch",
+            ),
+            (
+                "no aud",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("aud");
+                }),
+                "token_claim_missing",
+            ),
+            (
+                "no client_id",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("client_id");
+                }),
+                "token_claim_missing",
+            ),
+            (
+                "empty client_id",
+                Box::new(|c| c["client_id"] = json!("")),
+                "token_claim_missing",
+            ),
+            (
+                "client_id not a string",
+                Box::new(|c| c["client_id"] = json!(7)),
+                "token_claim_type",
+            ),
+            (
+                "no sub",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("sub");
+                }),
+                "token_claim_missing",
+            ),
+            (
+                "no iat",
+                Box::new(|c| {
+                    c.as_object_mut().unwrap().remove("iat");
+                }),
+                "token_claim_missing",
+            ),
+            (
+                "expired",
+                Box::new(|c| c["exp"] = json!(NOW - 120)),
+                "token_expired",
+            ),
+            (
+                "not yet valid",
+                Box::new(|c| c["nbf"] = json!(NOW + 120)),
+                "token_not_yet_valid",
+            ),
+            (
+                "other issuer",
+                Box::new(|c| c["iss"] = json!("https://evil.example.com")),
+                "token_issuer_unknown",
+            ),
+        ];
+        for (what, f, want) in cases {
+            assert_eq!(
+                code(&v, &access_token(&m, "at+jwt", f)).await,
+                want,
+                "{what}"
+            );
+        }
+        // The resource does not make an ID token (no at+jwt) acceptable either.
+        assert_eq!(
+            code(&v, &m.with(|c| c["aud"] = json!(RESOURCE))).await,
+            "token_audience_mismatch"
+        );
+        // Same checks on the signature as for ID tokens.
+        let good = access_token(&m, "at+jwt", |_| {});
+        let (input, _) = good.rsplit_once('.').unwrap();
+        let forged = access_token(&m, "at+jwt", |c| c["sub"] = json!("admin"));
+        let forged_sig = forged.rsplit_once('.').unwrap().1;
+        assert_eq!(
+            code(&v, &format!("{input}.{forged_sig}")).await,
+            "token_signature_invalid"
+        );
+        let mut h = m.header(Algorithm::ES256);
+        h["typ"] = json!("at+jwt");
+        h["alg"] = alg_str(Algorithm::HS256);
+        let hmac = hmac_token(&h, &access_claims(&m), b"secret", Algorithm::HS256);
+        assert_eq!(code(&v, &hmac).await, "token_algorithm_not_allowed");
+    }
+
+    #[test]
+    fn access_tokens_are_refused_on_human_issuer_configs() {
+        let cfg = |kind, aud: &str| IssuerConfig {
+            access_token_audience: Some(aud.to_owned()),
+            ..IssuerConfig::new("https://idp.example.com", vec![AUD.into()], kind)
+        };
+        let err = TokenVerifier::new(vec![cfg(IdentityKind::Human, RESOURCE)], opts()).unwrap_err();
+        assert!(
+            matches!(err, OidcConfigError::AccessTokensOnHumanIssuer(_)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("kind = \"workload\""), "{err}");
+        assert!(matches!(
+            TokenVerifier::new(vec![cfg(IdentityKind::Workload, "")], opts()),
+            Err(OidcConfigError::EmptyAccessTokenAudience(_))
+        ));
+        TokenVerifier::new(vec![cfg(IdentityKind::Workload, RESOURCE)], opts()).unwrap();
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use ca_core::elevation::RoleTable;
 use regorus::utils::limits::{
     ExecutionTimerConfig, fallback_execution_timer_config, set_fallback_execution_timer_config,
 };
@@ -40,10 +41,28 @@ pub const DECISION_RULE: &str = "data.jitssh.decision";
 /// set without it serves user certificates and denies every host certificate.
 pub const HOST_DECISION_RULE: &str = "data.jitssh.host_decision";
 
+/// The role table for just-in-time elevation: an object from role name to
+/// `{principals, max_ttl_seconds, description}`, evaluated once per policy
+/// load with an empty input. Optional: without it elevation is off.
+pub const ROLES_RULE: &str = "data.jitssh.roles";
+
+/// The decision on a new elevation request (approve, pending, deny).
+/// Required when the policy defines roles.
+pub const ELEVATION_DECISION_RULE: &str = "data.jitssh.elevation_decision";
+
+/// Whether a given person may approve or deny a given elevation request.
+/// Required when the policy defines roles.
+pub const APPROVAL_DECISION_RULE: &str = "data.jitssh.approval_decision";
+
 /// Wall-clock budget for one decision. The default policy takes well under a
 /// millisecond; a policy that needs more than this is broken (a runaway
 /// comprehension), and the request is denied rather than holding a core.
-pub const EVAL_TIME_LIMIT: Duration = Duration::from_millis(250);
+///
+/// regorus measures wall-clock time only (no CPU-time source on `std`), so
+/// the budget must absorb scheduling delays: at 250 ms a load test on two
+/// oversubscribed cores saw a healthy decision descheduled past the limit
+/// and denied. One second still stops a runaway policy quickly.
+pub const EVAL_TIME_LIMIT: Duration = Duration::from_secs(1);
 
 /// Wall-clock budget for one `test_*` rule (tests build inputs and may be
 /// slow in debug builds).
@@ -67,6 +86,22 @@ pub const EMBEDDED_FILES: &[(&str, &str)] = &[
     (
         "host_test.rego",
         include_str!("../../policies/host_test.rego"),
+    ),
+    (
+        "example-elevation-input.json",
+        include_str!("../../policies/example-elevation-input.json"),
+    ),
+    (
+        "example-approval-input.json",
+        include_str!("../../policies/example-approval-input.json"),
+    ),
+    (
+        "elevation.rego",
+        include_str!("../../policies/elevation.rego"),
+    ),
+    (
+        "elevation_test.rego",
+        include_str!("../../policies/elevation_test.rego"),
     ),
     ("jitssh.rego", include_str!("../../policies/jitssh.rego")),
     (
@@ -146,6 +181,13 @@ pub enum PolicyError {
          so every host certificate is denied; add host.rego from the default policy to serve {HOST_DECISION_RULE}"
     )]
     NoHostDecision { policy_hash: String },
+    #[error(
+        "the policy (policy {policy_hash}) defines no roles, so there is nothing to elevate to; \
+         add roles (see elevation.rego in the default policy) to serve {ELEVATION_DECISION_RULE}"
+    )]
+    NoElevation { policy_hash: String },
+    #[error("the role table {ROLES_RULE} in {origin} is not usable: {message}")]
+    Roles { origin: String, message: String },
     #[error("the input document cannot be handed to the policy: {0}")]
     Input(String),
     #[error(
@@ -276,7 +318,16 @@ struct Serving {
     policy: CompiledPolicy,
     /// `data.jitssh.host_decision`, when the set defines it.
     host: Option<CompiledPolicy>,
+    /// Elevation entry points, when the set defines roles.
+    elevation: Option<ElevationRules>,
+    roles: Arc<RoleTable>,
     hash: String,
+}
+
+/// The two elevation entry points; present together with a role table.
+struct ElevationRules {
+    request: CompiledPolicy,
+    approval: CompiledPolicy,
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -332,6 +383,38 @@ impl PolicyEngine {
             });
         };
         eval_compiled(host, &serving.hash, input, start)
+    }
+
+    /// Evaluate `data.jitssh.elevation_decision` for `input`. A policy set
+    /// without roles is an `Err` (fail closed).
+    pub fn evaluate_elevation(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        let serving = self.current.load();
+        let Some(rules) = &serving.elevation else {
+            return Err(PolicyError::NoElevation {
+                policy_hash: serving.hash.clone(),
+            });
+        };
+        eval_compiled(&rules.request, &serving.hash, input, start)
+    }
+
+    /// Evaluate `data.jitssh.approval_decision` for `input`.
+    pub fn evaluate_approval(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        let serving = self.current.load();
+        let Some(rules) = &serving.elevation else {
+            return Err(PolicyError::NoElevation {
+                policy_hash: serving.hash.clone(),
+            });
+        };
+        eval_compiled(&rules.approval, &serving.hash, input, start)
+    }
+
+    /// The serving policy's role table (empty when elevation is off), and
+    /// the hash of the policy it came from.
+    pub fn roles(&self) -> (Arc<RoleTable>, String) {
+        let serving = self.current.load();
+        (serving.roles.clone(), serving.hash.clone())
     }
 
     /// Whether the serving policy defines `data.jitssh.host_decision`.
@@ -611,6 +694,8 @@ struct Prepared {
     origin: String,
     policy: CompiledPolicy,
     host: Option<CompiledPolicy>,
+    elevation: Option<ElevationRules>,
+    roles: Arc<RoleTable>,
     hash: String,
     report: TestReport,
 }
@@ -713,6 +798,56 @@ impl Prepared {
             None
         };
 
+        // Elevation: a role table (checked now, once) and both decisions.
+        let mut compile = |rule: &str| {
+            engine
+                .compile_with_entrypoint(&rule.into())
+                .map_err(|e| PolicyError::Compile {
+                    origin: origin.clone(),
+                    message: one_line(&format!("{e:#}")),
+                })
+        };
+        let rules = policy.get_rules();
+        let (roles, elevation) = if rules.contains_key(ROLES_RULE) {
+            let roles_policy = compile(ROLES_RULE)?;
+            let value = roles_policy
+                .eval_with_input(regorus::Value::new_object())
+                .map_err(|e| PolicyError::Roles {
+                    origin: origin.clone(),
+                    message: one_line(&format!("{e:#}")),
+                })?;
+            let json = match value {
+                regorus::Value::Undefined => None,
+                v => Some(to_json(&v, 0).map_err(|message| PolicyError::Roles {
+                    origin: origin.clone(),
+                    message,
+                })?),
+            };
+            let roles = RoleTable::parse(json.as_ref()).map_err(|message| PolicyError::Roles {
+                origin: origin.clone(),
+                message,
+            })?;
+            if roles.is_empty() {
+                (roles, None)
+            } else {
+                for rule in [ELEVATION_DECISION_RULE, APPROVAL_DECISION_RULE] {
+                    if !rules.contains_key(rule) {
+                        return Err(PolicyError::Roles {
+                            origin: origin.clone(),
+                            message: format!("roles are defined but {rule} is not"),
+                        });
+                    }
+                }
+                let elevation = ElevationRules {
+                    request: compile(ELEVATION_DECISION_RULE)?,
+                    approval: compile(APPROVAL_DECISION_RULE)?,
+                };
+                (roles, Some(elevation))
+            }
+        } else {
+            (RoleTable::default(), None)
+        };
+
         let mut tests: Vec<String> = policy
             .get_rules()
             .keys()
@@ -733,11 +868,25 @@ impl Prepared {
         if let Some(host) = &host {
             results.push(host_sample_check(host));
         }
+        if let Some(rules) = &elevation {
+            results.push(check_on_sample(
+                &rules.request,
+                ELEVATION_SAMPLE_CHECK,
+                ELEVATION_SAMPLE_INPUT,
+            ));
+            results.push(check_on_sample(
+                &rules.approval,
+                APPROVAL_SAMPLE_CHECK,
+                APPROVAL_SAMPLE_INPUT,
+            ));
+        }
 
         Ok(Prepared {
             origin: origin.clone(),
             policy,
             host,
+            elevation,
+            roles: Arc::new(roles),
             hash: files.hash(),
             report: TestReport { results },
         })
@@ -763,6 +912,8 @@ impl Prepared {
         Ok(Serving {
             policy: self.policy,
             host: self.host,
+            elevation: self.elevation,
+            roles: self.roles,
             hash: self.hash,
         })
     }
@@ -771,6 +922,14 @@ impl Prepared {
 /// Name of the built-in check that ends every [`TestReport`] (followed by
 /// [`HOST_SAMPLE_CHECK`] when the set has a host decision).
 pub const SAMPLE_CHECK: &str = "sample input: data.jitssh.decision evaluates without error";
+
+/// Name of the built-in check of the elevation decision on its sample input.
+pub const ELEVATION_SAMPLE_CHECK: &str =
+    "sample elevation input: data.jitssh.elevation_decision evaluates without error";
+
+/// Name of the built-in check of the approval decision on its sample input.
+pub const APPROVAL_SAMPLE_CHECK: &str =
+    "sample approval input: data.jitssh.approval_decision evaluates without error";
 
 /// Name of the built-in check of the host decision on its sample input.
 pub const HOST_SAMPLE_CHECK: &str =
@@ -816,6 +975,10 @@ const SAMPLE_INPUT: &str = include_str!("../../policies/example-input.json");
 
 /// The host input documented in `policies/README.md`.
 const HOST_SAMPLE_INPUT: &str = include_str!("../../policies/example-host-input.json");
+
+/// The documented elevation inputs (`policies/example-*-input.json`).
+const ELEVATION_SAMPLE_INPUT: &str = include_str!("../../policies/example-elevation-input.json");
+const APPROVAL_SAMPLE_INPUT: &str = include_str!("../../policies/example-approval-input.json");
 
 fn run_test(engine: &mut Engine, name: String) -> TestResult {
     let (passed, error) = match engine.eval_rule(name.clone()) {
@@ -1229,11 +1392,67 @@ mod tests {
     }
 
     #[test]
+    fn embedded_policy_defines_roles_and_decides_elevations() {
+        let engine = PolicyEngine::load_embedded_default().unwrap();
+        let (roles, hash) = engine.roles();
+        assert_eq!(hash, engine.policy_hash());
+        let names: Vec<String> = roles.iter().map(|r| r.name.to_string()).collect();
+        assert_eq!(names, ["db-admin", "prod-root"]);
+        let sample: serde_json::Value = serde_json::from_str(ELEVATION_SAMPLE_INPUT).unwrap();
+        let d = engine
+            .evaluate_elevation(&sample)
+            .unwrap()
+            .decision
+            .unwrap();
+        assert_eq!(d["outcome"], "approve", "{d}");
+        let sample: serde_json::Value = serde_json::from_str(APPROVAL_SAMPLE_INPUT).unwrap();
+        let d = engine.evaluate_approval(&sample).unwrap().decision.unwrap();
+        assert_eq!(d["allow"], true, "{d}");
+        let report = run_embedded_tests().unwrap();
+        for check in [ELEVATION_SAMPLE_CHECK, APPROVAL_SAMPLE_CHECK] {
+            assert!(report.results.iter().any(|r| r.name == check && r.passed));
+        }
+    }
+
+    #[test]
+    fn elevation_needs_a_usable_role_table_and_both_decisions() {
+        const DECISION: &str = "package jitssh\ndecision := {\"allow\": false}\n";
+        // No roles: elevation is off, and fails closed.
+        let off = engine(&[("p.rego", DECISION)]).unwrap();
+        assert!(off.roles().0.is_empty());
+        assert!(matches!(
+            off.evaluate_elevation(&json!({})),
+            Err(PolicyError::NoElevation { .. })
+        ));
+        assert!(matches!(
+            off.evaluate_approval(&json!({})),
+            Err(PolicyError::NoElevation { .. })
+        ));
+        // Roles without the decisions, or a malformed table: refused at load.
+        let roles = "package jitssh\nroles := {\"r\": {\"principals\": [\"x\"], \"max_ttl_seconds\": 60}}\n";
+        let err = engine(&[("p.rego", DECISION), ("r.rego", roles)]).unwrap_err();
+        assert!(err.to_string().contains("elevation_decision"), "{err}");
+        let bad =
+            "package jitssh\nroles := {\"r\": {\"principals\": [], \"max_ttl_seconds\": 60}}\n";
+        let err = engine(&[("p.rego", DECISION), ("r.rego", bad)]).unwrap_err();
+        assert!(matches!(err, PolicyError::Roles { .. }), "{err}");
+        assert!(err.to_string().contains("grants no principals"), "{err}");
+        // All three: served.
+        let full = format!(
+            "{roles}elevation_decision := {{\"outcome\": \"deny\"}}\napproval_decision := {{\"allow\": false}}\n"
+        );
+        let on = engine(&[("p.rego", DECISION), ("r.rego", &full)]).unwrap();
+        assert_eq!(on.roles().0.iter().count(), 1);
+        let d = on.evaluate_elevation(&json!({})).unwrap().decision.unwrap();
+        assert_eq!(d["outcome"], "deny");
+    }
+
+    #[test]
     fn embedded_policy_decides_host_certificates() {
         let engine = PolicyEngine::load_embedded_default().unwrap();
         assert!(engine.has_host_decision());
         let report = run_embedded_tests().unwrap();
-        assert_eq!(report.results.last().unwrap().name, HOST_SAMPLE_CHECK);
+        assert!(report.results.iter().any(|r| r.name == HOST_SAMPLE_CHECK));
         assert!(report.results.iter().any(|r| r.name.contains("test_host_")));
         let d = engine
             .evaluate_host(&host_input(

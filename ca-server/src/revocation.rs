@@ -260,16 +260,23 @@ impl Snapshot {
         self.key_fingerprints.contains(fingerprint)
     }
 
-    /// The OpenSSH KRL for certificates signed by `user_ca`.
-    pub fn krl(&self, user_ca: &KeyData, now: u64) -> Result<Vec<u8>, RevocationError> {
-        let mut certs = RevokedCerts::new(user_ca.clone());
-        certs.serials = self.serials.clone();
-        certs.key_ids = self.key_ids.clone();
+    /// The OpenSSH KRL for certificates signed by any of `user_cas` (more
+    /// than one during a rotation: serials and key IDs are revoked under each).
+    pub fn krl(&self, user_cas: &[KeyData], now: u64) -> Result<Vec<u8>, RevocationError> {
+        let certs = user_cas
+            .iter()
+            .map(|ca| {
+                let mut certs = RevokedCerts::new(ca.clone());
+                certs.serials = self.serials.clone();
+                certs.key_ids = self.key_ids.clone();
+                certs
+            })
+            .collect();
         Ok(write_krl(&KrlSpec {
             version: self.version,
             generated_at: now,
             comment: "jitssh".into(),
-            certs: vec![certs],
+            certs,
             keys: self.keys.clone(),
         })?)
     }

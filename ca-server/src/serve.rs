@@ -1,5 +1,8 @@
 //! `jitssh-ca serve`: assemble the authority from a `Config` and run the
-//! HTTP(S) server until shutdown.
+//! HTTP(S) server until shutdown, with every connection bounded by
+//! [`conn`]: a cap on how many, an idle timeout, a request-head timeout.
+
+mod conn;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +19,52 @@ use crate::issue::Authority;
 use crate::oidc::{TokenVerifier, VerifierOptions};
 use crate::policy::PolicyEngine;
 use crate::revocation::{RevocationCache, RevocationStore};
+
+pub use conn::ConnLimits;
+
+/// A connection with no request in progress (never sent a byte, or between
+/// keep-alive requests) is closed after this. Separate from the config's
+/// `header_read_timeout` (first byte of a request head to its end). Behind a
+/// proxy that keeps upstream connections alive, set its upstream idle timeout
+/// below this, or it may send a request on a connection being closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most connections held at once; further ones are closed as they arrive
+/// until others end. Also kept [`RESERVED_FDS`] below the process's open-file
+/// limit, so that a flood of connections cannot starve the audit database,
+/// policy reloads or IdP key fetches of file descriptors.
+pub const MAX_CONNECTIONS: usize = 16_384;
+
+/// File descriptors kept free for everything but client connections.
+pub const RESERVED_FDS: u64 = 256;
+
+/// A client that has connected gets this long for its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection bounds for `config`: [`IDLE_TIMEOUT`], the configured
+/// header timeout, and [`MAX_CONNECTIONS`] lowered to fit the open-file
+/// limit (a warning says so when it does).
+pub fn conn_limits(config: &Config) -> ConnLimits {
+    let mut max_connections = MAX_CONNECTIONS;
+    if let Some(nofile) = conn::open_files_limit() {
+        let fit =
+            usize::try_from(nofile.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
+        if fit < max_connections {
+            tracing::warn!(
+                open_files_limit = nofile,
+                max_connections = fit,
+                "the open-file limit (RLIMIT_NOFILE) caps connections below {MAX_CONNECTIONS}; \
+                 raise it (systemd: LimitNOFILE=65536) to serve more clients at once"
+            );
+            max_connections = fit;
+        }
+    }
+    ConnLimits {
+        idle_timeout: IDLE_TIMEOUT,
+        header_timeout: config.header_read_timeout,
+        max_connections,
+    }
+}
 
 /// Default verifier timings: refresh keys at most every 30 s on unknown
 /// `kid`s; keep using a cached key set for a day when the IdP is down.
@@ -44,7 +93,24 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         crate::hosts::JoinTokenStore::open(&config.database)?,
         config.host_max_ttl,
     );
-    Ok(Authority::new(
+    let elevations = Arc::new(crate::elevation::Elevations::open(
+        &config.database,
+        audit.clone(),
+        policy.clone(),
+        config.elevation.clone(),
+        crate::issue::now_unix(),
+    )?);
+    let published = crate::issue::PublishedKeys {
+        user: crate::rotation::published(&config.user_ca_key)?
+            .into_iter()
+            .map(|p| p.key.key_data().clone())
+            .collect(),
+        host: crate::rotation::published(&config.host_ca_key)?
+            .into_iter()
+            .map(|p| p.key.key_data().clone())
+            .collect(),
+    };
+    let mut authority = Authority::new(
         config.limits.clone(),
         user_ca,
         host_ca,
@@ -53,9 +119,12 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         audit,
         revocations,
         hosts,
+        elevations,
         config.rate_per_minute,
         config.rate_burst,
-    )?)
+    )?;
+    authority.published = published;
+    Ok(authority)
 }
 
 pub fn app_state(
@@ -104,6 +173,7 @@ pub async fn run(
         .revocations
         .clone()
         .spawn_refresher(Duration::from_secs(1));
+    state.authority.elevations.spawn_background();
 
     let handle = axum_server::Handle::<SocketAddr>::new();
     let h = handle.clone();
@@ -113,6 +183,8 @@ pub async fn run(
         h.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = conn_limits(config);
+    tracing::debug!(?limits, "connection limits");
     match &config.tls {
         Some((cert, key)) => {
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -124,19 +196,29 @@ pub async fn run(
                         key.display()
                     )
                 })?;
-            let mut server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(config.header_read_timeout));
+            // HTTP/1.1 only (see `conn`): do not offer h2 in ALPN.
+            let mut rustls = (*tls.get_inner()).clone();
+            rustls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(rustls));
+            let mut server = axum_server::from_tcp_rustls(listener, tls)?
+                .map(|tls| {
+                    conn::ConnAcceptor::new(tls.handshake_timeout(TLS_HANDSHAKE_TIMEOUT), limits)
+                })
+                .http1_only()
+                .handle(handle);
+            // hyper's header timer also runs while a keep-alive connection
+            // waits for its next request; `conn` keeps both clocks instead.
+            server.http_builder().http1().header_read_timeout(None);
             server.serve(service).await?;
         }
         None => {
-            let mut server = axum_server::from_tcp(listener)?.handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(config.header_read_timeout));
+            let mut server = axum_server::from_tcp(listener)?
+                .map(|plain| conn::ConnAcceptor::new(plain, limits))
+                .http1_only()
+                .handle(handle);
+            // hyper's header timer also runs while a keep-alive connection
+            // waits for its next request; `conn` keeps both clocks instead.
+            server.http_builder().http1().header_read_timeout(None);
             server.serve(service).await?;
         }
     }

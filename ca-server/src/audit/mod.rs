@@ -40,6 +40,54 @@ pub struct UsedToken {
     pub expires_at: u64,
 }
 
+/// What a [`AuditStore::transact`] operation decided.
+pub struct TxOutcome<T> {
+    /// Rows appended to the chain in the same transaction.
+    pub events: Vec<AuditEvent>,
+    /// Keep the state change (`false` rolls it back, the rows still go in).
+    pub keep: bool,
+    /// Returned to the caller after COMMIT.
+    pub value: T,
+}
+
+struct TxJobImpl<T, F> {
+    op: Option<F>,
+    value: Option<T>,
+    reply: oneshot::Sender<Result<T, AuditError>>,
+}
+
+impl<T, F> writer::TxJob for TxJobImpl<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> rusqlite::Result<TxOutcome<T>> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<(Vec<writer::NewRow>, bool)> {
+        let op = self
+            .op
+            .take()
+            .ok_or_else(|| rusqlite::Error::InvalidQuery)?;
+        let out = op(conn)?;
+        let rows = out
+            .events
+            .into_iter()
+            .map(|e| writer::NewRow::new(e, None))
+            .collect::<Result<Vec<_>, AuditError>>()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        self.value = Some(out.value);
+        Ok((rows, out.keep))
+    }
+
+    fn reply(self: Box<Self>, result: Result<(), AuditError>) {
+        let this = *self;
+        let answer = result.and_then(|()| {
+            this.value.ok_or_else(|| {
+                AuditError::Unavailable("internal error: transaction did not run".into())
+            })
+        });
+        let _ = this.reply.send(answer);
+    }
+}
+
 /// One audit row as read back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredEvent {
@@ -277,6 +325,28 @@ impl AuditStore {
         let row = Box::new(writer::NewRow::new(event, used_token)?);
         let (reply, rx) = oneshot::channel();
         self.send(writer::Job::Append { row, reply }).await?;
+        rx.await.map_err(|_| self.stopped())?
+    }
+
+    /// Run a state change (`op`, on the writer's connection, inside the next
+    /// group commit) atomically with the audit rows it returns. Replies only
+    /// after COMMIT. With `keep: false` the state change is rolled back but
+    /// its rows are still appended (a refused transition is audited).
+    ///
+    /// Changes run one at a time on the single writer, so a conditional
+    /// `UPDATE` inside `op` settles races between concurrent callers.
+    pub async fn transact<T, F>(&self, op: F) -> Result<T, AuditError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<TxOutcome<T>> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = TxJobImpl {
+            op: Some(op),
+            value: None,
+            reply,
+        };
+        self.send(writer::Job::Transact(Box::new(job))).await?;
         rx.await.map_err(|_| self.stopped())?
     }
 

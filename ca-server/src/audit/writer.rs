@@ -25,6 +25,9 @@ pub(super) enum Job {
         row: Box<NewRow>,
         reply: oneshot::Sender<Result<u64, AuditError>>,
     },
+    /// A state change committed atomically with its audit rows
+    /// ([`super::AuditStore::transact`]).
+    Transact(Box<dyn TxJob>),
     /// `check_writable`: commit a heartbeat.
     Ping {
         reply: oneshot::Sender<Result<(), AuditError>>,
@@ -32,6 +35,16 @@ pub(super) enum Job {
     /// Make the writer exit, to test what callers see then.
     #[cfg(test)]
     Stop,
+}
+
+/// The writer's view of a [`super::AuditStore::transact`] call.
+pub(super) trait TxJob: Send {
+    /// Run the state change inside the batch's transaction. Returns the audit
+    /// rows to append and whether to keep the state change (`false` rolls it
+    /// back; the rows are appended either way, so refusals are audited).
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<(Vec<NewRow>, bool)>;
+    /// After COMMIT (or the batch's failure): answer the caller.
+    fn reply(self: Box<Self>, result: Result<(), AuditError>);
 }
 
 /// An event ready to insert: serialised once, columns extracted, numbers
@@ -197,7 +210,7 @@ impl Writer {
             }
             // A panic here is a bug, but it must not take the writer (and so
             // every future issuance) down: treat it as a failed batch.
-            let result = catch_unwind(AssertUnwindSafe(|| self.write(&batch)))
+            let result = catch_unwind(AssertUnwindSafe(|| self.write(&mut batch)))
                 .unwrap_or_else(|_| Err(WriteFailure::Panic));
             match result {
                 Ok(seqs) => self.committed(&mut batch, seqs),
@@ -210,14 +223,14 @@ impl Writer {
 
     /// One transaction for the whole batch. Returns the seqs given to the
     /// appends, in order.
-    fn write(&mut self, batch: &[Job]) -> Result<Vec<u64>, WriteFailure> {
+    fn write(&mut self, batch: &mut [Job]) -> Result<Vec<u64>, WriteFailure> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let seqs = self.insert(batch)?;
         self.conn.execute_batch("COMMIT")?;
         Ok(seqs)
     }
 
-    fn insert(&self, batch: &[Job]) -> rusqlite::Result<Vec<u64>> {
+    fn insert(&self, batch: &mut [Job]) -> rusqlite::Result<Vec<u64>> {
         // Read inside the write transaction: always the committed truth.
         let (mut seq, mut prev) = head(&self.conn)?;
         let mut audit = self.conn.prepare_cached(
@@ -232,16 +245,7 @@ impl Writer {
         )?;
         let mut seqs = Vec::with_capacity(batch.len());
         let mut ping = false;
-        for job in batch {
-            let row = match job {
-                Job::Append { row, .. } => row,
-                Job::Ping { .. } => {
-                    ping = true;
-                    continue;
-                }
-                #[cfg(test)]
-                Job::Stop => continue,
-            };
+        let mut append = |row: &NewRow| -> rusqlite::Result<u64> {
             seq += 1;
             let useq =
                 u64::try_from(seq).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, seq))?;
@@ -265,7 +269,28 @@ impl Writer {
                 token.execute(params![hash, exp])?;
             }
             prev = hash;
-            seqs.push(useq);
+            Ok(useq)
+        };
+        for job in batch.iter_mut() {
+            match job {
+                Job::Append { row, .. } => seqs.push(append(row)?),
+                Job::Transact(tx) => {
+                    // A savepoint per state change, so a refused change rolls
+                    // back alone while its refusal row still joins the batch.
+                    self.conn.execute_batch("SAVEPOINT jitssh_tx")?;
+                    let (rows, keep) = tx.run(&self.conn)?;
+                    if !keep {
+                        self.conn.execute_batch("ROLLBACK TO jitssh_tx")?;
+                    }
+                    self.conn.execute_batch("RELEASE jitssh_tx")?;
+                    for row in &rows {
+                        append(row)?;
+                    }
+                }
+                Job::Ping { .. } => ping = true,
+                #[cfg(test)]
+                Job::Stop => {}
+            }
         }
         if ping {
             self.conn.execute(
@@ -301,6 +326,7 @@ impl Writer {
                 Job::Ping { reply } => {
                     let _ = reply.send(Ok(()));
                 }
+                Job::Transact(tx) => tx.reply(Ok(())),
                 #[cfg(test)]
                 Job::Stop => {}
             }
@@ -339,6 +365,7 @@ impl Writer {
                 Job::Ping { reply } => {
                     let _ = reply.send(Err(AuditError::Unavailable(message.clone())));
                 }
+                Job::Transact(tx) => tx.reply(Err(AuditError::Unavailable(message.clone()))),
                 #[cfg(test)]
                 Job::Stop => {}
             }

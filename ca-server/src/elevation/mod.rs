@@ -1,0 +1,1144 @@
+//! Just-in-time elevation: request a role with a reason; the policy
+//! approves, denies or asks approvers; the grant starts at approval and ends
+//! by itself. Every transition commits together with its audit row.
+//!
+//! The rules enforced here whatever the policy says: nobody approves their
+//! own request (same issuer + subject, or the same verified email); each
+//! approver counts once; only a pending request inside its deadline can be
+//! decided; an approval counts only for the exact request (its hash) it was
+//! given for; a grant never outlives its role's maximum or
+//! `[elevation] max_grant`. Certificates carry a role's principals only while
+//! the requester's grant is active ([`GrantIndex`], read by `issue`).
+
+mod store;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ca_core::audit::AuditEvent;
+use ca_core::elevation::{
+    ActiveGrant, ElevationError, ElevationRequest, Outcome, Party, Role, RoleName, RoleTable,
+    enforce_approval, enforce_elevation, parse_comment, request_hash,
+};
+use ca_core::wire::{Elevation, ElevationCreate, ElevationDecide, ElevationVote};
+use ca_core::{IdentityKind, Principal, Refusal, VerifiedIdentity};
+use rand_core::{OsRng, RngCore as _};
+use serde_json::json;
+
+use crate::audit::{AuditError, AuditStore, TxOutcome};
+use crate::config::ElevationConfig;
+use crate::policy::PolicyEngine;
+pub use store::Row;
+use webhook::{Notification, Notifier};
+
+/// Everything that can stop an elevation call. `http` maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ElevationOpError {
+    #[error("request body is not valid JSON for this endpoint: {0}")]
+    BadBody(String),
+    #[error("{0}")]
+    Request(#[from] ElevationError),
+    #[error(
+        "this CA's policy defines no roles, so there is nothing to elevate to; ask the CA operator"
+    )]
+    NotConfigured,
+    #[error("no role {role} is defined; roles: {known}")]
+    UnknownRole { role: String, known: String },
+    #[error("denied by policy: {}", .reasons.join("; "))]
+    Denied { reasons: Vec<String> },
+    #[error(
+        "the CA's policy could not decide ({0}); nothing was changed. Ask the CA operator to check the policy"
+    )]
+    PolicyError(String),
+    #[error("no elevation {0} that you may see")]
+    NotFound(String),
+    #[error("elevation {id} is {state}; only a pending request can be {action}")]
+    NotPending {
+        id: String,
+        state: String,
+        action: &'static str,
+    },
+    #[error("elevation {id} is {state}; nothing to cancel")]
+    NotCancellable { id: String, state: String },
+    #[error(
+        "you cannot approve or deny your own elevation request; ask an approver (cancel it with `jitssh cancel`)"
+    )]
+    SelfApproval,
+    #[error("you already approved elevation {0}; each approver counts once")]
+    AlreadyApproved(String),
+    #[error(
+        "elevation {0} is not the request you reviewed (its request_hash differs); look at it again with `jitssh requests`"
+    )]
+    RequestChanged(String),
+    #[error("you may not decide elevation {id}: {}", .reasons.join("; "))]
+    NotApprover { id: String, reasons: Vec<String> },
+    #[error("only the requester can cancel elevation {0}; approvers deny, operators revoke")]
+    NotRequester(String),
+    #[error("only people can approve or deny elevations; workload identities cannot")]
+    WorkloadApprover,
+    #[error("the audit log cannot be written, so nothing was changed; try again shortly")]
+    AuditUnavailable(#[source] AuditError),
+    #[error("cannot read elevations: {0}")]
+    Store(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ElevationOpError {
+    /// Stable snake_case code, shared by the HTTP body and audit rows.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ElevationOpError::BadBody(_) => "invalid_request",
+            ElevationOpError::Request(e) => e.code(),
+            ElevationOpError::NotConfigured => "elevation_not_configured",
+            ElevationOpError::UnknownRole { .. } => "unknown_role",
+            ElevationOpError::Denied { .. } => "denied_by_policy",
+            ElevationOpError::PolicyError(_) => "policy_error",
+            ElevationOpError::NotFound(_) => "elevation_not_found",
+            ElevationOpError::NotPending { .. } => "elevation_not_pending",
+            ElevationOpError::NotCancellable { .. } => "elevation_not_cancellable",
+            ElevationOpError::SelfApproval => "self_approval",
+            ElevationOpError::AlreadyApproved(_) => "already_approved",
+            ElevationOpError::RequestChanged(_) => "request_changed",
+            ElevationOpError::NotApprover { .. } => "not_an_approver",
+            ElevationOpError::NotRequester(_) => "not_the_requester",
+            ElevationOpError::WorkloadApprover => "workload_approver",
+            ElevationOpError::AuditUnavailable(_) => "audit_unavailable",
+            ElevationOpError::Store(_) => "database_unavailable",
+            ElevationOpError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+/// Active grants by issuer and subject, for the issuance path. Rebuilt from
+/// the database after every transition this process commits and every
+/// second (so `jitssh-ca elevation revoke`, a separate process, takes effect
+/// within a second).
+#[derive(Default)]
+pub struct GrantIndex {
+    by_identity: ArcSwap<HashMap<String, HashMap<String, Vec<ActiveGrant>>>>,
+}
+
+impl GrantIndex {
+    /// The grants of `issuer` + `subject` still active at `now`.
+    pub fn active(&self, issuer: &str, subject: &str, now: u64) -> Vec<ActiveGrant> {
+        let map = self.by_identity.load();
+        if map.is_empty() {
+            return Vec::new();
+        }
+        map.get(issuer)
+            .and_then(|m| m.get(subject))
+            .map(|v| v.iter().filter(|g| g.ends_at > now).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn replace(&self, rows: Vec<Row>) {
+        let mut map: HashMap<String, HashMap<String, Vec<ActiveGrant>>> = HashMap::new();
+        for row in rows {
+            let Some(ends_at) = row.grant_end else {
+                continue;
+            };
+            let principals = row
+                .principals
+                .iter()
+                .filter_map(|p| Principal::parse(p).ok())
+                .collect();
+            map.entry(row.requester.issuer.clone())
+                .or_default()
+                .entry(row.requester.subject.clone())
+                .or_default()
+                .push(ActiveGrant {
+                    id: row.id,
+                    role: row.role,
+                    principals,
+                    ends_at,
+                });
+        }
+        self.by_identity.store(Arc::new(map));
+    }
+}
+
+/// The elevation service: requests, decisions, grants.
+pub struct Elevations {
+    path: PathBuf,
+    audit: AuditStore,
+    policy: Arc<PolicyEngine>,
+    config: ElevationConfig,
+    grants: Arc<GrantIndex>,
+    notifier: Option<Notifier>,
+}
+
+/// What a request's caller is: the verified identity and where it came from.
+pub struct Caller<'a> {
+    pub identity: &'a VerifiedIdentity,
+    pub source_ip: &'a str,
+}
+
+impl Caller<'_> {
+    fn party(&self) -> Party {
+        party(self.identity)
+    }
+
+    fn event(&self, action: &str, now: u64) -> AuditEvent {
+        AuditEvent {
+            time: now,
+            action: action.into(),
+            issuer: Some(self.identity.issuer.clone()),
+            subject: Some(self.identity.subject.clone()),
+            email: self.identity.email.clone(),
+            source_ip: Some(self.source_ip.to_owned()),
+            ..Default::default()
+        }
+    }
+}
+
+fn party(id: &VerifiedIdentity) -> Party {
+    Party {
+        issuer: id.issuer.clone(),
+        subject: id.subject.clone(),
+        email: id.email.clone(),
+    }
+}
+
+/// How many elevations `list` returns at most.
+const LIST_LIMIT: usize = 200;
+
+impl Elevations {
+    /// Create the tables if needed and load the active grants.
+    pub fn open(
+        path: &Path,
+        audit: AuditStore,
+        policy: Arc<PolicyEngine>,
+        config: ElevationConfig,
+        now: u64,
+    ) -> anyhow::Result<Self> {
+        store::create_tables(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the elevation tables in {}: {e}",
+                path.display()
+            )
+        })?;
+        let notifier = config.webhook.clone().map(Notifier::new).transpose()?;
+        let this = Elevations {
+            path: path.to_owned(),
+            audit,
+            policy,
+            config,
+            grants: Arc::new(GrantIndex::default()),
+            notifier,
+        };
+        this.refresh(now)
+            .map_err(|e| anyhow::anyhow!("cannot load active elevation grants: {e}"))?;
+        Ok(this)
+    }
+
+    /// The active-grant index the issuance path reads.
+    pub fn grants(&self) -> Arc<GrantIndex> {
+        self.grants.clone()
+    }
+
+    /// Reload the active grants from the database.
+    pub fn refresh(&self, now: u64) -> Result<(), ElevationOpError> {
+        let conn = self.reader()?;
+        let rows = store::active(&conn, now).map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        self.grants.replace(rows);
+        Ok(())
+    }
+
+    /// After a committed change the answer stands; a failed refresh only
+    /// delays the index until the next one-second refresh (logged).
+    fn refresh_after_commit(&self, now: u64) {
+        if let Err(e) = self.refresh(now) {
+            tracing::warn!(error = %e, "could not refresh active elevation grants after a change");
+        }
+    }
+
+    fn reader(&self) -> Result<rusqlite::Connection, ElevationOpError> {
+        store::reader(&self.path).map_err(|e| ElevationOpError::Store(e.to_string()))
+    }
+
+    fn notify(
+        &self,
+        event: &'static str,
+        actor: Option<Party>,
+        comment: Option<String>,
+        e: &Elevation,
+        now: u64,
+    ) {
+        if let Some(n) = &self.notifier {
+            n.notify(Notification {
+                event,
+                time: now,
+                actor,
+                comment,
+                elevation: e.clone(),
+            });
+        }
+    }
+
+    /// Start the background work: webhook delivery, the one-second grant
+    /// refresh, and expiry of undecided requests and ended grants.
+    pub fn spawn_background(self: &Arc<Self>) {
+        if let Some(n) = &self.notifier {
+            n.spawn();
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = crate::issue::now_unix();
+                if let Err(e) = this.sweep(now).await {
+                    tracing::warn!(error = %e, "elevation expiry sweep failed; will retry");
+                }
+                if let Err(e) = this.refresh(now) {
+                    tracing::warn!(error = %e, "could not refresh active elevation grants");
+                }
+            }
+        });
+    }
+
+    fn role(&self, name: &str) -> Result<(Arc<RoleTable>, String, Role), ElevationOpError> {
+        let (roles, hash) = self.policy.roles();
+        if roles.is_empty() {
+            return Err(ElevationOpError::NotConfigured);
+        }
+        let parsed = RoleName::parse(name)?;
+        let role = roles
+            .get(&parsed)
+            .cloned()
+            .ok_or_else(|| ElevationOpError::UnknownRole {
+                role: parsed.to_string(),
+                known: roles
+                    .iter()
+                    .map(|r| r.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        Ok((roles, hash, role))
+    }
+
+    /// `POST /v1/elevations`.
+    pub async fn create(
+        &self,
+        caller: &Caller<'_>,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Elevation, ElevationOpError> {
+        let mut event = caller.event("elevation_request", now);
+        let result = self.create_steps(caller, body, now, &mut event).await;
+        if let Err(e) = &result {
+            self.audit_refusal(event, e).await;
+        }
+        result
+    }
+
+    async fn create_steps(
+        &self,
+        caller: &Caller<'_>,
+        body: &[u8],
+        now: u64,
+        event: &mut AuditEvent,
+    ) -> Result<Elevation, ElevationOpError> {
+        let body: ElevationCreate =
+            serde_json::from_slice(body).map_err(|e| ElevationOpError::BadBody(e.to_string()))?;
+        let req = ElevationRequest::parse(&body)?;
+        event.reason = Some(req.reason.clone());
+        event.requested_ttl = req.ttl.map(|t| t.as_secs());
+        event.details = Some(json!({"role": req.role}));
+        let (_, _, role) = self.role(req.role.as_str())?;
+        event.requested_principals = Some(role.principals.iter().map(|p| p.to_string()).collect());
+
+        let input = json!({
+            "identity": caller.identity,
+            "request": {
+                "kind": "elevation_request",
+                "role": req.role,
+                "ttl_seconds": req.ttl.map(|t| t.as_secs()),
+                "reason": req.reason,
+                "source_ip": caller.source_ip,
+            },
+            "role": role_input(&role),
+            "time": time_input(now),
+        });
+        let eval = self
+            .policy
+            .evaluate_elevation(&input)
+            .map_err(|e| ElevationOpError::PolicyError(e.to_string()))?;
+        event.policy_hash = Some(eval.policy_hash.clone());
+        let outcome = enforce_elevation(eval.decision.as_ref(), &role, &req, self.config.max_grant)
+            .map_err(refusal)?;
+
+        let id = new_id();
+        let requester = caller.party();
+        let principals: Vec<String> = role.principals.iter().map(|p| p.to_string()).collect();
+        let (state, ttl, approvals_required, reasons) = match outcome {
+            Outcome::Deny { reasons } => {
+                event.decision_reasons = reasons.clone();
+                return Err(ElevationOpError::Denied { reasons });
+            }
+            Outcome::Approve { ttl, reasons } => ("approved", ttl, 0, reasons),
+            Outcome::Pending {
+                ttl,
+                approvals,
+                reasons,
+            } => ("pending", ttl, approvals, reasons),
+        };
+        let hash = request_hash(
+            &id,
+            &requester,
+            &role.name,
+            &role.principals,
+            ttl,
+            &req.reason,
+            now,
+        );
+        let approved = state == "approved";
+        let row = Row {
+            id: id.clone(),
+            requester: requester.clone(),
+            requester_groups: caller.identity.groups.clone(),
+            role: role.name.to_string(),
+            principals: principals.clone(),
+            ttl_seconds: ttl.as_secs(),
+            reason: req.reason.clone(),
+            reasons: reasons.clone(),
+            approvals_required,
+            state: state.into(),
+            created_at: now,
+            pending_until: now + self.config.pending_timeout.as_secs(),
+            grant_start: approved.then_some(now),
+            grant_end: approved.then_some(now + ttl.as_secs()),
+            closed_by: None,
+            request_hash: hash.clone(),
+            policy_hash: eval.policy_hash.clone(),
+        };
+        event.outcome = state.into();
+        event.decision_reasons = reasons;
+        event.ttl_seconds = Some(ttl.as_secs());
+        if approved {
+            event.granted_principals = principals;
+        }
+        event.details = Some(details(&row, None));
+        let stored = row.clone();
+        let ev = event.clone();
+        self.audit
+            .transact(move |conn| {
+                store::insert(conn, &stored)?;
+                Ok(TxOutcome {
+                    events: vec![ev],
+                    keep: true,
+                    value: (),
+                })
+            })
+            .await
+            .map_err(ElevationOpError::AuditUnavailable)?;
+        event.outcome = "done".into();
+        if approved {
+            self.refresh_after_commit(now);
+        }
+        let wire = row.to_wire(vec![], now, false);
+        self.notify(
+            if approved {
+                "elevation.approved"
+            } else {
+                "elevation.pending"
+            },
+            Some(requester),
+            None,
+            &wire,
+            now,
+        );
+        tracing::info!(id = %id, role = %role.name, state, who = %caller.identity.display_name(), "elevation requested");
+        Ok(wire)
+    }
+
+    /// Audit a refused call (unless the database is the problem, or the
+    /// change already committed its own row).
+    async fn audit_refusal(&self, mut event: AuditEvent, e: &ElevationOpError) {
+        if matches!(e, ElevationOpError::AuditUnavailable(_)) || event.outcome == "done" {
+            return;
+        }
+        event.outcome = "denied".into();
+        event.code = Some(e.code().into());
+        if event.decision_reasons.is_empty() {
+            event.decision_reasons = vec![e.to_string()];
+        }
+        if let Err(ae) = self.audit.append(event, None).await {
+            tracing::error!(error = %ae, "could not audit an elevation refusal");
+        }
+    }
+
+    /// May `who` decide `row` (approve or deny)? The server's rules first,
+    /// then the policy's `approval_decision`.
+    fn may_decide(
+        &self,
+        who: &Caller<'_>,
+        row: &Row,
+        votes: &[(ElevationVote, String)],
+        action: &str,
+        now: u64,
+    ) -> Result<(Vec<String>, String), ElevationOpError> {
+        if who.identity.kind != IdentityKind::Human {
+            return Err(ElevationOpError::WorkloadApprover);
+        }
+        if row.requester.same_person(&who.party()) {
+            return Err(ElevationOpError::SelfApproval);
+        }
+        let (roles, _) = self.policy.roles();
+        let role = RoleName::parse(&row.role)
+            .ok()
+            .and_then(|n| roles.get(&n).cloned());
+        let input = json!({
+            "identity": who.identity,
+            "request": {
+                "kind": "elevation_approval",
+                "action": action,
+                "id": row.id,
+                "role": row.role,
+                "principals": row.principals,
+                "ttl_seconds": row.ttl_seconds,
+                "reason": row.reason,
+                "created_at": row.created_at,
+                "requester": {
+                    "issuer": row.requester.issuer,
+                    "subject": row.requester.subject,
+                    "email": row.requester.email,
+                    "groups": row.requester_groups,
+                },
+                "approvals": votes.iter().map(|(v, _)| json!({
+                    "issuer": v.issuer, "subject": v.subject, "email": v.email, "time": v.time,
+                })).collect::<Vec<_>>(),
+                "approvals_required": row.approvals_required,
+                "source_ip": who.source_ip,
+            },
+            "role": role.as_ref().map(role_input),
+            "time": time_input(now),
+        });
+        let eval = self
+            .policy
+            .evaluate_approval(&input)
+            .map_err(|e| ElevationOpError::PolicyError(e.to_string()))?;
+        match enforce_approval(eval.decision.as_ref()) {
+            Ok(reasons) => Ok((reasons, eval.policy_hash)),
+            Err(Refusal::Denied { reasons }) => Err(ElevationOpError::NotApprover {
+                id: row.id.clone(),
+                reasons,
+            }),
+            Err(Refusal::PolicyError(m)) => Err(ElevationOpError::PolicyError(m)),
+        }
+    }
+
+    fn load_visible(
+        &self,
+        who: &Caller<'_>,
+        id: &str,
+    ) -> Result<(Row, Vec<(ElevationVote, String)>), ElevationOpError> {
+        if id.is_empty() || id.len() > 64 || ca_core::has_control_chars(id) {
+            return Err(ElevationOpError::NotFound(ca_core::escape_control(id)));
+        }
+        let conn = self.reader()?;
+        let row = store::load(&conn, id)
+            .map_err(|e| ElevationOpError::Store(e.to_string()))?
+            .ok_or_else(|| ElevationOpError::NotFound(id.to_owned()))?;
+        let votes = store::votes(&conn, id).map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        let _ = who;
+        Ok((row, votes))
+    }
+
+    /// Whether `who` may see `row`: the requester, anyone who voted or
+    /// closed it, and anyone the policy lets decide it.
+    fn visible(
+        &self,
+        who: &Caller<'_>,
+        row: &Row,
+        votes: &[(ElevationVote, String)],
+        now: u64,
+    ) -> (bool, bool) {
+        let me = who.party();
+        if row.requester.issuer == me.issuer && row.requester.subject == me.subject {
+            return (true, false);
+        }
+        let voted = votes
+            .iter()
+            .any(|(v, _)| v.issuer == me.issuer && v.subject == me.subject)
+            || row
+                .closed_by
+                .as_ref()
+                .is_some_and(|c| c.issuer == me.issuer && c.subject == me.subject);
+        let can = self.may_decide(who, row, votes, "approve", now).is_ok();
+        let pending = row.state_at(now) == "pending";
+        (voted || can, can && pending && !voted)
+    }
+
+    /// `GET /v1/elevations/{id}`.
+    pub fn get(&self, who: &Caller<'_>, id: &str, now: u64) -> Result<Elevation, ElevationOpError> {
+        let (row, votes) = self.load_visible(who, id)?;
+        let (visible, can_decide) = self.visible(who, &row, &votes, now);
+        if !visible {
+            return Err(ElevationOpError::NotFound(id.to_owned()));
+        }
+        Ok(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, can_decide))
+    }
+
+    /// `GET /v1/elevations?state=...`: the caller's own requests and the
+    /// pending ones the caller may decide; `state` filters by the state read
+    /// at `now` (`active` means approved and not yet ended; `all` or none).
+    pub fn list(
+        &self,
+        who: &Caller<'_>,
+        state: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<Elevation>, ElevationOpError> {
+        let filter = match state {
+            None | Some("all") | Some("") => None,
+            Some(
+                s @ ("pending" | "approved" | "active" | "denied" | "expired" | "cancelled"
+                | "revoked"),
+            ) => Some(s),
+            Some(other) => {
+                return Err(ElevationOpError::BadBody(format!(
+                    "unknown state {:?}: use pending, active, approved, denied, expired, cancelled, revoked or all",
+                    ca_core::escape_control(other)
+                )));
+            }
+        };
+        let conn = self.reader()?;
+        let me = who.party();
+        let (own, pending) = store::candidates(&conn, &me, LIST_LIMIT)
+            .map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for row in own.into_iter().chain(pending) {
+            if !seen.insert(row.id.clone()) {
+                continue;
+            }
+            let st = row.state_at(now);
+            let keep = match filter {
+                None => true,
+                Some("active") | Some("approved") => st == "approved",
+                Some(f) => st == f,
+            };
+            if !keep {
+                continue;
+            }
+            let votes =
+                store::votes(&conn, &row.id).map_err(|e| ElevationOpError::Store(e.to_string()))?;
+            let (visible, can_decide) = self.visible(who, &row, &votes, now);
+            if visible {
+                out.push(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, can_decide));
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// `POST /v1/elevations/{id}/approve`.
+    pub async fn approve(
+        &self,
+        who: &Caller<'_>,
+        id: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Elevation, ElevationOpError> {
+        self.decide(who, id, body, now, true).await
+    }
+
+    /// `POST /v1/elevations/{id}/deny`.
+    pub async fn deny(
+        &self,
+        who: &Caller<'_>,
+        id: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Elevation, ElevationOpError> {
+        self.decide(who, id, body, now, false).await
+    }
+
+    async fn decide(
+        &self,
+        who: &Caller<'_>,
+        id: &str,
+        body: &[u8],
+        now: u64,
+        approve: bool,
+    ) -> Result<Elevation, ElevationOpError> {
+        let action = if approve {
+            "elevation_approve"
+        } else {
+            "elevation_deny"
+        };
+        let mut event = who.event(action, now);
+        event.details = Some(json!({"elevation_id": ca_core::escape_control(id)}));
+        let result = self
+            .decide_steps(who, id, body, now, approve, &mut event)
+            .await;
+        if let Err(e) = &result {
+            self.audit_refusal(event, e).await;
+        }
+        result
+    }
+
+    async fn decide_steps(
+        &self,
+        who: &Caller<'_>,
+        id: &str,
+        body: &[u8],
+        now: u64,
+        approve: bool,
+        event: &mut AuditEvent,
+    ) -> Result<Elevation, ElevationOpError> {
+        let body: ElevationDecide = parse_optional_body(body)?;
+        let comment = parse_comment(body.comment.as_deref())?;
+        let (row, votes) = self.load_visible(who, id)?;
+        event.details = Some(details(&row, comment.as_deref()));
+        let verb = if approve { "approved" } else { "denied" };
+        let state = row.state_at(now);
+        if state != "pending" {
+            // Say what it is only to those who may see it.
+            if !self.visible(who, &row, &votes, now).0 {
+                return Err(ElevationOpError::NotFound(id.to_owned()));
+            }
+            return Err(ElevationOpError::NotPending {
+                id: id.to_owned(),
+                state: state.to_owned(),
+                action: verb,
+            });
+        }
+        let (reasons, policy_hash) = match self.may_decide(
+            who,
+            &row,
+            &votes,
+            if approve { "approve" } else { "deny" },
+            now,
+        ) {
+            Ok(r) => r,
+            Err(e @ ElevationOpError::NotApprover { .. }) => {
+                // Not an approver: whether it exists is none of their business.
+                if !self.visible(who, &row, &votes, now).0 {
+                    return Err(ElevationOpError::NotFound(id.to_owned()));
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        event.policy_hash = Some(policy_hash);
+        event.decision_reasons = reasons;
+        if body
+            .request_hash
+            .as_ref()
+            .is_some_and(|h| *h != row.request_hash)
+        {
+            return Err(ElevationOpError::RequestChanged(id.to_owned()));
+        }
+        let me = who.party();
+        let vote = ElevationVote {
+            issuer: me.issuer.clone(),
+            subject: me.subject.clone(),
+            email: me.email.clone(),
+            comment: comment.clone(),
+            time: now,
+        };
+        let seen_hash = row.request_hash.clone();
+        let id_owned = id.to_owned();
+        let base = event.clone();
+        // Decided on the writer, one change at a time: re-read, re-check, write.
+        let result = self
+            .audit
+            .transact(move |conn| {
+                let mut ev = base;
+                let refuse = |mut ev: AuditEvent, e: ElevationOpError| {
+                    ev.outcome = "denied".into();
+                    ev.code = Some(e.code().into());
+                    ev.decision_reasons = vec![e.to_string()];
+                    Ok(TxOutcome {
+                        events: vec![ev],
+                        keep: false,
+                        value: Err(e),
+                    })
+                };
+                let Some(current) = store::load(conn, &id_owned)? else {
+                    return refuse(ev, ElevationOpError::NotFound(id_owned.clone()));
+                };
+                let state = current.state_at(now).to_owned();
+                if state != "pending" {
+                    return refuse(
+                        ev,
+                        ElevationOpError::NotPending {
+                            id: id_owned.clone(),
+                            state,
+                            action: verb,
+                        },
+                    );
+                }
+                if current.request_hash != seen_hash {
+                    return refuse(ev, ElevationOpError::RequestChanged(id_owned.clone()));
+                }
+                if !approve {
+                    store::close(conn, &id_owned, &["pending"], "denied", Some(&vote), now)?;
+                    ev.outcome = "denied".into();
+                    ev.code = None;
+                    ev.details = Some(details(
+                        &Row {
+                            state: "denied".into(),
+                            ..current.clone()
+                        },
+                        vote.comment.as_deref(),
+                    ));
+                    let mut closed = current;
+                    closed.state = "denied".into();
+                    closed.closed_by = Some(vote);
+                    return Ok(TxOutcome {
+                        events: vec![ev],
+                        keep: true,
+                        value: Ok(closed),
+                    });
+                }
+                let prior = store::votes(conn, &id_owned)?;
+                let me = Party {
+                    issuer: vote.issuer.clone(),
+                    subject: vote.subject.clone(),
+                    email: vote.email.clone(),
+                };
+                if prior.iter().any(|(v, _)| {
+                    me.same_person(&Party {
+                        issuer: v.issuer.clone(),
+                        subject: v.subject.clone(),
+                        email: v.email.clone(),
+                    })
+                }) {
+                    return refuse(ev, ElevationOpError::AlreadyApproved(id_owned.clone()));
+                }
+                store::insert_vote(conn, &id_owned, &vote, &current.request_hash)?;
+                let counted = prior
+                    .iter()
+                    .filter(|(_, h)| *h == current.request_hash)
+                    .count()
+                    + 1;
+                let mut now_row = current.clone();
+                if counted >= current.approvals_required as usize {
+                    store::approve(conn, &id_owned, now, current.ttl_seconds)?;
+                    now_row.state = "approved".into();
+                    now_row.grant_start = Some(now);
+                    now_row.grant_end = Some(now + current.ttl_seconds);
+                    ev.outcome = "approved".into();
+                    ev.granted_principals = current.principals.clone();
+                    ev.ttl_seconds = Some(current.ttl_seconds);
+                } else {
+                    ev.outcome = "recorded".into();
+                }
+                let mut d = details(&now_row, vote.comment.as_deref());
+                d["approvals"] = json!(counted);
+                ev.details = Some(d);
+                Ok(TxOutcome {
+                    events: vec![ev],
+                    keep: true,
+                    value: Ok(now_row),
+                })
+            })
+            .await
+            .map_err(ElevationOpError::AuditUnavailable)?;
+        // The transaction audited itself, refusal or not.
+        event.outcome = "done".into();
+        let row = result?;
+        if row.state == "approved" {
+            self.refresh_after_commit(now);
+        }
+        let votes = self
+            .reader()
+            .ok()
+            .and_then(|conn| store::votes(&conn, id).ok())
+            .unwrap_or_default();
+        let wire = row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, false);
+        let kind = match (approve, row.state.as_str()) {
+            (false, _) => "elevation.denied",
+            (true, "approved") => "elevation.approved",
+            _ => "elevation.approval",
+        };
+        self.notify(kind, Some(me), comment, &wire, now);
+        tracing::info!(id, state = %row.state, who = %who.identity.display_name(), "elevation decided");
+        Ok(wire)
+    }
+
+    /// `POST /v1/elevations/{id}/cancel`: the requester withdraws a pending
+    /// request (→ cancelled) or drops an active grant early (→ revoked).
+    pub async fn cancel(
+        &self,
+        who: &Caller<'_>,
+        id: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Elevation, ElevationOpError> {
+        let mut event = who.event("elevation_cancel", now);
+        event.details = Some(json!({"elevation_id": ca_core::escape_control(id)}));
+        let result = async {
+            let body: ElevationDecide = parse_optional_body(body)?;
+            let comment = parse_comment(body.comment.as_deref())?;
+            let (row, votes) = self.load_visible(who, id)?;
+            let me = who.party();
+            if !(row.requester.issuer == me.issuer && row.requester.subject == me.subject) {
+                if !self.visible(who, &row, &votes, now).0 {
+                    return Err(ElevationOpError::NotFound(id.to_owned()));
+                }
+                return Err(ElevationOpError::NotRequester(id.to_owned()));
+            }
+            let by = ElevationVote {
+                issuer: me.issuer.clone(),
+                subject: me.subject.clone(),
+                email: me.email.clone(),
+                comment,
+                time: now,
+            };
+            self.close(&mut event, id, by, now, "elevation.cancelled")
+                .await
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit_refusal(event, e).await;
+        }
+        result
+    }
+
+    /// `jitssh-ca elevation revoke`: an operator ends a pending request or an
+    /// active grant. `operator` names who did it (for the audit row).
+    pub async fn revoke(
+        &self,
+        id: &str,
+        operator: &str,
+        reason: Option<String>,
+        now: u64,
+    ) -> Result<Elevation, ElevationOpError> {
+        let mut event = AuditEvent {
+            time: now,
+            action: "elevation_revoke".into(),
+            subject: Some(operator.to_owned()),
+            reason: reason.clone(),
+            details: Some(json!({"elevation_id": ca_core::escape_control(id)})),
+            ..Default::default()
+        };
+        let by = ElevationVote {
+            issuer: "jitssh-ca".into(),
+            subject: operator.to_owned(),
+            email: None,
+            comment: reason,
+            time: now,
+        };
+        let result = self
+            .close(&mut event, id, by, now, "elevation.revoked")
+            .await;
+        if let Err(e) = &result {
+            self.audit_refusal(event, e).await;
+        }
+        result
+    }
+
+    /// Close `id` (pending → cancelled/revoked, active → revoked).
+    async fn close(
+        &self,
+        event: &mut AuditEvent,
+        id: &str,
+        by: ElevationVote,
+        now: u64,
+        kind: &'static str,
+    ) -> Result<Elevation, ElevationOpError> {
+        let id_owned = id.to_owned();
+        let base = event.clone();
+        let operator = kind == "elevation.revoked";
+        let result = self
+            .audit
+            .transact(move |conn| {
+                let mut ev = base;
+                let Some(current) = store::load(conn, &id_owned)? else {
+                    ev.outcome = "denied".into();
+                    ev.code = Some("elevation_not_found".into());
+                    return Ok(TxOutcome {
+                        events: vec![ev],
+                        keep: false,
+                        value: Err(ElevationOpError::NotFound(id_owned.clone())),
+                    });
+                };
+                let state = current.state_at(now).to_owned();
+                let to = match (state.as_str(), operator) {
+                    ("pending", false) => "cancelled",
+                    ("pending", true) | ("approved", _) => "revoked",
+                    _ => {
+                        let e = ElevationOpError::NotCancellable {
+                            id: id_owned.clone(),
+                            state,
+                        };
+                        ev.outcome = "denied".into();
+                        ev.code = Some(e.code().into());
+                        ev.decision_reasons = vec![e.to_string()];
+                        return Ok(TxOutcome {
+                            events: vec![ev],
+                            keep: false,
+                            value: Err(e),
+                        });
+                    }
+                };
+                store::close(
+                    conn,
+                    &id_owned,
+                    &[current.state.as_str()],
+                    to,
+                    Some(&by),
+                    now,
+                )?;
+                let mut closed = current;
+                closed.state = to.into();
+                if closed.grant_end.is_some() {
+                    closed.grant_end = Some(now);
+                }
+                closed.closed_by = Some(by.clone());
+                ev.outcome = to.into();
+                ev.details = Some(details(&closed, by.comment.as_deref()));
+                Ok(TxOutcome {
+                    events: vec![ev],
+                    keep: true,
+                    value: Ok(closed),
+                })
+            })
+            .await
+            .map_err(ElevationOpError::AuditUnavailable)?;
+        event.outcome = "done".into();
+        let row = result?;
+        self.refresh_after_commit(now);
+        let wire = row.to_wire(vec![], now, false);
+        let actor = row.closed_by.as_ref().map(|c| Party {
+            issuer: c.issuer.clone(),
+            subject: c.subject.clone(),
+            email: c.email.clone(),
+        });
+        self.notify(
+            if row.state == "cancelled" {
+                "elevation.cancelled"
+            } else {
+                kind
+            },
+            actor,
+            row.closed_by.as_ref().and_then(|c| c.comment.clone()),
+            &wire,
+            now,
+        );
+        tracing::info!(id, state = %row.state, "elevation closed");
+        Ok(wire)
+    }
+
+    /// Record expiry of undecided requests and ended grants (one audit row
+    /// each). Reads see them expired anyway; this makes it a transition.
+    pub async fn sweep(&self, now: u64) -> Result<usize, ElevationOpError> {
+        let expired = self
+            .audit
+            .transact(move |conn| {
+                let due = store::expire_due(conn, now)?;
+                let events = due
+                    .iter()
+                    .map(|row| {
+                        let mut d = details(row, None);
+                        d["from"] = json!(row.state);
+                        AuditEvent {
+                            time: now,
+                            action: "elevation_expire".into(),
+                            outcome: "expired".into(),
+                            issuer: Some(row.requester.issuer.clone()),
+                            subject: Some(row.requester.subject.clone()),
+                            email: row.requester.email.clone(),
+                            details: Some(d),
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                Ok(TxOutcome {
+                    events,
+                    keep: true,
+                    value: due,
+                })
+            })
+            .await
+            .map_err(ElevationOpError::AuditUnavailable)?;
+        for row in &expired {
+            let mut r = row.clone();
+            r.state = "expired".into();
+            self.notify(
+                "elevation.expired",
+                None,
+                None,
+                &r.to_wire(vec![], now, false),
+                now,
+            );
+        }
+        Ok(expired.len())
+    }
+
+    /// For `jitssh-ca elevation list/show` (operator view: everything).
+    pub fn all(&self, limit: usize) -> Result<Vec<Row>, ElevationOpError> {
+        let conn = self.reader()?;
+        store::all(&conn, limit).map_err(|e| ElevationOpError::Store(e.to_string()))
+    }
+
+    /// For `jitssh-ca elevation show`.
+    pub fn show(&self, id: &str, now: u64) -> Result<Elevation, ElevationOpError> {
+        let conn = self.reader()?;
+        let row = store::load(&conn, id)
+            .map_err(|e| ElevationOpError::Store(e.to_string()))?
+            .ok_or_else(|| ElevationOpError::NotFound(id.to_owned()))?;
+        let votes = store::votes(&conn, id).map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        Ok(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, false))
+    }
+}
+
+fn parse_optional_body(body: &[u8]) -> Result<ElevationDecide, ElevationOpError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ElevationDecide::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ElevationOpError::BadBody(e.to_string()))
+}
+
+fn refusal(r: Refusal) -> ElevationOpError {
+    match r {
+        Refusal::Denied { reasons } => ElevationOpError::Denied { reasons },
+        Refusal::PolicyError(m) => ElevationOpError::PolicyError(m),
+    }
+}
+
+fn role_input(role: &Role) -> serde_json::Value {
+    json!({
+        "name": role.name,
+        "principals": role.principals,
+        "max_ttl_seconds": role.max_ttl.as_secs(),
+        "description": role.description,
+    })
+}
+
+fn time_input(now: u64) -> serde_json::Value {
+    json!({
+        "unix": now,
+        "unix_ns": i64::try_from(now).unwrap_or(i64::MAX).saturating_mul(1_000_000_000),
+    })
+}
+
+fn details(row: &Row, comment: Option<&str>) -> serde_json::Value {
+    json!({
+        "elevation_id": row.id,
+        "role": row.role,
+        "state": row.state,
+        "requester": row.requester,
+        "approvals_required": row.approvals_required,
+        "grant_ends_at": row.grant_end,
+        "request_hash": row.request_hash,
+        "comment": comment,
+    })
+}
+
+/// `el_` and 24 hex digits (96 random bits): unguessable, so an id alone
+/// reveals nothing and cannot be enumerated.
+fn new_id() -> String {
+    let mut b = [0u8; 12];
+    OsRng.fill_bytes(&mut b);
+    format!("el_{}", hex::encode(b))
+}

@@ -1,0 +1,329 @@
+//! CA key rotation, one kind (user or host) at a time, so that no login
+//! fails at any step: add the next key → it is published (hosts and clients
+//! trust it) → switch signing to it (the old key stays published) → retire
+//! the old key once every certificate it signed has expired.
+//!
+//! Files beside the signing key `K` (the path the config names):
+//!
+//! | file | |
+//! |---|---|
+//! | `K`, `K.pub` | the signing key |
+//! | `K.next`, `K.next.pub` | the next key: published, not signing yet |
+//! | `K.retiring`, `K.retiring.pub` | the previous key: published until `retire_after` |
+//! | `K.rotation.json` | `{"switched_at", "retire_after"}` of the last switch |
+//!
+//! The server reads them at start (`jitssh-ca serve` after each step;
+//! `systemctl restart` drains requests first). Every step is idempotent or
+//! refuses with what to do, and a switch interrupted by a crash resumes.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use ssh_key::PublicKey;
+
+use crate::keys::{KeyError, generate_at, load};
+
+/// A published CA key and its role in the rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedKey {
+    pub key: PublicKey,
+    /// `signing`, `next` or `retiring`.
+    pub state: &'static str,
+}
+
+/// Why a rotation step cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("a next key already exists ({0}); switch to it with `jitssh-ca ca rotate ... switch`")]
+    NextExists(PathBuf),
+    #[error(
+        "no next key ({0}); add one first with `jitssh-ca ca rotate ... next`, restart the CA and let hosts sync"
+    )]
+    NoNext(PathBuf),
+    #[error(
+        "the previous key is still published ({0}); retire it first with `jitssh-ca ca rotate ... retire`"
+    )]
+    RetiringExists(PathBuf),
+    #[error("no retiring key ({0}); nothing to retire")]
+    NoRetiring(PathBuf),
+    #[error(
+        "certificates signed by the retiring key may be valid until {retire_after} (unix); retiring it now would lock their holders out. Wait, or pass --force"
+    )]
+    TooEarly { retire_after: u64 },
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a usable public key: {message}")]
+    BadPublic { path: PathBuf, message: String },
+}
+
+/// `K` + `suffix`, e.g. `user_ca` → `user_ca.next`.
+pub fn sibling(key: &Path, suffix: &str) -> PathBuf {
+    let mut s: OsString = key.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RotationError + '_ {
+    move |source| RotationError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn read_public(path: &Path) -> Result<Option<PublicKey>, RotationError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            PublicKey::from_openssh(text.trim())
+                .map(Some)
+                .map_err(|e| RotationError::BadPublic {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Every key to publish for the signing key at `key`: the signing key first,
+/// then the next and the retiring one when present.
+pub fn published(key: &Path) -> Result<Vec<PublishedKey>, RotationError> {
+    let signer = load(key)?;
+    let signing = PublicKey::new(signer.public_key().clone(), "");
+    let mut out = vec![PublishedKey {
+        key: signing,
+        state: "signing",
+    }];
+    for (suffix, state) in [(".next.pub", "next"), (".retiring.pub", "retiring")] {
+        if let Some(k) = read_public(&sibling(key, suffix))? {
+            if k.algorithm() != ssh_key::Algorithm::Ed25519 {
+                return Err(RotationError::BadPublic {
+                    path: sibling(key, suffix),
+                    message: "not an Ed25519 key".into(),
+                });
+            }
+            out.push(PublishedKey { key: k, state });
+        }
+    }
+    Ok(out)
+}
+
+/// The last switch: when, and when the previous key may be retired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SwitchRecord {
+    pub switched_at: u64,
+    pub retire_after: u64,
+}
+
+pub fn last_switch(key: &Path) -> Result<Option<SwitchRecord>, RotationError> {
+    let path = sibling(key, ".rotation.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RotationError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Step 1: create the next key (0600) and its public half.
+pub fn add_next(key: &Path, comment: &str) -> Result<PublicKey, RotationError> {
+    let next = sibling(key, ".next");
+    if next.exists() {
+        return Err(RotationError::NextExists(next));
+    }
+    let retiring = sibling(key, ".retiring.pub");
+    if retiring.exists() {
+        return Err(RotationError::RetiringExists(retiring));
+    }
+    let signer = generate_at(&next, &sibling(key, ".next.pub"), comment)?;
+    Ok(PublicKey::new(signer.public_key().clone(), comment))
+}
+
+/// Step 2: the next key signs from now on; the previous one stays published
+/// until `now + lifetime` (the longest a certificate it signed can live).
+/// Resumes a switch a crash interrupted.
+pub fn switch(key: &Path, now: u64, lifetime: u64) -> Result<SwitchRecord, RotationError> {
+    let next = sibling(key, ".next");
+    let next_pub = sibling(key, ".next.pub");
+    let retiring = sibling(key, ".retiring");
+    let retiring_pub = sibling(key, ".retiring.pub");
+    let state = sibling(key, ".rotation.json");
+    let resuming = !key.exists() && retiring.exists() && next.exists();
+    if !resuming {
+        if !next.exists() || !next_pub.exists() {
+            return Err(RotationError::NoNext(next));
+        }
+        if retiring_pub.exists() {
+            return Err(RotationError::RetiringExists(retiring_pub));
+        }
+        // Both keys must load before anything moves.
+        load(&next)?;
+        load(key)?;
+        std::fs::copy(sibling(key, ".pub"), &retiring_pub).map_err(io(&retiring_pub))?;
+        let record = SwitchRecord {
+            switched_at: now,
+            retire_after: now.saturating_add(lifetime),
+        };
+        write_durably(
+            &state,
+            &serde_json::to_vec_pretty(&record).unwrap_or_default(),
+        )?;
+        std::fs::rename(key, &retiring).map_err(io(key))?;
+    }
+    std::fs::rename(&next, key).map_err(io(&next))?;
+    std::fs::rename(&next_pub, sibling(key, ".pub")).map_err(io(&next_pub))?;
+    sync_dir(key)?;
+    last_switch(key)?.ok_or_else(|| RotationError::Io {
+        path: state,
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "switch record missing"),
+    })
+}
+
+/// Step 3: stop publishing the previous key and delete it. Refused before
+/// its certificates can have expired, unless `force`.
+pub fn retire(key: &Path, now: u64, force: bool) -> Result<(), RotationError> {
+    let retiring_pub = sibling(key, ".retiring.pub");
+    if !retiring_pub.exists() {
+        return Err(RotationError::NoRetiring(retiring_pub));
+    }
+    if let Some(record) = last_switch(key)?
+        && now < record.retire_after
+        && !force
+    {
+        return Err(RotationError::TooEarly {
+            retire_after: record.retire_after,
+        });
+    }
+    for path in [sibling(key, ".retiring"), retiring_pub] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    sync_dir(key)
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), RotationError> {
+    use std::io::Write as _;
+    let tmp = sibling(path, ".tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn sync_dir(key: &Path) -> Result<(), RotationError> {
+    let dir = key
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn fp(k: &PublicKey) -> String {
+        k.fingerprint(Default::default()).to_string()
+    }
+
+    #[test]
+    fn the_whole_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("user_ca");
+        let first = crate::keys::generate(&k, "ca").unwrap();
+        let first_pub = PublicKey::new(first.public_key().clone(), "");
+        assert_eq!(published(&k).unwrap().len(), 1);
+        assert!(matches!(switch(&k, 0, 10), Err(RotationError::NoNext(_))));
+        assert!(matches!(
+            retire(&k, 0, false),
+            Err(RotationError::NoRetiring(_))
+        ));
+
+        // next: published, not signing.
+        let next = add_next(&k, "ca next").unwrap();
+        assert!(matches!(
+            add_next(&k, "again"),
+            Err(RotationError::NextExists(_))
+        ));
+        let p = published(&k).unwrap();
+        assert_eq!(
+            p.iter().map(|p| p.state).collect::<Vec<_>>(),
+            ["signing", "next"]
+        );
+        assert_eq!(fp(&p[0].key), fp(&first_pub));
+        assert_eq!(fp(&p[1].key), fp(&next));
+        let mode =
+            std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(sibling(&k, ".next")).unwrap());
+        assert_eq!(mode & 0o777, 0o600);
+
+        // switch: the next key signs, the old one stays published.
+        let rec = switch(&k, 1000, 3600).unwrap();
+        assert_eq!(
+            rec,
+            SwitchRecord {
+                switched_at: 1000,
+                retire_after: 4600
+            }
+        );
+        let p = published(&k).unwrap();
+        assert_eq!(
+            p.iter().map(|p| p.state).collect::<Vec<_>>(),
+            ["signing", "retiring"]
+        );
+        assert_eq!(fp(&p[0].key), fp(&next));
+        assert_eq!(fp(&p[1].key), fp(&first_pub));
+        assert_eq!(
+            fp(&PublicKey::new(load(&k).unwrap().public_key().clone(), "")),
+            fp(&next)
+        );
+        assert!(matches!(
+            add_next(&k, "x"),
+            Err(RotationError::RetiringExists(_))
+        ));
+
+        // retire: not before the old certificates expired.
+        assert!(matches!(
+            retire(&k, 4599, false),
+            Err(RotationError::TooEarly { retire_after: 4600 })
+        ));
+        retire(&k, 4600, false).unwrap();
+        assert_eq!(published(&k).unwrap().len(), 1);
+        assert!(!sibling(&k, ".retiring").exists());
+    }
+
+    #[test]
+    fn an_interrupted_switch_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("host_ca");
+        crate::keys::generate(&k, "ca").unwrap();
+        let next = add_next(&k, "n").unwrap();
+        // Crash after the old key moved away, before the next one moved in.
+        std::fs::copy(sibling(&k, ".pub"), sibling(&k, ".retiring.pub")).unwrap();
+        write_durably(
+            &sibling(&k, ".rotation.json"),
+            br#"{"switched_at":5,"retire_after":9}"#,
+        )
+        .unwrap();
+        std::fs::rename(&k, sibling(&k, ".retiring")).unwrap();
+        assert!(published(&k).is_err(), "the server would refuse to start");
+        let rec = switch(&k, 7, 100).unwrap();
+        assert_eq!(rec.retire_after, 9, "the original record stands");
+        assert_eq!(fp(&published(&k).unwrap()[0].key), fp(&next));
+    }
+}
