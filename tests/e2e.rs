@@ -4,6 +4,7 @@
 mod elevation;
 mod faults;
 mod hosts;
+mod hsm;
 mod load_smoke;
 mod login;
 mod ops;

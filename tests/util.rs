@@ -186,6 +186,12 @@ impl CaServer {
         CaServer { url, dir, child }
     }
 
+    /// `serve` a CA directory prepared by the caller (e.g. `init --pkcs11`).
+    pub fn serve_dir(dir: tempfile::TempDir) -> CaServer {
+        let (url, child) = Self::spawn(dir.path());
+        CaServer { url, dir, child }
+    }
+
     fn spawn(dir: &Path) -> (String, Child) {
         let port = free_port();
         let mut child = Command::new(bin("jitssh-ca"))

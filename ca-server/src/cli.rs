@@ -183,6 +183,23 @@ pub struct InitArgs {
     /// OAuth client ID of jitssh at the provider (the ID token audience).
     #[arg(long, default_value = "jitssh")]
     pub audience: String,
+    /// Create the CA keys inside a PKCS#11 token (HSM) instead of files: the module (shared library).
+    #[arg(long, value_name = "MODULE", requires = "token_label")]
+    pub pkcs11: Option<PathBuf>,
+    /// With --pkcs11: the token's label.
+    #[arg(long, value_name = "LABEL", requires = "pkcs11")]
+    pub token_label: Option<String>,
+    /// With --pkcs11: a file (mode 0600) holding the user PIN.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "pkcs11",
+        conflicts_with = "pin_env"
+    )]
+    pub pin_file: Option<PathBuf>,
+    /// With --pkcs11: an environment variable holding the user PIN.
+    #[arg(long, value_name = "VAR", requires = "pkcs11")]
+    pub pin_env: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -72,19 +72,50 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
             config_path.display()
         );
     }
-    let user = crate::keys::generate(&a.dir.join("user_ca"), "jitssh user CA")?;
-    let host = crate::keys::generate(&a.dir.join("host_ca"), "jitssh host CA")?;
+    let (user, host, template) = match &a.pkcs11 {
+        None => {
+            let user = crate::keys::generate(&a.dir.join("user_ca"), "jitssh user CA")?;
+            let host = crate::keys::generate(&a.dir.join("host_ca"), "jitssh host CA")?;
+            (
+                user.public_openssh("jitssh user CA"),
+                host.public_openssh("jitssh host CA"),
+                crate::config::template(&a.issuer, &a.audience),
+            )
+        }
+        Some(module) => {
+            let hsm = crate::hsm::Pkcs11Config {
+                module: module.clone(),
+                token_label: a.token_label.clone().unwrap_or_default(),
+                pin_file: a
+                    .pin_file
+                    .as_ref()
+                    .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+                pin_env: a.pin_env.clone(),
+                user_key_label: "jitssh-user-ca".into(),
+                host_key_label: "jitssh-host-ca".into(),
+            };
+            let line = |k: ssh_key::public::KeyData, c: &str| {
+                ssh_key::PublicKey::new(k, c)
+                    .to_openssh()
+                    .unwrap_or_default()
+            };
+            let user = crate::hsm::generate(&hsm, &hsm.user_key_label)?;
+            let host = crate::hsm::generate(&hsm, &hsm.host_key_label)?;
+            (
+                line(user, "jitssh user CA"),
+                line(host, "jitssh host CA"),
+                crate::config::template_pkcs11(&a.issuer, &a.audience, &hsm),
+            )
+        }
+    };
     write_policies(&a.dir.join("policies"))?;
-    std::fs::write(
-        &config_path,
-        crate::config::template(&a.issuer, &a.audience),
-    )
-    .with_context(|| format!("writing {}", config_path.display()))?;
+    std::fs::write(&config_path, template)
+        .with_context(|| format!("writing {}", config_path.display()))?;
     AuditStore::open(&a.dir.join("audit.db"))?;
     println!("Created {}", a.dir.display());
     println!("  config:   {}", config_path.display());
-    println!("  user CA:  {}", user.public_openssh("jitssh user CA"));
-    println!("  host CA:  {}", host.public_openssh("jitssh host CA"));
+    println!("  user CA:  {user}");
+    println!("  host CA:  {host}");
     println!();
     println!("Next steps:");
     println!(

@@ -161,8 +161,11 @@ pub enum LogFormat {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCa {
-    pub user_key: PathBuf,
-    pub host_key: PathBuf,
+    /// Key files (the default: `user_ca`, `host_ca`), or ...
+    pub user_key: Option<PathBuf>,
+    pub host_key: Option<PathBuf>,
+    /// ... both keys inside a PKCS#11 token.
+    pub pkcs11: Option<crate::hsm::Pkcs11Config>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,6 +375,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub user_ca_key: PathBuf,
     pub host_ca_key: PathBuf,
+    /// CA keys in a PKCS#11 token instead of the files above.
+    pub pkcs11: Option<crate::hsm::Pkcs11Config>,
     pub database: PathBuf,
     pub policy_dir: PathBuf,
     pub policy_reload: Duration,
@@ -498,8 +503,24 @@ impl Config {
             header_read_timeout: Duration::from_secs(raw.server.header_read_timeout_seconds),
             max_body_bytes: raw.server.max_body_bytes,
             log_format: raw.server.log_format,
-            user_ca_key: abs(&raw.ca.user_key),
-            host_ca_key: abs(&raw.ca.host_key),
+            user_ca_key: abs(raw.ca.user_key.as_deref().unwrap_or(Path::new("user_ca"))),
+            host_ca_key: abs(raw.ca.host_key.as_deref().unwrap_or(Path::new("host_ca"))),
+            pkcs11: match raw.ca.pkcs11 {
+                Some(_) if raw.ca.user_key.is_some() || raw.ca.host_key.is_some() => {
+                    return Err(ConfigError::Invalid(
+                        "[ca] names key files and [ca.pkcs11] a token: keep one (keys in an HSM never fall back to files)".into(),
+                    ));
+                }
+                Some(p) => {
+                    if p.pin_file.is_some() == p.pin_env.is_some() {
+                        return Err(ConfigError::Invalid(
+                            "[ca.pkcs11] needs exactly one of pin_file and pin_env".into(),
+                        ));
+                    }
+                    Some(p.resolve(base))
+                }
+                None => None,
+            },
             database: abs(&raw.database.path),
             policy_dir: abs(&raw.policy.dir),
             policy_reload: Duration::from_secs(raw.policy.reload_interval_seconds.max(1)),
@@ -642,6 +663,33 @@ kind = "human"               # "workload" for CI/service token issuers
     )
 }
 
+/// [`template`] for CA keys inside a PKCS#11 token (`jitssh-ca init --pkcs11`).
+pub fn template_pkcs11(issuer: &str, audience: &str, hsm: &crate::hsm::Pkcs11Config) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let mut ca = format!(
+        "[ca]\n# CA keys inside a PKCS#11 token (HSM): the private keys never leave it, and\n\
+         # when it cannot sign the CA answers 503; there is no fallback to key files.\n\
+         [ca.pkcs11]\nmodule = {}\ntoken_label = {}\n",
+        quote(&hsm.module.display().to_string()),
+        quote(&hsm.token_label)
+    );
+    if let Some(f) = &hsm.pin_file {
+        ca.push_str(&format!("pin_file = {}\n", quote(&f.display().to_string())));
+    }
+    if let Some(v) = &hsm.pin_env {
+        ca.push_str(&format!("pin_env = {}\n", quote(v)));
+    }
+    ca.push_str(&format!(
+        "user_key_label = {}\nhost_key_label = {}\n",
+        quote(&hsm.user_key_label),
+        quote(&hsm.host_key_label)
+    ));
+    let files = template(issuer, audience);
+    let start = files.find("[ca]\n").unwrap_or(0);
+    let end = files.find("[database]").unwrap_or(files.len());
+    format!("{}{ca}\n{}", &files[..start], &files[end..])
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -651,6 +699,38 @@ mod tests {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Config::resolve(raw, Path::new("/etc/jitssh"))
+    }
+
+    #[test]
+    fn pkcs11_keys_replace_key_files() {
+        let hsm = crate::hsm::Pkcs11Config {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "ca \"prod\"".into(),
+            pin_file: Some("hsm.pin".into()),
+            pin_env: None,
+            user_key_label: "u".into(),
+            host_key_label: "h".into(),
+        };
+        let t = template_pkcs11("https://idp.example.com", "jitssh", &hsm);
+        assert!(!t.contains("user_key ="), "{t}");
+        let c = parse(&t).unwrap();
+        let p = c.pkcs11.unwrap();
+        assert_eq!(p.token_label, "ca \"prod\"");
+        assert_eq!(
+            p.pin_file.unwrap(),
+            Path::new("/etc/jitssh/hsm.pin"),
+            "relative to the config"
+        );
+        // Files and a token at once, or no PIN source / two: refused.
+        let both = t.replace("[ca]\n", "[ca]\nuser_key = \"user_ca\"\n");
+        assert!(parse(&both).unwrap_err().to_string().contains("keep one"));
+        let no_pin = t.replace("pin_file = \"hsm.pin\"\n", "");
+        assert!(parse(&no_pin).unwrap_err().to_string().contains("pin_file"));
+        let two = t.replace(
+            "pin_file = \"hsm.pin\"\n",
+            "pin_file = \"p\"\npin_env = \"X\"\n",
+        );
+        assert!(parse(&two).is_err());
     }
 
     #[test]

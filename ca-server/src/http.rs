@@ -124,7 +124,9 @@ impl From<IssueError> for ApiError {
             IssueError::Denied { .. } | IssueError::PolicyError(_) | IssueError::Revoked(_) => {
                 StatusCode::FORBIDDEN
             }
-            IssueError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IssueError::AuditUnavailable(_) | IssueError::SignerUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IssueError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

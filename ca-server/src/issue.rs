@@ -13,7 +13,9 @@ use ca_core::elevation::restrict_to_grants;
 use ca_core::policy::{PolicyInput, enforce};
 use ca_core::request::RequestError;
 use ca_core::wire::{UserCertRequest, UserCertResponse};
-use ca_core::{CaSigner, CertRequest, Limits, Refusal, VerifiedIdentity};
+use ca_core::{CertRequest, Limits, Refusal, VerifiedIdentity};
+
+use crate::keys::CaKey;
 use rand_core::OsRng;
 
 use crate::audit::{AuditError, AuditStore, UsedToken};
@@ -56,6 +58,10 @@ pub enum IssueError {
     AuditUnavailable(#[source] AuditError),
     #[error("internal error while signing; no certificate was issued")]
     Internal(String),
+    #[error(
+        "the CA's signing key (HSM) is unavailable, so no certificate was issued; try again shortly"
+    )]
+    SignerUnavailable,
 }
 
 impl IssueError {
@@ -74,6 +80,7 @@ impl IssueError {
             IssueError::PolicyError(_) => "policy_error",
             IssueError::AuditUnavailable(_) => "audit_unavailable",
             IssueError::Internal(_) => "internal_error",
+            IssueError::SignerUnavailable => "ca_key_unavailable",
         }
     }
 }
@@ -102,8 +109,8 @@ pub struct RequestContext {
 /// audit, and the small in-memory guards. Shared by all requests.
 pub struct Authority {
     pub limits: Limits,
-    pub user_ca: CaSigner,
-    pub host_ca: CaSigner,
+    pub user_ca: CaKey,
+    pub host_ca: CaKey,
     /// Every CA key to publish and trust, signing keys first (more than one
     /// per kind during a rotation; see `rotation`).
     pub published: PublishedKeys,
@@ -125,8 +132,8 @@ impl Authority {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         limits: Limits,
-        user_ca: CaSigner,
-        host_ca: CaSigner,
+        user_ca: CaKey,
+        host_ca: CaKey,
         verifier: TokenVerifier,
         policy: std::sync::Arc<PolicyEngine>,
         audit: AuditStore,
@@ -279,6 +286,8 @@ impl Authority {
         )
         .map_err(|e| match e {
             CertError::CaKey => IssueError::CaKey,
+            // An HSM that cannot sign now: retry later, never another key.
+            _ if self.user_ca.is_external() => IssueError::SignerUnavailable,
             other => IssueError::Internal(other.to_string()),
         })?;
         let certificate = cert
@@ -379,7 +388,10 @@ impl Authority {
             self.verifier.refresh_all().await.map_err(|e| e.to_string())
         };
         vec![
-            ("ca_keys", Ok(())),
+            (
+                "ca_keys",
+                self.user_ca.check().and_then(|()| self.host_ca.check()),
+            ),
             ("policy", Ok(())),
             ("database", db),
             ("idp_keys", idp),

@@ -136,6 +136,80 @@ fn signer_from(key: &PrivateKey, path: &Path) -> Result<CaSigner, KeyError> {
     }
 }
 
+/// A CA signing key: a file decoded once, or a key inside a PKCS#11 token.
+// Two of these live per process and never move on the hot path; boxing the
+// file key would add a pointer chase to every signature for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum CaKey {
+    File(CaSigner),
+    Pkcs11(std::sync::Arc<crate::hsm::Pkcs11Signer>),
+}
+
+impl CaKey {
+    pub fn public_key(&self) -> &ssh_key::public::KeyData {
+        match self {
+            CaKey::File(s) => s.public_key(),
+            CaKey::Pkcs11(s) => s.public_key(),
+        }
+    }
+
+    /// The public key as an OpenSSH line.
+    pub fn public_openssh(&self, comment: &str) -> String {
+        ssh_key::PublicKey::new(self.public_key().clone(), comment)
+            .to_openssh()
+            .unwrap_or_default()
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.public_key()
+            .fingerprint(ssh_key::HashAlg::Sha256)
+            .to_string()
+    }
+
+    /// Whether signing can fail for reasons outside this process (an HSM):
+    /// such failures are "try again later" (503), never a fallback.
+    pub fn is_external(&self) -> bool {
+        matches!(self, CaKey::Pkcs11(_))
+    }
+
+    /// For `/readyz`: can this key sign right now?
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            CaKey::File(_) => Ok(()),
+            CaKey::Pkcs11(s) => s.check().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl From<CaSigner> for CaKey {
+    fn from(s: CaSigner) -> Self {
+        CaKey::File(s)
+    }
+}
+
+impl signature::Signer<ssh_key::Signature> for CaKey {
+    fn try_sign(&self, msg: &[u8]) -> Result<ssh_key::Signature, signature::Error> {
+        match self {
+            CaKey::File(s) => s.try_sign(msg),
+            CaKey::Pkcs11(s) => {
+                let sig = s.sign_raw(msg).map_err(|e| {
+                    tracing::error!(error = %e, "the HSM could not sign");
+                    signature::Error::new()
+                })?;
+                ssh_key::Signature::new(ssh_key::Algorithm::Ed25519, sig)
+                    .map_err(|_| signature::Error::new())
+            }
+        }
+    }
+}
+
+impl From<&CaKey> for ssh_key::public::KeyData {
+    fn from(k: &CaKey) -> Self {
+        k.public_key().clone()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -10,6 +10,7 @@ pub mod dev;
 pub mod devidp;
 pub mod elevation;
 pub mod hosts;
+pub mod hsm;
 pub mod http;
 pub mod issue;
 pub mod keys;

@@ -14,8 +14,10 @@ use ca_core::wire::ClientConfig;
 
 use crate::audit::AuditStore;
 use crate::config::Config;
+use crate::hsm::Pkcs11Signer;
 use crate::http::{AppState, app};
 use crate::issue::Authority;
+use crate::keys::CaKey;
 use crate::oidc::{TokenVerifier, VerifierOptions};
 use crate::policy::PolicyEngine;
 use crate::revocation::{RevocationCache, RevocationStore};
@@ -77,11 +79,47 @@ pub fn verifier_options() -> VerifierOptions {
     }
 }
 
+/// The CA keys: from a PKCS#11 token when `[ca.pkcs11]` is set (and then
+/// only from there), else from the key files with their rotation siblings.
+pub fn load_ca_keys(
+    config: &Config,
+) -> anyhow::Result<(CaKey, CaKey, crate::issue::PublishedKeys)> {
+    if let Some(p) = &config.pkcs11 {
+        let user = CaKey::Pkcs11(Arc::new(
+            Pkcs11Signer::open(p, &p.user_key_label).with_context(|| {
+                format!("user CA key {:?} in the PKCS#11 token", p.user_key_label)
+            })?,
+        ));
+        let host = CaKey::Pkcs11(Arc::new(
+            Pkcs11Signer::open(p, &p.host_key_label).with_context(|| {
+                format!("host CA key {:?} in the PKCS#11 token", p.host_key_label)
+            })?,
+        ));
+        let published = crate::issue::PublishedKeys {
+            user: vec![user.public_key().clone()],
+            host: vec![host.public_key().clone()],
+        };
+        return Ok((user, host, published));
+    }
+    let user = CaKey::File(crate::keys::load(&config.user_ca_key)?);
+    let host = CaKey::File(crate::keys::load(&config.host_ca_key)?);
+    let keys = |path: &std::path::Path| -> anyhow::Result<Vec<_>> {
+        Ok(crate::rotation::published(path)?
+            .into_iter()
+            .map(|p| p.key.key_data().clone())
+            .collect())
+    };
+    let published = crate::issue::PublishedKeys {
+        user: keys(&config.user_ca_key)?,
+        host: keys(&config.host_ca_key)?,
+    };
+    Ok((user, host, published))
+}
+
 /// Load keys, open the database, compile the policy: everything that must
 /// succeed before the server may answer.
 pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Result<Authority> {
-    let user_ca = crate::keys::load(&config.user_ca_key)?;
-    let host_ca = crate::keys::load(&config.host_ca_key)?;
+    let (user_ca, host_ca, published) = load_ca_keys(config)?;
     let audit = AuditStore::open(&config.database)
         .with_context(|| format!("opening audit database {}", config.database.display()))?;
     let verifier = TokenVerifier::new(config.issuers.clone(), verifier_options())?;
@@ -100,16 +138,6 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         config.elevation.clone(),
         crate::issue::now_unix(),
     )?);
-    let published = crate::issue::PublishedKeys {
-        user: crate::rotation::published(&config.user_ca_key)?
-            .into_iter()
-            .map(|p| p.key.key_data().clone())
-            .collect(),
-        host: crate::rotation::published(&config.host_ca_key)?
-            .into_iter()
-            .map(|p| p.key.key_data().clone())
-            .collect(),
-    };
     let mut authority = Authority::new(
         config.limits.clone(),
         user_ca,

@@ -614,7 +614,7 @@ async fn renewal_refusals() {
         Ttl::from_secs(600).unwrap(),
     )
     .unwrap();
-    let forge = |signer: &ca_core::CaSigner, at: u64| {
+    let forge = |signer: &ca_server::keys::CaKey, at: u64| {
         sign_host_cert(&grant, &subject, 99, "x", at, &mut rand_core::OsRng, signer)
             .unwrap()
             .to_openssh()

@@ -531,4 +531,52 @@ mod tests {
             other => panic!("expected the idle timeout, got {other:?}"),
         }
     }
+
+    /// A loopback connection: the server end (as the listener hands it to
+    /// the acceptor) and the client end.
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_connections_are_closed_and_permits_come_back() {
+        use tokio::io::AsyncWriteExt as _;
+        let acceptor = ConnAcceptor::new(axum_server::accept::DefaultAcceptor, limits());
+        let (server, mut client) = tcp_pair().await;
+        client.write_all(b"G").await.unwrap();
+        let (first, ()) = acceptor.accept(server, ()).await.unwrap();
+
+        let (server, mut client2) = tcp_pair().await;
+        client2.write_all(b"G").await.unwrap();
+        let refused = acceptor.accept(server, ()).await.err().unwrap();
+        assert!(
+            refused.to_string().contains("connection limit"),
+            "{refused}"
+        );
+        let mut buf = [0u8; 8];
+        let closed = tokio::io::AsyncReadExt::read(&mut client2, &mut buf).await;
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+
+        drop(first);
+        let (server, mut client3) = tcp_pair().await;
+        client3.write_all(b"G").await.unwrap();
+        assert!(acceptor.accept(server, ()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_speaks_is_closed_after_the_idle_timeout() {
+        let acceptor = ConnAcceptor::new(axum_server::accept::DefaultAcceptor, limits());
+        let (server, _client) = tcp_pair().await;
+        let started = Instant::now();
+        let err = acceptor.accept(server, ()).await.err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_fired_after(started.elapsed(), IDLE);
+        // Its permit is back.
+        assert_eq!(acceptor.permits.available_permits(), 1);
+    }
 }
