@@ -119,7 +119,7 @@ fn elevate_wait_approve_ssh_then_the_grant_ends() {
             Instant::now() < deadline,
             "the request never showed up: {stdout}"
         );
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_secs(1));
     };
     // ... the requester cannot approve it ...
     let out = me.run(&["approve", &id]);

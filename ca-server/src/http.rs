@@ -215,6 +215,9 @@ impl From<ElevationOpError> for ApiError {
             ElevationOpError::AuditUnavailable(_) | ElevationOpError::Store(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ElevationOpError::TooManyPending(_) | ElevationOpError::RateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ElevationOpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -247,6 +250,13 @@ async fn caller_identity(
         .verify_full(&token, crate::issue::now_unix())
         .await
         .map_err(IssueError::Token)?;
+    // Elevation calls share the per-identity limit's rate, in their own bucket.
+    s.authority
+        .check_rate(&format!(
+            "elevation\0{}\0{}",
+            verified.identity.issuer, verified.identity.subject
+        ))
+        .map_err(ElevationOpError::RateLimited)?;
     Ok(verified.identity)
 }
 

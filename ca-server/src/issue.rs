@@ -374,6 +374,12 @@ impl Authority {
         }
     }
 
+    /// The per-identity rate limit, for other endpoints (own `key` space).
+    /// `Err` carries the seconds to wait.
+    pub fn check_rate(&self, key: &str) -> Result<(), u64> {
+        self.rate.check(key)
+    }
+
     /// The next certificate serial (user and host certificates share them).
     pub(crate) fn next_serial(&self) -> u64 {
         self.serials.next()

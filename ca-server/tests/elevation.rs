@@ -855,3 +855,42 @@ async fn server_rules_hold_whatever_the_policy_says() {
     assert!(c["valid_before"].as_u64().unwrap() <= e["grant_ends_at"].as_u64().unwrap());
     assert!(c["valid_before"].as_u64().unwrap() <= now() + 60);
 }
+
+#[tokio::test]
+async fn floods_are_refused() {
+    let h = harness(|c| {
+        c.rate_per_minute = 60;
+        c.rate_burst = 15;
+    })
+    .await;
+    let alice = h.token("alice", &["dba"]);
+    for i in 0..ca_server::elevation::MAX_PENDING_PER_REQUESTER {
+        let (s, e) = h
+            .elevate(&alice, "db-admin", &format!("task {i}"), None)
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{e}");
+    }
+    let (s, b) = h.elevate(&alice, "db-admin", "one more", None).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_pending"),
+        "{b}"
+    );
+    // Someone else is not affected by alice's queue.
+    let (s, _) = h
+        .elevate(&h.token("bob", &["dba"]), "db-admin", "mine", None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Past the burst, every elevation call of that identity gets 429.
+    let mut limited = None;
+    for _ in 0..10 {
+        let (s, b) = h.call("GET", "/v1/elevations", Some(&alice), "").await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(b);
+            break;
+        }
+    }
+    assert_eq!(code(&limited.expect("rate limited")), "rate_limited");
+    // Certificates have their own bucket.
+    assert_eq!(h.cert(&alice, None).await.0, StatusCode::OK);
+}

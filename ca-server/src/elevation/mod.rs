@@ -80,6 +80,12 @@ pub enum ElevationOpError {
     NotRequester(String),
     #[error("only people can approve or deny elevations; workload identities cannot")]
     WorkloadApprover,
+    #[error(
+        "you already have {0} pending elevation requests; cancel some (`jitssh cancel ID`) or wait for a decision"
+    )]
+    TooManyPending(u64),
+    #[error("too many elevation calls for this identity; retry in {0} s")]
+    RateLimited(u64),
     #[error("the audit log cannot be written, so nothing was changed; try again shortly")]
     AuditUnavailable(#[source] AuditError),
     #[error("cannot read elevations: {0}")]
@@ -107,6 +113,8 @@ impl ElevationOpError {
             ElevationOpError::NotApprover { .. } => "not_an_approver",
             ElevationOpError::NotRequester(_) => "not_the_requester",
             ElevationOpError::WorkloadApprover => "workload_approver",
+            ElevationOpError::TooManyPending(_) => "too_many_pending",
+            ElevationOpError::RateLimited(_) => "rate_limited",
             ElevationOpError::AuditUnavailable(_) => "audit_unavailable",
             ElevationOpError::Store(_) => "database_unavailable",
             ElevationOpError::Internal(_) => "internal_error",
@@ -206,6 +214,10 @@ fn party(id: &VerifiedIdentity) -> Party {
 
 /// How many elevations `list` returns at most.
 const LIST_LIMIT: usize = 200;
+
+/// Undecided requests one person may have open at once: enough for real
+/// work, few enough that nobody floods approvers (or the webhook).
+pub const MAX_PENDING_PER_REQUESTER: u64 = 10;
 
 impl Elevations {
     /// Create the tables if needed and load the active grants.
@@ -352,6 +364,16 @@ impl Elevations {
         event.requested_ttl = req.ttl.map(|t| t.as_secs());
         event.details = Some(json!({"role": req.role}));
         let (_, _, role) = self.role(req.role.as_str())?;
+        let pending = store::pending_count(
+            &self.reader()?,
+            &caller.identity.issuer,
+            &caller.identity.subject,
+            now,
+        )
+        .map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        if pending >= MAX_PENDING_PER_REQUESTER {
+            return Err(ElevationOpError::TooManyPending(pending));
+        }
         event.requested_principals = Some(role.principals.iter().map(|p| p.to_string()).collect());
 
         let input = json!({
@@ -534,11 +556,8 @@ impl Elevations {
         }
     }
 
-    fn load_visible(
-        &self,
-        who: &Caller<'_>,
-        id: &str,
-    ) -> Result<(Row, Vec<(ElevationVote, String)>), ElevationOpError> {
+    /// The row and its votes, visible or not (callers check visibility).
+    fn load_row(&self, id: &str) -> Result<(Row, Vec<(ElevationVote, String)>), ElevationOpError> {
         if id.is_empty() || id.len() > 64 || ca_core::has_control_chars(id) {
             return Err(ElevationOpError::NotFound(ca_core::escape_control(id)));
         }
@@ -547,7 +566,6 @@ impl Elevations {
             .map_err(|e| ElevationOpError::Store(e.to_string()))?
             .ok_or_else(|| ElevationOpError::NotFound(id.to_owned()))?;
         let votes = store::votes(&conn, id).map_err(|e| ElevationOpError::Store(e.to_string()))?;
-        let _ = who;
         Ok((row, votes))
     }
 
@@ -578,7 +596,7 @@ impl Elevations {
 
     /// `GET /v1/elevations/{id}`.
     pub fn get(&self, who: &Caller<'_>, id: &str, now: u64) -> Result<Elevation, ElevationOpError> {
-        let (row, votes) = self.load_visible(who, id)?;
+        let (row, votes) = self.load_row(id)?;
         let (visible, can_decide) = self.visible(who, &row, &votes, now);
         if !visible {
             return Err(ElevationOpError::NotFound(id.to_owned()));
@@ -695,7 +713,7 @@ impl Elevations {
     ) -> Result<Elevation, ElevationOpError> {
         let body: ElevationDecide = parse_optional_body(body)?;
         let comment = parse_comment(body.comment.as_deref())?;
-        let (row, votes) = self.load_visible(who, id)?;
+        let (row, votes) = self.load_row(id)?;
         event.details = Some(details(&row, comment.as_deref()));
         let verb = if approve { "approved" } else { "denied" };
         let state = row.state_at(now);
@@ -879,7 +897,7 @@ impl Elevations {
         let result = async {
             let body: ElevationDecide = parse_optional_body(body)?;
             let comment = parse_comment(body.comment.as_deref())?;
-            let (row, votes) = self.load_visible(who, id)?;
+            let (row, votes) = self.load_row(id)?;
             let me = who.party();
             if !(row.requester.issuer == me.issuer && row.requester.subject == me.subject) {
                 if !self.visible(who, &row, &votes, now).0 {

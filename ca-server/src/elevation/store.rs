@@ -319,6 +319,22 @@ pub fn expire_due(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Row>> {
     Ok(due)
 }
 
+/// Requests of `issuer` + `subject` still pending at `now`.
+pub fn pending_count(
+    conn: &Connection,
+    issuer: &str,
+    subject: &str,
+    now: u64,
+) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT count(*) FROM elevations WHERE issuer = ?1 AND subject = ?2
+         AND state = 'pending' AND pending_until > ?3",
+        params![issuer, subject, i(now)],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(u)
+}
+
 /// Approved grants still active at `now`.
 pub fn active(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Row>> {
     let mut stmt = conn.prepare_cached(&format!(
