@@ -208,6 +208,7 @@ fn ten_thousand_idle_connections_stay_bounded_and_are_closed() {
 
     // Half never send a byte; half make one request and then sit in
     // keep-alive (the two idle states the server has).
+    //
     // Connecting outpaces the server's accept loop; a full listen backlog
     // (128) drops SYNs, which costs a 1 s retransmit each. Let it catch up
     // every 100 connections.
@@ -281,7 +282,7 @@ fn ten_thousand_idle_connections_stay_bounded_and_are_closed() {
 
     // Idle longer than the header timeout: all still open (hyper's header
     // timer used to cut keep-alive connections at 5 s).
-    let header_timeout = Duration::from_secs(5);
+    let header_timeout = Duration::from_secs(5); // init's header_read_timeout_seconds
     std::thread::sleep((header_timeout + Duration::from_secs(3)).saturating_sub(opened.elapsed()));
     let still_open = conns.iter().filter(|s| is_open(s)).count();
     assert_eq!(

@@ -133,6 +133,19 @@ pub struct RawServer {
     pub max_body_bytes: usize,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// A connection with no request in progress is closed after this.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    /// Most client connections at once (lowered to fit the open-file limit).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_idle_timeout() -> u64 {
+    crate::serve::IDLE_TIMEOUT.as_secs()
+}
+fn default_max_connections() -> usize {
+    crate::serve::MAX_CONNECTIONS
 }
 
 impl Default for RawServer {
@@ -146,6 +159,8 @@ impl Default for RawServer {
             header_read_timeout_seconds: default_header_timeout(),
             max_body_bytes: default_body_limit(),
             log_format: LogFormat::Human,
+            idle_timeout_seconds: default_idle_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -371,6 +386,10 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub request_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// `server.idle_timeout_seconds`.
+    pub idle_timeout: Duration,
+    /// `server.max_connections`.
+    pub max_connections: usize,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
     pub user_ca_key: PathBuf,
@@ -440,6 +459,16 @@ impl Config {
                 "server.header_read_timeout_seconds must be 1-60".into(),
             ));
         }
+        if !(1..=3600).contains(&raw.server.idle_timeout_seconds) {
+            return Err(ConfigError::Invalid(
+                "server.idle_timeout_seconds must be 1-3600".into(),
+            ));
+        }
+        if !(16..=1_000_000).contains(&raw.server.max_connections) {
+            return Err(ConfigError::Invalid(
+                "server.max_connections must be 16-1000000".into(),
+            ));
+        }
         if !(1024..=1024 * 1024).contains(&raw.server.max_body_bytes) {
             return Err(ConfigError::Invalid(
                 "server.max_body_bytes must be 1024-1048576".into(),
@@ -501,6 +530,8 @@ impl Config {
             tls,
             request_timeout: Duration::from_secs(raw.server.request_timeout_seconds),
             header_read_timeout: Duration::from_secs(raw.server.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(raw.server.idle_timeout_seconds),
+            max_connections: raw.server.max_connections,
             max_body_bytes: raw.server.max_body_bytes,
             log_format: raw.server.log_format,
             user_ca_key: abs(raw.ca.user_key.as_deref().unwrap_or(Path::new("user_ca"))),
@@ -594,6 +625,11 @@ danger_allow_plain_http = false
 # Whole-request timeout and time allowed to send request headers, in seconds.
 request_timeout_seconds = 10
 header_read_timeout_seconds = 5
+# A connection with no request in progress is closed after this many seconds (keep a
+# proxy's upstream keep-alive timeout below it), and at most this many connections are
+# held at once (also kept below the open-file limit).
+idle_timeout_seconds = 30
+max_connections = 16384
 # Largest request body accepted, in bytes.
 max_body_bytes = 65536
 # Log format: "human" or "json".

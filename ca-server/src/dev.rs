@@ -119,6 +119,8 @@ pub fn dev_config(
         tls: None,
         request_timeout: std::time::Duration::from_secs(10),
         header_read_timeout: std::time::Duration::from_secs(5),
+        idle_timeout: crate::serve::IDLE_TIMEOUT,
+        max_connections: crate::serve::MAX_CONNECTIONS,
         max_body_bytes: 64 * 1024,
         log_format: LogFormat::Human,
         user_ca_key: dir.join("user_ca"),

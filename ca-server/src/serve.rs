@@ -24,14 +24,15 @@ use crate::revocation::{RevocationCache, RevocationStore};
 
 pub use conn::ConnLimits;
 
-/// A connection with no request in progress (never sent a byte, or between
-/// keep-alive requests) is closed after this. Separate from the config's
+/// Default of `server.idle_timeout_seconds`: a connection with no request
+/// in progress (never sent a byte, or between keep-alive requests) is
+/// closed after this. Separate from the config's
 /// `header_read_timeout` (first byte of a request head to its end). Behind a
 /// proxy that keeps upstream connections alive, set its upstream idle timeout
 /// below this, or it may send a request on a connection being closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Most connections held at once; further ones are closed as they arrive
+/// Default of `server.max_connections`: most connections held at once; further ones are closed as they arrive
 /// until others end. Also kept [`RESERVED_FDS`] below the process's open-file
 /// limit, so that a flood of connections cannot starve the audit database,
 /// policy reloads or IdP key fetches of file descriptors.
@@ -43,11 +44,11 @@ pub const RESERVED_FDS: u64 = 256;
 /// A client that has connected gets this long for its TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The connection bounds for `config`: [`IDLE_TIMEOUT`], the configured
-/// header timeout, and [`MAX_CONNECTIONS`] lowered to fit the open-file
-/// limit (a warning says so when it does).
+/// The connection bounds for `config`: its idle and header timeouts, and
+/// its connection cap lowered to fit the open-file limit (a warning says so
+/// when it does).
 pub fn conn_limits(config: &Config) -> ConnLimits {
-    let mut max_connections = MAX_CONNECTIONS;
+    let mut max_connections = config.max_connections;
     if let Some(nofile) = conn::open_files_limit() {
         let fit =
             usize::try_from(nofile.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
@@ -55,14 +56,14 @@ pub fn conn_limits(config: &Config) -> ConnLimits {
             tracing::warn!(
                 open_files_limit = nofile,
                 max_connections = fit,
-                "the open-file limit (RLIMIT_NOFILE) caps connections below {MAX_CONNECTIONS}; \
+                "the open-file limit (RLIMIT_NOFILE) caps connections below server.max_connections; \
                  raise it (systemd: LimitNOFILE=65536) to serve more clients at once"
             );
             max_connections = fit;
         }
     }
     ConnLimits {
-        idle_timeout: IDLE_TIMEOUT,
+        idle_timeout: config.idle_timeout,
         header_timeout: config.header_read_timeout,
         max_connections,
     }

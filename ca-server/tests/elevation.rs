@@ -9,24 +9,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use ca_server::devidp::DevIdp;
-use ca_server::http::app;
+use axum::http::StatusCode;
 use ca_server::policy::PolicyEngine;
-use http_body_util::BodyExt as _;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
-const AUD: &str = "jitssh-test";
-
-struct Harness {
-    router: axum::Router,
-    idp: Arc<DevIdp>,
-    _dir: tempfile::TempDir,
-    state: Arc<ca_server::http::AppState>,
-}
+mod common;
+use common::{AUD, Harness, now};
 
 async fn harness(tweak: impl FnOnce(&mut ca_server::config::Config)) -> Harness {
     harness_with(PolicyEngine::load_embedded_default().unwrap(), tweak).await
@@ -36,34 +25,11 @@ async fn harness_with(
     policy: PolicyEngine,
     tweak: impl FnOnce(&mut ca_server::config::Config),
 ) -> Harness {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let idp = DevIdp::new(issuer.clone(), AUD.into(), vec![]);
-    let idp = idp.with_rsa_pem(include_str!("fixtures/rsa2048.pem"));
-    let router = idp.clone().router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-
-    let dir = tempfile::tempdir().unwrap();
-    ca_server::keys::generate(&dir.path().join("user_ca"), "u").unwrap();
-    ca_server::keys::generate(&dir.path().join("host_ca"), "h").unwrap();
-    let mut config =
-        ca_server::dev::dev_config(dir.path(), "127.0.0.1:0".parse().unwrap(), &issuer, None)
-            .unwrap();
-    config.issuers[0].audiences = vec![AUD.into()];
-    config.rate_per_minute = 0;
-    tweak(&mut config);
-    let authority = ca_server::serve::build_authority(&config, Arc::new(policy)).unwrap();
-    let state = ca_server::serve::app_state(&config, authority, None);
-    Harness {
-        router: app(state.clone()),
-        idp,
-        _dir: dir,
-        state,
-    }
-}
-
-fn now() -> u64 {
-    ca_server::issue::now_unix()
+    common::build(policy, vec![], |c: &mut ca_server::config::Config| {
+        c.rate_per_minute = 0;
+        tweak(c)
+    })
+    .await
 }
 
 impl Harness {
@@ -91,25 +57,7 @@ impl Harness {
         token: Option<&str>,
         body: &str,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        self.json(method, path, token, body.to_owned()).await
     }
 
     async fn elevate(

@@ -7,30 +7,20 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use ca_core::cert::sign_host_cert;
 use ca_core::host::{RENEW_NAMESPACE, enforce_host};
 use ca_core::hostname::HostName;
 use ca_core::{SubjectKey, Ttl};
-use ca_server::devidp::{DevIdp, DevUser};
-use ca_server::http::app;
+use ca_server::devidp::DevUser;
 use ca_server::policy::PolicyEngine;
-use http_body_util::BodyExt as _;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use ssh_key::certificate::CertType;
 use ssh_key::{Certificate, HashAlg, LineEnding, PrivateKey};
-use tower::ServiceExt as _;
 
-const AUD: &str = "jitssh-test";
-
-struct Harness {
-    router: axum::Router,
-    idp: Arc<DevIdp>,
-    dir: tempfile::TempDir,
-    state: Arc<ca_server::http::AppState>,
-}
+mod common;
+use common::{AUD, Harness, now};
 
 async fn harness() -> Harness {
     harness_with(PolicyEngine::load_embedded_default().unwrap(), |_| {}).await
@@ -40,37 +30,12 @@ async fn harness_with(
     policy: PolicyEngine,
     tweak: impl FnOnce(&mut ca_server::config::Config),
 ) -> Harness {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
     let alice = DevUser {
         username: "alice".into(),
         email: "alice@example.com".into(),
         groups: vec!["developers".into()],
     };
-    let idp = DevIdp::new(issuer.clone(), AUD.into(), vec![alice]);
-    let router = idp.clone().router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-
-    let dir = tempfile::tempdir().unwrap();
-    ca_server::keys::generate(&dir.path().join("user_ca"), "u").unwrap();
-    ca_server::keys::generate(&dir.path().join("host_ca"), "h").unwrap();
-    let mut config =
-        ca_server::dev::dev_config(dir.path(), "127.0.0.1:0".parse().unwrap(), &issuer, None)
-            .unwrap();
-    config.issuers[0].audiences = vec![AUD.into()];
-    tweak(&mut config);
-    let authority = ca_server::serve::build_authority(&config, Arc::new(policy)).unwrap();
-    let state = ca_server::serve::app_state(&config, authority, None);
-    Harness {
-        router: app(state.clone()),
-        idp,
-        dir,
-        state,
-    }
-}
-
-fn now() -> u64 {
-    ca_server::issue::now_unix()
+    common::build(policy, vec![alice], tweak).await
 }
 
 fn names(v: &[&str]) -> Vec<HostName> {
@@ -128,25 +93,7 @@ impl Harness {
     }
 
     async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> Reply {
-        let mut req = Request::builder()
-            .method("POST")
-            .uri(path)
-            .header("content-type", "application/json");
-        if let Some(t) = bearer {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::from(body.to_string())).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        self.json("POST", path, bearer, body.to_string()).await
     }
 
     async fn enrol(&self, token: &str, key: &PrivateKey, hostnames: Option<&[&str]>) -> Reply {

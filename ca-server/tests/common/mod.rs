@@ -1,0 +1,111 @@
+//! The in-process harness the HTTP test files share: a dev OpenID provider
+//! serving its JWKS on a loopback port, a CA built from `dev_config` in a
+//! temp dir, and the real router driven with `oneshot`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use ca_server::devidp::{DevIdp, DevUser};
+use ca_server::http::app;
+use ca_server::policy::PolicyEngine;
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+/// The audience (client ID) tokens are minted for.
+pub const AUD: &str = "jitssh-test";
+
+pub struct Harness {
+    pub router: axum::Router,
+    pub idp: Arc<DevIdp>,
+    pub dir: tempfile::TempDir,
+    pub state: Arc<ca_server::http::AppState>,
+}
+
+/// A CA with `policy`, trusting a fresh dev provider that knows `users`
+/// (RS256 with a fixed 2048-bit key, ES256 and EdDSA), its config adjusted
+/// by `tweak` before the authority is built.
+pub async fn build(
+    policy: PolicyEngine,
+    users: Vec<DevUser>,
+    tweak: impl FnOnce(&mut ca_server::config::Config),
+) -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let idp = DevIdp::new(issuer.clone(), AUD.into(), users)
+        .with_rsa_pem(include_str!("../fixtures/rsa2048.pem"));
+    let router = idp.clone().router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    ca_server::keys::generate(&dir.path().join("user_ca"), "u").unwrap();
+    ca_server::keys::generate(&dir.path().join("host_ca"), "h").unwrap();
+    let mut config =
+        ca_server::dev::dev_config(dir.path(), "127.0.0.1:0".parse().unwrap(), &issuer, None)
+            .unwrap();
+    config.issuers[0].audiences = vec![AUD.into()];
+    tweak(&mut config);
+    let authority = ca_server::serve::build_authority(&config, Arc::new(policy)).unwrap();
+    let state = ca_server::serve::app_state(&config, authority, None);
+    Harness {
+        router: app(state.clone()),
+        idp,
+        dir,
+        state,
+    }
+}
+
+pub fn now() -> u64 {
+    ca_server::issue::now_unix()
+}
+
+impl Harness {
+    /// One request through the router: status, body bytes, headers.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body,
+    ) -> (StatusCode, Vec<u8>, HeaderMap) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, bytes, headers)
+    }
+
+    /// [`Harness::request`] with a JSON answer (`null` when not JSON).
+    pub async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, serde_json::Value) {
+        let (status, bytes, _) = self.request(method, path, token, body.into()).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
