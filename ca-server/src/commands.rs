@@ -287,6 +287,22 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
     match command {
         CaCommand::Status { config } => {
             let config = Config::load(&config)?;
+            if let Some(p) = &config.pkcs11 {
+                let (user, host, _) = crate::serve::load_ca_keys(&config)?;
+                println!(
+                    "user signing {} (PKCS#11 token {:?}, key {:?})",
+                    user.fingerprint(),
+                    p.token_label,
+                    p.user_key_label
+                );
+                println!(
+                    "host signing {} (PKCS#11 token {:?}, key {:?})",
+                    host.fingerprint(),
+                    p.token_label,
+                    p.host_key_label
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             for (kind, path) in [("user", &config.user_ca_key), ("host", &config.host_ca_key)] {
                 for p in rotation::published(path)? {
                     println!(
@@ -312,6 +328,11 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
             force,
         } => {
             let config = Config::load(&config_path)?;
+            if config.pkcs11.is_some() {
+                bail!(
+                    "`ca rotate` rotates key files; this CA keeps its keys in a PKCS#11 token, whose rotation is not supported yet"
+                );
+            }
             let (name, path, lifetime) = match kind {
                 KeyKind::User => ("user", &config.user_ca_key, config.limits.max_ttl.as_secs()),
                 KeyKind::Host => ("host", &config.host_ca_key, config.host_max_ttl.as_secs()),
