@@ -290,6 +290,9 @@ pub struct AuditFilter {
     /// Only events before this time (unix seconds).
     #[arg(long)]
     pub until: Option<u64>,
+    /// Only this action, e.g. user_cert, host_cert, elevation_request, elevation_approve, revoke, ca_rotate.
+    #[arg(long)]
+    pub action: Option<String>,
     /// At most this many events (the newest).
     #[arg(long)]
     pub limit: Option<usize>,

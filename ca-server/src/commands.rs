@@ -276,8 +276,8 @@ fn filter(f: AuditFilter) -> Filter {
         principal: f.principal,
         since: f.since,
         until: f.until,
+        action: f.action,
         limit: f.limit,
-        ..Default::default()
     }
 }
 
