@@ -191,7 +191,10 @@ fn elevate_wait_approve_ssh_then_the_grant_ends() {
     let approvals = ca.ca_command(&["audit", "list", "--action", "elevation_approve"]);
     let approvals = String::from_utf8_lossy(&approvals.stdout).into_owned();
     assert_eq!(approvals.lines().count(), 2, "{approvals}");
-    assert!(approvals.lines().all(|l| l.contains("elevation_approve")), "{approvals}");
+    assert!(
+        approvals.lines().all(|l| l.contains("elevation_approve")),
+        "{approvals}"
+    );
     let shown = std::process::Command::new(bin("jitssh-ca"))
         .args(["elevation", "show", "--config"])
         .arg(ca.config())
