@@ -246,13 +246,17 @@ fn ten_thousand_idle_connections_stay_bounded_and_are_closed() {
         open_for + Duration::from_secs(5) < idle_timeout,
         "opening took {open_for:?}, too close to the idle timeout for this test to tell"
     );
+    // Background tasks (revocation and elevation refreshes) open and close
+    // a database connection now and then, so the server's other fds move by
+    // a few: allow for that, not for lost client connections.
+    const SLACK: usize = 8;
     let accepted = Instant::now() + Duration::from_secs(10);
-    while open_fds(pid) < fds_before + IDLE && Instant::now() < accepted {
+    while open_fds(pid) + SLACK < fds_before + IDLE && Instant::now() < accepted {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let held = open_fds(pid) - fds_before;
+    let held = open_fds(pid).saturating_sub(fds_before);
     assert!(
-        held >= IDLE,
+        held + SLACK >= IDLE,
         "the server holds {held} of {IDLE} connections"
     );
 
