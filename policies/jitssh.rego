@@ -2,6 +2,14 @@
 # long. The input and decision documents are described in README.md beside
 # this file; the server re-checks every decision (ca-core `enforce`), so this
 # policy narrows what may be issued, it never widens the server's limits.
+#
+# Every request evaluates this file, and regorus (the server's interpreter)
+# costs a few microseconds per rule it evaluates, whatever the rule does, and
+# a little per reference to a rule (docs/performance.md). So the allow path
+# is a handful of rules working on local variables (`user_principal`,
+# `login`, `principals_for`, `ttl_choice`, `extensions`), it reads
+# data.jitssh_config directly rather than through `config`, and the
+# finer-grained rules that explain a refusal run only on the deny path.
 package jitssh
 
 # Operator configuration, from data.json. It lives under data.jitssh_config,
@@ -27,20 +35,49 @@ default decision := {
 	"reasons": ["denied: the policy reached no decision (default deny)"],
 }
 
-# Workloads first (workload.rego); they never reach the human rules.
+# Workloads first (workload.rego); they never reach the human rules. The kind
+# test up front spares humans the binding search.
 decision := workload_decision if {
+	input.identity.kind == "workload"
 	workload_binding
 } else := {
 	"allow": true,
-	"principals": sort(granted),
-	"ttl_seconds": ttl_seconds,
+	"principals": sort(to_sign),
+	"ttl_seconds": ttl,
 	"extensions": extensions,
 	"critical_options": {},
-	"reasons": allow_reasons,
+	"reasons": reasons,
 } if {
-	user_principal
-	count(granted) > 0
-	ttl_seconds
+	name := user_principal
+	may_have := principals_for(name)
+	to_sign := requested_subset(may_have)
+	count(to_sign) > 0
+	[ttl, ttl_reason] := ttl_choice
+
+	# Reasons only once the request is allowed (they are the costly part).
+	group_reasons := [msg |
+		is_array(input.identity.groups)
+		some group in sort({g | some g in input.identity.groups})
+		principals := data.jitssh_config.group_principals[group]
+		count(principals) > 0
+		msg := sprintf("group %v grants %v", [group, concat(", ", sort(principals))])
+	]
+	grant_reasons := [msg |
+		some grant in input.grants
+		msg := sprintf("elevation %v (role %v) grants %v until %v", [grant.id, grant.role, concat(", ", grant.principals), grant.ends_at])
+	]
+	not_granted := {p | is_array(input.request.principals); some p in input.request.principals; not p in may_have}
+	not_granted_reasons := [msg |
+		count(not_granted) > 0
+		msg := sprintf("not granted (not allowed for %v): %v", [name, concat(", ", sort(not_granted))])
+	]
+	reasons := [r |
+		some part in [
+			[sprintf("%v: the user's own login, from the %v", [name, login[1]])],
+			group_reasons, grant_reasons, not_granted_reasons, [ttl_reason],
+		]
+		some r in part
+	]
 } else := {
 	"allow": false,
 	"principals": [],
@@ -58,7 +95,6 @@ denial := sort(deny_reasons) if {
 
 is_human if input.identity.kind == "human"
 
-
 deny_reasons contains msg if {
 	kind := input.identity.kind
 	not kind in {"human", "workload"}
@@ -70,18 +106,56 @@ deny_reasons contains "the input has no identity.kind" if not input.identity.kin
 # ---------------------------------------------------------------------------
 # The user's own login name: the preferred_username claim, else the local part
 # of the verified email (the server sets input.identity.email only when the
-# IdP said email_verified). Lowercased, never otherwise rewritten.
+# IdP said email_verified). Lowercased, never otherwise rewritten. A present
+# but unusable preferred_username does not fall back to the email.
 
-has_preferred_username if input.identity.claims.preferred_username != null
-
-raw_username := name if {
-	has_preferred_username
+# [name as given, where it came from], when there is one.
+login := [name, "preferred_username claim"] if {
 	name := input.identity.claims.preferred_username
 	is_string(name)
 	name != ""
+} else := [local, "verified email"] if {
+	not input.identity.claims.preferred_username != null
+	input.identity.email_verified == true
+	is_string(input.identity.email)
+	parts := split(input.identity.email, "@")
+	count(parts) == 2
+	local := parts[0]
+	local != ""
 }
 
-raw_username := email_local_part if not has_preferred_username
+# The personal principal, defined only when every username check passes:
+# a valid login name, not reserved (the list is lowercase, and
+# jitssh_test.rego checks the data, so a plain membership test is enough),
+# and not a shared account. Without the reserved list no username can be
+# checked against it: fail closed.
+user_principal := name if {
+	input.identity.kind == "human"
+	reserved := data.jitssh_config.reserved_usernames
+	is_array(reserved)
+	name := lower(login[0])
+	regex.match(`^[a-z_][a-z0-9_.-]{0,31}$`, name) # username_pattern
+	not name in reserved
+	not shared_account(name)
+}
+
+# Principals that groups or roles grant are shared accounts: no token may
+# name itself into one through its username.
+shared_account(name) if {
+	some principals in data.jitssh_config.group_principals
+	name in principals
+}
+
+shared_account(name) if {
+	some role in data.jitssh_config.roles
+	name in role.principals
+}
+
+# The same checks, one rule each, to say which failed (deny path only).
+
+has_preferred_username if input.identity.claims.preferred_username != null
+
+raw_username := login[0]
 
 username_source := "preferred_username claim" if has_preferred_username
 
@@ -103,30 +177,9 @@ username := lower(raw_username)
 
 username_valid if regex.match(username_pattern, username)
 
-# The list is lowercase (jitssh_test.rego checks the data), so a plain
-# membership test is enough.
 is_reserved if username in config.reserved_usernames
 
-# Principals that groups or roles grant are shared accounts: no token may
-# name itself into one through its username.
-is_shared_account if {
-	some principals in config.group_principals
-	username in principals
-}
-
-is_shared_account if {
-	some role in config.roles
-	username in role.principals
-}
-
-# The personal principal, defined only when every username check passes.
-user_principal := username if {
-	is_human
-	username_valid
-	is_array(config.reserved_usernames)
-	not is_reserved
-	not is_shared_account
-}
+is_shared_account if shared_account(username)
 
 deny_reasons contains "the preferred_username claim must be a non-empty string" if {
 	is_human
@@ -180,36 +233,36 @@ deny_reasons contains "data.jitssh_config.reserved_usernames is missing: refusin
 }
 
 # ---------------------------------------------------------------------------
-# Principals: the user's own, plus what their groups map to (data.json).
+# Principals: the user's own, plus what their groups map to (data.json), plus
+# the principals of their active elevation grants (elevation.rego: the server
+# lists the caller's grants in input.grants and signs their principals only
+# until they end).
 
-allowed_principals contains user_principal
-
-allowed_principals contains p if {
-	user_principal
-	some p in group_principals
-}
-
-# Active elevation grants (elevation.rego): the server lists the caller's
-# grants in input.grants and signs their principals only until they end.
-allowed_principals contains p if {
-	user_principal
+principals_for(name) := ({name} | {p |
+	is_array(input.identity.groups)
+	some group in input.identity.groups
+	some p in data.jitssh_config.group_principals[group]
+}) | {p |
 	some grant in input.grants
 	some p in grant.principals
 }
 
-group_principals contains p if {
-	is_array(input.identity.groups)
-	some group in input.identity.groups
-	some p in config.group_principals[group]
-}
+# The requested part of `candidates`; all of them when the request names none.
+requested_subset(candidates) := candidates & {p | some p in input.request.principals} if {
+	is_array(input.request.principals)
+} else := candidates
+
+# Deny path only, from here to the end of the section.
+
+default allowed_principals := set()
+
+allowed_principals := principals_for(user_principal)
 
 principals_requested if is_array(input.request.principals)
 
 requested := {p | some p in input.request.principals} if principals_requested
 
-granted := allowed_principals & requested if principals_requested
-
-granted := allowed_principals if not principals_requested
+granted := requested_subset(allowed_principals)
 
 deny_reasons contains msg if {
 	user_principal
@@ -242,16 +295,49 @@ positive_integer(n) if {
 	round(n) == n
 }
 
-max_ttl := config.max_ttl_seconds if positive_integer(config.max_ttl_seconds)
-
-default_ttl := config.default_ttl_seconds if positive_integer(config.default_ttl_seconds)
-
-ttl_seconds := min([requested_ttl, max_ttl]) if {
-	default_ttl
-	positive_integer(requested_ttl)
+# [default, maximum] from data.json, when both are positive whole numbers.
+ttl_limits := [default_ttl, max_ttl] if {
+	default_ttl := data.jitssh_config.default_ttl_seconds
+	is_number(default_ttl)
+	default_ttl >= 1
+	round(default_ttl) == default_ttl
+	max_ttl := data.jitssh_config.max_ttl_seconds
+	is_number(max_ttl)
+	max_ttl >= 1
+	round(max_ttl) == max_ttl
 }
 
-ttl_seconds := min([default_ttl, max_ttl]) if not requested_ttl
+# [ttl, the reason that explains it], when the lifetime can be decided. No
+# requested ttl (the common case) comes first and checks the limits inline,
+# as ttl_limits does: cheaper than evaluating one more rule.
+ttl_choice := [ttl, sprintf("ttl %vs: the default", [ttl])] if {
+	input.request.ttl_seconds == null
+	default_ttl := data.jitssh_config.default_ttl_seconds
+	is_number(default_ttl)
+	default_ttl >= 1
+	round(default_ttl) == default_ttl
+	max_ttl := data.jitssh_config.max_ttl_seconds
+	is_number(max_ttl)
+	max_ttl >= 1
+	round(max_ttl) == max_ttl
+	ttl := min([default_ttl, max_ttl])
+} else := [ttl, sprintf("ttl %vs: as requested", [ttl])] if {
+	requested := input.request.ttl_seconds
+	is_number(requested)
+	requested >= 1
+	round(requested) == requested
+	ttl := min([requested, ttl_limits[1]])
+	ttl == requested
+} else := [ttl, sprintf("ttl %vs: requested %vs, capped at the maximum", [ttl, input.request.ttl_seconds])] if {
+	requested := input.request.ttl_seconds
+	is_number(requested)
+	requested >= 1
+	round(requested) == requested
+	ttl := min([requested, ttl_limits[1]])
+} else := [ttl, sprintf("ttl %vs: the default", [ttl])] if {
+	not requested_ttl
+	ttl := min(ttl_limits)
+}
 
 deny_reasons contains msg if {
 	is_human
@@ -262,57 +348,13 @@ deny_reasons contains msg if {
 
 deny_reasons contains "data.jitssh_config.default_ttl_seconds and max_ttl_seconds must be positive whole numbers" if {
 	is_human
-	not default_ttl
-}
-
-deny_reasons contains "data.jitssh_config.default_ttl_seconds and max_ttl_seconds must be positive whole numbers" if {
-	is_human
-	not max_ttl
+	not ttl_limits
 }
 
 # ---------------------------------------------------------------------------
-# Extensions, and the reasons an allow carries.
+# Extensions.
 
-default extensions := []
-
-extensions := config.extensions if is_array(config.extensions)
-
-allow_reasons := array.concat(
-	array.concat(
-		[sprintf("%v: the user's own login, from the %v", [username, username_source])],
-		array.concat(group_reasons, grant_reasons),
-	),
-	array.concat(not_granted_reasons, [ttl_reason]),
-)
-
-group_reasons := [msg |
-	is_array(input.identity.groups)
-	some group in sort({g | some g in input.identity.groups})
-	principals := config.group_principals[group]
-	count(principals) > 0
-	msg := sprintf("group %v grants %v", [group, concat(", ", sort(principals))])
-]
-
-grant_reasons := [msg |
-	some grant in input.grants
-	msg := sprintf("elevation %v (role %v) grants %v until %v", [grant.id, grant.role, concat(", ", grant.principals), grant.ends_at])
-]
-
-not_granted_reasons := [msg |
-	principals_requested
-	not_granted := requested - allowed_principals
-	count(not_granted) > 0
-	msg := sprintf("not granted (not allowed for %v): %v", [username, concat(", ", sort(not_granted))])
-]
-
-ttl_reason := sprintf("ttl %vs: as requested", [ttl_seconds]) if {
-	requested_ttl
-	ttl_seconds == requested_ttl
-}
-
-ttl_reason := sprintf("ttl %vs: requested %vs, capped at the maximum", [ttl_seconds, requested_ttl]) if {
-	requested_ttl
-	ttl_seconds != requested_ttl
-}
-
-ttl_reason := sprintf("ttl %vs: the default", [ttl_seconds]) if not requested_ttl
+extensions := e if {
+	e := data.jitssh_config.extensions
+	is_array(e)
+} else := []

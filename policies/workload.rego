@@ -5,50 +5,49 @@
 # by its client_id and sub), never by names that can be deleted and registered
 # again by someone else. Bindings live in data.json under
 # jitssh_config.workloads; see README.md.
+#
+# Like jitssh.rego, few rules on the allow path: regorus's cost is mostly per
+# rule evaluated.
 package jitssh
 
 import rego.v1
 
-# The bindings this workload matches: same issuer, every listed claim equal.
-matching_bindings := [b |
-	input.identity.kind == "workload"
-	some b in config.workloads
-	b.issuer == input.identity.issuer
-	every claim, want in b.claims {
-		input.identity.claims[claim] == want
-	}
-]
+# The first binding this workload matches (same issuer, every listed claim
+# equal), if any. First wins: order bindings from most to least specific.
+workload_binding := matching[0] if {
+	matching := [b |
+		input.identity.kind == "workload"
+		some b in data.jitssh_config.workloads
+		b.issuer == input.identity.issuer
+		every claim, want in b.claims {
+			input.identity.claims[claim] == want
+		}
+	]
+	count(matching) > 0
+}
 
-# The first matching binding, if any (first wins: order bindings from most to
-# least specific).
-workload_binding := matching_bindings[0] if count(matching_bindings) > 0
-
-workload_ttl := min([workload_binding.ttl_seconds, requested_workload_ttl]) if {
-	requested_workload_ttl
+workload_ttl := min([workload_binding.ttl_seconds, requested]) if {
+	requested := input.request.ttl_seconds
+	is_number(requested)
 } else := workload_binding.ttl_seconds
 
-requested_workload_ttl := input.request.ttl_seconds if is_number(input.request.ttl_seconds)
-
-workload_principals := [p |
-	some p in workload_binding.principals
-	wanted(p)
-]
-
-wanted(p) if input.request.principals == null
-
-wanted(p) if not input.request.principals
-
-wanted(p) if p in input.request.principals
+# The binding's principals that the request asks for; all of them when it
+# names none (no list, null or false).
+workload_principals := [p | some p in workload_binding.principals; p in input.request.principals] if {
+	input.request.principals
+	input.request.principals != null
+} else := [p | some p in workload_binding.principals]
 
 workload_decision := {
 	"allow": true,
-	"principals": sort(workload_principals),
+	"principals": sort(principals),
 	"ttl_seconds": workload_ttl,
 	"extensions": [],
 	"critical_options": object.get(workload_binding, "critical_options", {}),
 	"reasons": [sprintf("workload binding %q", [workload_binding.name])],
 } if {
-	count(workload_principals) > 0
+	principals := workload_principals
+	count(principals) > 0
 } else := {
 	"allow": false,
 	"principals": [],

@@ -19,6 +19,20 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// the token verifier's leeway.
 const PRUNE_GRACE_SECS: i64 = 3600;
 
+/// Group commit's gather window (PostgreSQL's `commit_delay`). A busy CA
+/// otherwise commits whatever queued during the previous COMMIT — 1–3 rows —
+/// and every COMMIT costs the writer ~150–250 µs of CPU (WAL pages, fsync)
+/// on top of ~50 µs per row. When the previous batch or the queue shows
+/// concurrency, the writer first waits for more rows, in steps of
+/// [`GATHER_POLL`], until a step brings nothing or the window ends. A lone
+/// request never waits; under load the price is at most this much latency
+/// (measured in docs/performance.md).
+const GATHER_WINDOW: Duration = Duration::from_micros(1000);
+/// Step of the gather window: it ends at the first step that brings nothing.
+const GATHER_POLL: Duration = Duration::from_micros(250);
+/// Jobs in one batch that count as concurrency.
+const GATHER_AFTER: usize = 2;
+
 /// Work for the writer.
 pub(super) enum Job {
     Append {
@@ -193,17 +207,18 @@ struct Writer {
 
 impl Writer {
     /// Until every `AuditStore` clone is dropped: wait for one job, take
-    /// whatever else is queued, commit them together, reply.
+    /// whatever else is queued (gathering a little longer under
+    /// concurrency, see [`GATHER_WINDOW`]), commit them together, reply.
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(self.max_batch);
+        let mut previous = 0;
         while let Some(first) = jobs.blocking_recv() {
             batch.push(first);
-            while batch.len() < self.max_batch {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+            self.take_queued(&mut jobs, &mut batch);
+            if previous >= GATHER_AFTER || batch.len() >= GATHER_AFTER {
+                self.gather(&mut jobs, &mut batch);
             }
+            previous = batch.len();
             #[cfg(test)]
             if batch.iter().any(|j| matches!(j, Job::Stop)) {
                 return;
@@ -219,6 +234,35 @@ impl Writer {
             self.maybe_prune();
         }
         tracing::debug!(path = %self.path.display(), "audit writer finished");
+    }
+
+    /// Move every queued job into `batch`, up to `max_batch`.
+    fn take_queued(&self, jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+        while batch.len() < self.max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Wait up to [`GATHER_WINDOW`] for more jobs, in steps of
+    /// [`GATHER_POLL`]; stop early when the batch is full or a step brought
+    /// nothing (the burst is over).
+    fn gather(&self, jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+        let deadline = Instant::now() + GATHER_WINDOW;
+        while batch.len() < self.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(GATHER_POLL));
+            let before = batch.len();
+            self.take_queued(jobs, batch);
+            if batch.len() == before {
+                break;
+            }
+        }
     }
 
     /// One transaction for the whole batch. Returns the seqs given to the
