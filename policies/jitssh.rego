@@ -6,10 +6,12 @@
 # Every request evaluates this file, and regorus (the server's interpreter)
 # costs a few microseconds per rule it evaluates, whatever the rule does, and
 # a little per reference to a rule (docs/performance.md). So the allow path
-# is a handful of rules working on local variables (`user_principal`,
-# `login`, `principals_for`, `ttl_choice`, `extensions`), it reads
+# is a handful of rules and functions working on local variables
+# (`user_principal`, `login`, `shared_account`, `principals_for`,
+# `requested_subset`, `ttl_choice`, `extensions`), it reads
 # data.jitssh_config directly rather than through `config`, and the
 # finer-grained rules that explain a refusal run only on the deny path.
+# scripts/perf-policy-ab checks that a rewrite decides exactly as before.
 package jitssh
 
 # Operator configuration, from data.json. It lives under data.jitssh_config,
@@ -134,7 +136,9 @@ user_principal := name if {
 	reserved := data.jitssh_config.reserved_usernames
 	is_array(reserved)
 	name := lower(login[0])
-	regex.match(`^[a-z_][a-z0-9_.-]{0,31}$`, name) # username_pattern
+
+	# username_pattern, spelt out: cheaper than a reference to the rule.
+	regex.match(`^[a-z_][a-z0-9_.-]{0,31}$`, name)
 	not name in reserved
 	not shared_account(name)
 }
@@ -322,19 +326,20 @@ ttl_choice := [ttl, sprintf("ttl %vs: the default", [ttl])] if {
 	round(max_ttl) == max_ttl
 	ttl := min([default_ttl, max_ttl])
 } else := [ttl, sprintf("ttl %vs: as requested", [ttl])] if {
-	requested := input.request.ttl_seconds
-	is_number(requested)
-	requested >= 1
-	round(requested) == requested
-	ttl := min([requested, ttl_limits[1]])
-	ttl == requested
-} else := [ttl, sprintf("ttl %vs: requested %vs, capped at the maximum", [ttl, input.request.ttl_seconds])] if {
-	requested := input.request.ttl_seconds
-	is_number(requested)
-	requested >= 1
-	round(requested) == requested
-	ttl := min([requested, ttl_limits[1]])
+	asked := input.request.ttl_seconds
+	is_number(asked)
+	asked >= 1
+	round(asked) == asked
+	ttl := min([asked, ttl_limits[1]])
+	ttl == asked
+} else := [ttl, sprintf("ttl %vs: requested %vs, capped at the maximum", [ttl, asked])] if {
+	asked := input.request.ttl_seconds
+	is_number(asked)
+	asked >= 1
+	round(asked) == asked
+	ttl := min([asked, ttl_limits[1]])
 } else := [ttl, sprintf("ttl %vs: the default", [ttl])] if {
+	# No ttl_seconds field at all (or false): the default too.
 	not requested_ttl
 	ttl := min(ttl_limits)
 }

@@ -26,9 +26,9 @@ workload_binding := matching[0] if {
 	count(matching) > 0
 }
 
-workload_ttl := min([workload_binding.ttl_seconds, requested]) if {
-	requested := input.request.ttl_seconds
-	is_number(requested)
+workload_ttl := min([workload_binding.ttl_seconds, asked]) if {
+	asked := input.request.ttl_seconds
+	is_number(asked)
 } else := workload_binding.ttl_seconds
 
 # The binding's principals that the request asks for; all of them when it

@@ -32,6 +32,10 @@ const GATHER_WINDOW: Duration = Duration::from_micros(1000);
 const GATHER_POLL: Duration = Duration::from_micros(250);
 /// Jobs in one batch that count as concurrency.
 const GATHER_AFTER: usize = 2;
+/// A batch this large already spreads its COMMIT thin: stop gathering (and
+/// when the queue alone holds this many, as when the writer is the
+/// bottleneck, do not wait at all — waiting would only idle it).
+const GATHER_ENOUGH: usize = 8;
 
 /// Work for the writer.
 pub(super) enum Job {
@@ -247,11 +251,11 @@ impl Writer {
     }
 
     /// Wait up to [`GATHER_WINDOW`] for more jobs, in steps of
-    /// [`GATHER_POLL`]; stop early when the batch is full or a step brought
-    /// nothing (the burst is over).
+    /// [`GATHER_POLL`]; stop early when the batch holds [`GATHER_ENOUGH`]
+    /// (or `max_batch`) jobs or a step brought nothing (the burst is over).
     fn gather(&self, jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
         let deadline = Instant::now() + GATHER_WINDOW;
-        while batch.len() < self.max_batch {
+        while batch.len() < GATHER_ENOUGH.min(self.max_batch) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
