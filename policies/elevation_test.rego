@@ -166,3 +166,11 @@ test_role_principals_are_never_derived_from_a_username if {
 		with data.jitssh_config.roles as {"x": {"principals": ["dbadmin"], "max_ttl_seconds": 60}}
 	denied_because(d, "shared account")
 }
+
+test_role_principal_beside_granted_ones_is_an_allow_without_deny_reasons if {
+	inp := user_asking("alice", ["developers"], ["alice", "postgres"], null)
+	d := decision with input as inp
+	d.allow
+	d.principals == ["alice"]
+	count(deny_reasons) == 0 with input as inp
+}

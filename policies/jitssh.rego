@@ -278,9 +278,11 @@ deny_reasons contains msg if {
 	)
 }
 
-# A role's principal asked for without an active grant: say how to get one.
+# A role's principal asked for without an active grant: say how to get one
+# (only when nothing was granted, so an allow never carries a deny reason).
 deny_reasons contains msg if {
 	principals_requested
+	count(granted) == 0
 	some p in requested
 	not p in allowed_principals
 	some name, role in config.roles
