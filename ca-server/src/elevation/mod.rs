@@ -770,16 +770,7 @@ impl Elevations {
             .audit
             .transact(move |conn| {
                 let mut ev = base;
-                let refuse = |mut ev: AuditEvent, e: ElevationOpError| {
-                    ev.outcome = "denied".into();
-                    ev.code = Some(e.code().into());
-                    ev.decision_reasons = vec![e.to_string()];
-                    Ok(TxOutcome {
-                        events: vec![ev],
-                        keep: false,
-                        value: Err(e),
-                    })
-                };
+                let refuse = |ev, e| Ok(refused(ev, e));
                 let Some(current) = store::load(conn, &id_owned)? else {
                     return refuse(ev, ElevationOpError::NotFound(id_owned.clone()));
                 };
@@ -972,13 +963,7 @@ impl Elevations {
             .transact(move |conn| {
                 let mut ev = base;
                 let Some(current) = store::load(conn, &id_owned)? else {
-                    ev.outcome = "denied".into();
-                    ev.code = Some("elevation_not_found".into());
-                    return Ok(TxOutcome {
-                        events: vec![ev],
-                        keep: false,
-                        value: Err(ElevationOpError::NotFound(id_owned.clone())),
-                    });
+                    return Ok(refused(ev, ElevationOpError::NotFound(id_owned.clone())));
                 };
                 let state = current.state_at(now).to_owned();
                 let to = match (state.as_str(), operator) {
@@ -989,14 +974,7 @@ impl Elevations {
                             id: id_owned.clone(),
                             state,
                         };
-                        ev.outcome = "denied".into();
-                        ev.code = Some(e.code().into());
-                        ev.decision_reasons = vec![e.to_string()];
-                        return Ok(TxOutcome {
-                            events: vec![ev],
-                            keep: false,
-                            value: Err(e),
-                        });
+                        return Ok(refused(ev, e));
                     }
                 };
                 store::close(
@@ -1107,6 +1085,19 @@ impl Elevations {
             .ok_or_else(|| ElevationOpError::NotFound(id.to_owned()))?;
         let votes = store::votes(&conn, id).map_err(|e| ElevationOpError::Store(e.to_string()))?;
         Ok(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, false))
+    }
+}
+
+/// A transition refused inside the writer: roll the change back, still
+/// append the refusal row.
+fn refused(mut ev: AuditEvent, e: ElevationOpError) -> TxOutcome<Result<Row, ElevationOpError>> {
+    ev.outcome = "denied".into();
+    ev.code = Some(e.code().into());
+    ev.decision_reasons = vec![e.to_string()];
+    TxOutcome {
+        events: vec![ev],
+        keep: false,
+        value: Err(e),
     }
 }
 
