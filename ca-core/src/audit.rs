@@ -96,25 +96,53 @@ pub enum ChainError {
 /// and the last hash (the value to anchor elsewhere). Deleting rows from the
 /// *end* is only detectable against such an anchor.
 pub fn verify_chain(rows: impl IntoIterator<Item = ChainRow>) -> Result<(u64, String), ChainError> {
-    let mut expected = 1u64;
-    let mut prev = GENESIS.to_string();
+    let mut verifier = ChainVerifier::default();
     for row in rows {
-        if row.seq != expected {
+        verifier.push(&row)?;
+    }
+    Ok(verifier.finish())
+}
+
+/// [`verify_chain`] one row at a time, for rows streamed from a database.
+#[derive(Clone, Debug)]
+pub struct ChainVerifier {
+    expected: u64,
+    prev: String,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        ChainVerifier {
+            expected: 1,
+            prev: GENESIS.to_string(),
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// Check the next row; after an error the verifier must not be used.
+    pub fn push(&mut self, row: &ChainRow) -> Result<(), ChainError> {
+        if row.seq != self.expected {
             return Err(ChainError::Gap {
-                expected,
+                expected: self.expected,
                 found: row.seq,
             });
         }
-        if row.prev_hash != prev {
+        if row.prev_hash != self.prev {
             return Err(ChainError::Link { seq: row.seq });
         }
         if chain_hash(row.seq, &row.prev_hash, &row.event) != row.hash {
             return Err(ChainError::Edited { seq: row.seq });
         }
-        prev = row.hash;
-        expected += 1;
+        self.prev.clone_from(&row.hash);
+        self.expected += 1;
+        Ok(())
     }
-    Ok((expected - 1, prev))
+
+    /// Rows verified and the last hash.
+    pub fn finish(self) -> (u64, String) {
+        (self.expected - 1, self.prev)
+    }
 }
 
 #[cfg(test)]

@@ -46,8 +46,9 @@ async fn host_token_create(a: HostTokenCreateArgs) -> anyhow::Result<()> {
     let hostnames = ca_core::hostname::parse_hostnames(&a.hostnames, ca_core::host::MAX_HOSTNAMES)
         .context("--hostname")?;
     let now = crate::issue::now_unix();
-    let store = crate::hosts::JoinTokenStore::open(&config.database)?;
-    let audit = AuditStore::open(&config.database)?;
+    let db = config.database.open()?;
+    let store = crate::hosts::JoinTokenStore::open(&db)?;
+    let audit = AuditStore::open(&db)?;
     let (token, expires_at) =
         crate::hosts::create_join_token(&store, &audit, &hostnames, a.ttl, now).await?;
     println!("{}", token.expose());
@@ -219,13 +220,16 @@ fn print_report(report: &TestReport) {
 
 fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
     let db = match (&a.db, &a.config) {
-        (Some(db), _) => db.clone(),
+        (Some(db), _) => crate::config::Database::Sqlite(db.clone()),
         (None, Some(c)) => Config::load(c)?.database,
         (None, None) => bail!("give --config FILE or --db FILE"),
     };
-    if !db.exists() {
-        bail!("audit database {} does not exist", db.display());
+    if let Some(path) = db.sqlite_path()
+        && !path.exists()
+    {
+        bail!("audit database {} does not exist", path.display());
     }
+    let db = db.open()?;
     // Read-only: creates nothing and starts no writer, so it is safe beside a
     // running server.
     let store = AuditStore::open_read_only(&db)?;
@@ -264,7 +268,8 @@ fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
             }
         }
         AuditCommand::Export(f) => {
-            store.export(&filter(f), &mut out)?;
+            drop(out);
+            store.export(&filter(f), &mut std::io::stdout())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -368,7 +373,7 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
                     ("retire", serde_json::json!({"forced": force}))
                 }
             };
-            let audit = AuditStore::open(&config.database)?;
+            let audit = AuditStore::open(config.database.open()?)?;
             let mut details = detail;
             details["kind"] = serde_json::json!(name);
             details["step"] = serde_json::json!(what);
@@ -393,9 +398,10 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
 fn elevations(config_path: &std::path::Path) -> anyhow::Result<crate::elevation::Elevations> {
     let config = Config::load(config_path)?;
     let policy = std::sync::Arc::new(PolicyEngine::load_dir(&config.policy_dir)?);
-    let audit = AuditStore::open(&config.database)?;
+    let db = config.database.open()?;
+    let audit = AuditStore::open(&db)?;
     crate::elevation::Elevations::open(
-        &config.database,
+        &db,
         audit,
         policy,
         config.elevation.clone(),
@@ -516,14 +522,15 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
         .map(ca_core::request::parse_reason)
         .transpose()?;
     let now = crate::issue::now_unix();
-    let store = RevocationStore::open(&config.database)?;
+    let db = config.database.open()?;
+    let store = RevocationStore::open(&db)?;
     let added = store.revoke(
         &target,
         reason.as_deref(),
         now,
         config.limits.max_ttl.as_secs(),
     )?;
-    let audit = AuditStore::open(&config.database)?;
+    let audit = AuditStore::open(&db)?;
     audit
         .append(
             ca_core::audit::AuditEvent {

@@ -183,16 +183,63 @@ pub struct RawCa {
     pub pkcs11: Option<crate::hsm::Pkcs11Config>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
-    #[serde(default = "default_db")]
-    pub path: PathBuf,
+    /// SQLite file (the default, `audit.db`).
+    pub path: Option<PathBuf>,
+    /// PostgreSQL connection URL (several replicas share it).
+    pub url: Option<String>,
+    /// The PostgreSQL password, read from this file (never in the URL).
+    pub password_file: Option<PathBuf>,
 }
 
-impl Default for RawDatabase {
-    fn default() -> Self {
-        RawDatabase { path: default_db() }
+/// Where the CA keeps its state (`[database]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// One process, one SQLite file.
+    Sqlite(PathBuf),
+    /// Several replicas, one PostgreSQL database.
+    Postgres {
+        url: String,
+        password_file: Option<PathBuf>,
+    },
+}
+
+impl Database {
+    /// A handle to the database (connections open on first use). Reads the
+    /// password file now, so a missing one is a clear startup error.
+    pub fn open(&self) -> Result<crate::db::Db, ConfigError> {
+        use crate::db::{Db, Target};
+        match self {
+            Database::Sqlite(path) => Ok(Db::new(Target::Sqlite(path.clone()))),
+            Database::Postgres { url, password_file } => {
+                let password = password_file
+                    .as_ref()
+                    .map(|f| {
+                        std::fs::read_to_string(f)
+                            .map(|p| p.trim_end_matches(['\n', '\r']).to_owned())
+                            .map_err(|e| {
+                                ConfigError::Invalid(format!(
+                                    "[database] password_file {}: {e}",
+                                    f.display()
+                                ))
+                            })
+                    })
+                    .transpose()?;
+                let target = Target::postgres(url, password.as_deref())
+                    .map_err(|e| ConfigError::Invalid(format!("[database] url: {e}")))?;
+                Ok(Db::new(target))
+            }
+        }
+    }
+
+    /// The SQLite file, if that is the backend.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(p) => Some(p),
+            Database::Postgres { .. } => None,
+        }
     }
 }
 
@@ -302,8 +349,15 @@ fn default_header_timeout() -> u64 {
 fn default_body_limit() -> usize {
     64 * 1024
 }
-fn default_db() -> PathBuf {
-    "audit.db".into()
+/// `postgresql://user:secret@host/...`: a password in the authority part.
+fn url_has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 fn default_policy_dir() -> PathBuf {
     "policies".into()
@@ -396,7 +450,7 @@ pub struct Config {
     pub host_ca_key: PathBuf,
     /// CA keys in a PKCS#11 token instead of the files above.
     pub pkcs11: Option<crate::hsm::Pkcs11Config>,
-    pub database: PathBuf,
+    pub database: Database,
     pub policy_dir: PathBuf,
     pub policy_reload: Duration,
     pub limits: Limits,
@@ -552,7 +606,33 @@ impl Config {
                 }
                 None => None,
             },
-            database: abs(&raw.database.path),
+            database: match (&raw.database.path, &raw.database.url) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Invalid(
+                        "[database] has both path (SQLite) and url (PostgreSQL): keep one".into(),
+                    ));
+                }
+                (_, Some(url)) => {
+                    if url.contains("password=") || url_has_password(url) {
+                        return Err(ConfigError::Invalid(
+                            "[database] url contains a password: put it in password_file instead"
+                                .into(),
+                        ));
+                    }
+                    Database::Postgres {
+                        url: url.clone(),
+                        password_file: raw.database.password_file.as_deref().map(abs),
+                    }
+                }
+                (path, None) => {
+                    if raw.database.password_file.is_some() {
+                        return Err(ConfigError::Invalid(
+                            "[database] password_file is for url (PostgreSQL); SQLite has no password".into(),
+                        ));
+                    }
+                    Database::Sqlite(abs(path.as_deref().unwrap_or(Path::new("audit.db"))))
+                }
+            },
             policy_dir: abs(&raw.policy.dir),
             policy_reload: Duration::from_secs(raw.policy.reload_interval_seconds.max(1)),
             limits,
@@ -642,8 +722,11 @@ user_key = "user_ca"
 host_key = "host_ca"
 
 [database]
-# SQLite audit database (WAL, synchronous=FULL).
+# SQLite audit database (WAL, synchronous=FULL): one jitssh-ca process.
 path = "audit.db"
+# Or PostgreSQL, for several replicas behind a load balancer (then no path):
+# url = "postgresql://jitssh@db.example.internal:5432/jitssh"
+# password_file = "/etc/jitssh/db-password"
 
 [policy]
 # Folder of Rego files (*.rego, *_test.rego) and data*.json. Reloaded on SIGHUP and

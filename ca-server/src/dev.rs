@@ -126,7 +126,7 @@ pub fn dev_config(
         user_ca_key: dir.join("user_ca"),
         host_ca_key: dir.join("host_ca"),
         pkcs11: None,
-        database: dir.join("audit.db"),
+        database: crate::config::Database::Sqlite(dir.join("audit.db")),
         policy_dir: policy_dir.unwrap_or_else(|| dir.join("policies")),
         policy_reload: std::time::Duration::from_secs(2),
         limits: Limits::new(max_ttl),

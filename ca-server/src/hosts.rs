@@ -12,9 +12,8 @@
 //! and every refusal is audited too.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine as _;
 use ca_core::audit::AuditEvent;
@@ -27,11 +26,12 @@ use ca_core::hostname::HostName;
 use ca_core::wire::{self, HostCertResponse, HostChallenge};
 use ca_core::{Refusal, SubjectKey, Ttl};
 use rand_core::{OsRng, RngCore as _};
-use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::audit::{AuditError, AuditStore};
+use crate::db::{Db, DbError};
 use crate::issue::{Authority, RequestContext, now_unix};
 use crate::metrics::Metrics;
+use crate::params;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS host_join_tokens (
@@ -45,6 +45,17 @@ CREATE TABLE IF NOT EXISTS host_join_tokens (
     used_at    INTEGER,
     used_by    TEXT
 ) WITHOUT ROWID;";
+
+/// The same table for PostgreSQL.
+const POSTGRES: &str = "
+CREATE TABLE IF NOT EXISTS host_join_tokens (
+    token_hash TEXT PRIMARY KEY,
+    hostnames  TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT,
+    used_by    TEXT
+);";
 
 /// How long a renewal challenge may be answered.
 pub const CHALLENGE_TTL_SECS: u64 = 60;
@@ -131,13 +142,10 @@ impl HostError {
 /// The join token table could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenStoreError {
-    #[error("join token store {}: {source}; check that the database exists and is writable", path.display())]
-    Db {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("join token store {}: a stored row is unreadable ({message})", path.display())]
-    Corrupt { path: PathBuf, message: String },
+    #[error("join token store: {0}")]
+    Db(#[from] DbError),
+    #[error("join token store {db}: a stored row is unreadable ({message})")]
+    Corrupt { db: String, message: String },
     #[error("join token store: the database task failed: {0}")]
     Task(String),
 }
@@ -151,35 +159,26 @@ pub struct StoredToken {
     pub used_at: Option<u64>,
 }
 
-/// The `host_join_tokens` table in the audit database, with a connection
-/// per operation (tokens are rare; the audit writer keeps its own).
+/// The `host_join_tokens` table beside the audit log (tokens are rare: a
+/// pooled connection per operation; the audit writer keeps its own).
 #[derive(Clone, Debug)]
 pub struct JoinTokenStore {
-    path: PathBuf,
+    db: Db,
 }
 
 impl JoinTokenStore {
-    /// Open the store in the audit database at `path`, creating the table.
-    pub fn open(path: &Path) -> Result<Self, TokenStoreError> {
-        let s = JoinTokenStore {
-            path: path.to_owned(),
-        };
-        s.conn()?.execute_batch(SCHEMA).map_err(|e| s.db(e))?;
-        Ok(s)
+    /// Open the store in `db`, creating the table.
+    pub fn open(db: impl Into<Db>) -> Result<Self, TokenStoreError> {
+        let db = db.into();
+        crate::audit::ensure_tables(&db, SCHEMA, POSTGRES)?;
+        Ok(JoinTokenStore { db })
     }
 
-    fn db(&self, source: rusqlite::Error) -> TokenStoreError {
-        TokenStoreError::Db {
-            path: self.path.clone(),
-            source,
+    fn corrupt(&self, message: String) -> TokenStoreError {
+        TokenStoreError::Corrupt {
+            db: self.db.describe(),
+            message,
         }
-    }
-
-    fn conn(&self) -> Result<Connection, TokenStoreError> {
-        let c = Connection::open(&self.path).map_err(|e| self.db(e))?;
-        c.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| self.db(e))?;
-        Ok(c)
     }
 
     /// Store a new token's hash with the names it may claim.
@@ -190,85 +189,79 @@ impl JoinTokenStore {
         created_at: u64,
         expires_at: u64,
     ) -> Result<(), TokenStoreError> {
-        let names = serde_json::to_string(hostnames).map_err(|e| TokenStoreError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        self.conn()?
-            .execute(
-                "INSERT INTO host_join_tokens (token_hash, hostnames, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![token.hash(), names, created_at as i64, expires_at as i64],
+        let names = serde_json::to_string(hostnames).map_err(|e| self.corrupt(e.to_string()))?;
+        let hash = token.hash();
+        self.db.with(|c| {
+            c.execute(
+                "INSERT INTO host_join_tokens (token_hash, hostnames, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                &params![&hash, &names, created_at, expires_at],
             )
-            .map_err(|e| self.db(e))?;
+        })?;
         Ok(())
     }
 
     /// Remove a token (used when its creation could not be audited).
     pub fn delete(&self, token: &JoinToken) -> Result<(), TokenStoreError> {
-        self.conn()?
-            .execute(
-                "DELETE FROM host_join_tokens WHERE token_hash = ?1",
-                [token.hash()],
+        let hash = token.hash();
+        self.db.with(|c| {
+            c.execute(
+                "DELETE FROM host_join_tokens WHERE token_hash = $1",
+                &params![&hash],
             )
-            .map_err(|e| self.db(e))?;
+        })?;
         Ok(())
     }
 
     /// The stored token with this hash, if any.
     pub fn lookup(&self, token_hash: &str) -> Result<Option<StoredToken>, TokenStoreError> {
-        let row: Option<(String, i64, i64, Option<i64>)> = self
-            .conn()?
-            .query_row(
-                "SELECT hostnames, created_at, expires_at, used_at FROM host_join_tokens WHERE token_hash = ?1",
-                [token_hash],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        let row = self.db.with(|c| {
+            c.query_opt(
+                "SELECT hostnames, created_at, expires_at, used_at FROM host_join_tokens WHERE token_hash = $1",
+                &params![token_hash],
             )
-            .optional()
-            .map_err(|e| self.db(e))?;
-        let Some((names, created_at, expires_at, used_at)) = row else {
+        })?;
+        let Some(row) = row else {
             return Ok(None);
         };
+        let names = row.text(0)?;
         let hostnames: Vec<HostName> =
-            serde_json::from_str(&names).map_err(|e| TokenStoreError::Corrupt {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+            serde_json::from_str(&names).map_err(|e| self.corrupt(e.to_string()))?;
         Ok(Some(StoredToken {
             hostnames,
-            created_at: created_at.max(0) as u64,
-            expires_at: expires_at.max(0) as u64,
-            used_at: used_at.map(|u| u.max(0) as u64),
+            created_at: row.int(1)?.max(0) as u64,
+            expires_at: row.int(2)?.max(0) as u64,
+            used_at: row.opt_int(3)?.map(|u| u.max(0) as u64),
         }))
     }
 
     /// Spend the token for `claimant` if it is unused and unexpired at `now`.
-    /// One statement, so of any number of concurrent claims exactly one wins.
+    /// One statement, so of any number of concurrent claims (on any
+    /// replica) exactly one wins.
     pub fn claim(
         &self,
         token_hash: &str,
         now: u64,
         claimant: &str,
     ) -> Result<bool, TokenStoreError> {
-        let changed = self
-            .conn()?
-            .execute(
-                "UPDATE host_join_tokens SET used_at = ?2, used_by = ?3
-                 WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
-                params![token_hash, now as i64, claimant],
+        let changed = self.db.with(|c| {
+            c.execute(
+                "UPDATE host_join_tokens SET used_at = $2, used_by = $3
+                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+                &params![token_hash, now, claimant],
             )
-            .map_err(|e| self.db(e))?;
+        })?;
         Ok(changed == 1)
     }
 
     /// Undo `claimant`'s claim (no certificate was issued for it).
     pub fn release(&self, token_hash: &str, claimant: &str) -> Result<(), TokenStoreError> {
-        self.conn()?
-            .execute(
+        self.db.with(|c| {
+            c.execute(
                 "UPDATE host_join_tokens SET used_at = NULL, used_by = NULL
-                 WHERE token_hash = ?1 AND used_by = ?2",
-                params![token_hash, claimant],
+                 WHERE token_hash = $1 AND used_by = $2",
+                &params![token_hash, claimant],
             )
-            .map_err(|e| self.db(e))?;
+        })?;
         Ok(())
     }
 
@@ -619,7 +612,9 @@ impl Authority {
         let grant = self.decide_host(&input, requested, event)?;
 
         // Sign with the host CA key.
-        let serial = self.next_serial();
+        let serial = self
+            .next_serial()
+            .map_err(|e| HostError::Internal(e.to_string()))?;
         let kid = host_key_id(grant.hostnames(), serial);
         let cert = sign_host_cert(&grant, key, serial, &kid, now, &mut OsRng, &self.host_ca)
             .map_err(|e| match e {

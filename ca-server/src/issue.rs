@@ -18,7 +18,7 @@ use ca_core::{CertRequest, Limits, Refusal, VerifiedIdentity};
 use crate::keys::CaKey;
 use rand_core::OsRng;
 
-use crate::audit::{AuditError, AuditStore, UsedToken};
+use crate::audit::{AuditError, AuditStore, SERIAL_BLOCK_BITS, UsedToken};
 use crate::metrics::Metrics;
 use crate::oidc::{TokenError, TokenVerifier};
 use crate::policy::PolicyEngine;
@@ -145,6 +145,7 @@ impl Authority {
     ) -> Result<Self, AuditError> {
         let replay = ReplayGuard::default();
         replay.seed(audit.used_tokens(now_unix())?);
+        let serials = SerialAllocator::new(audit.serial_block(&holder(), now_unix())?);
         let published = PublishedKeys {
             user: vec![user_ca.public_key().clone()],
             host: vec![host_ca.public_key().clone()],
@@ -163,7 +164,7 @@ impl Authority {
             metrics: Metrics::new(),
             replay,
             rate: RateLimiter::new(rate_per_minute, rate_burst),
-            serials: SerialAllocator::new(),
+            serials,
         })
     }
 
@@ -272,7 +273,7 @@ impl Authority {
         let grant = self.decide(identity, &req, &ctx.source_ip, now, event)?;
 
         // 6. Sign.
-        let serial = self.serials.next();
+        let serial = self.next_serial()?;
         let kid = key_id(identity, serial);
         let cert = sign_cert(
             CertKind::User,
@@ -311,7 +312,11 @@ impl Authority {
                 }),
             )
             .await
-            .map_err(IssueError::AuditUnavailable)?;
+            .map_err(|e| match e {
+                // Spent on another replica since our in-memory check.
+                AuditError::Replayed => IssueError::Replay,
+                e => IssueError::AuditUnavailable(e),
+            })?;
         Metrics::observe(&self.metrics.audit_seconds, audit_started.elapsed());
         claim.keep();
 
@@ -337,8 +342,8 @@ impl Authority {
     ) -> Result<ca_core::Grant, IssueError> {
         let grants = self
             .elevations
-            .grants()
-            .active(&identity.issuer, &identity.subject, now);
+            .active_for(&identity.issuer, &identity.subject, now)
+            .map_err(|e| IssueError::AuditUnavailable(AuditError::Unavailable(e.to_string())))?;
         let input = PolicyInput::user_cert(identity, req, source_ip.to_owned(), now)
             .with_grants(grants.clone());
         let input =
@@ -381,8 +386,13 @@ impl Authority {
     }
 
     /// The next certificate serial (user and host certificates share them).
-    pub(crate) fn next_serial(&self) -> u64 {
-        self.serials.next()
+    pub(crate) fn next_serial(&self) -> Result<u64, IssueError> {
+        self.serials.next().ok_or_else(|| {
+            IssueError::Internal(
+                "this process has used up its block of certificate serials; restart jitssh-ca"
+                    .into(),
+            )
+        })
     }
 
     /// For `/readyz`: can we issue right now?
@@ -555,28 +565,38 @@ impl RateLimiter {
     }
 }
 
-/// Unique, non-zero, increasing serials without a database round trip:
-/// milliseconds since the epoch shifted left 16 bits, then counting up. Unique
-/// across restarts as long as fewer than 65,536 certificates are issued per
-/// millisecond on average.
+/// Unique, non-zero serials without a database round trip per
+/// certificate: the process's block number (allocated in the database at
+/// start, so unique across restarts and replicas) in the high bits, then
+/// counting up in the low [`SERIAL_BLOCK_BITS`].
 struct SerialAllocator {
     next: AtomicU64,
+    end: u64,
 }
 
 impl SerialAllocator {
-    fn new() -> Self {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(1);
+    fn new(block: u64) -> Self {
+        let start = block << SERIAL_BLOCK_BITS;
         SerialAllocator {
-            next: AtomicU64::new((ms << 16).max(1)),
+            next: AtomicU64::new(start + 1),
+            end: start + (1 << SERIAL_BLOCK_BITS),
         }
     }
 
-    fn next(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed)
+    /// `None` once the block is used up (2^40 certificates: restart to get
+    /// a new block).
+    fn next(&self) -> Option<u64> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (n < self.end).then_some(n)
     }
+}
+
+/// Who holds a serial block: host name and process id, for operators.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host} pid {}", std::process::id())
 }
 
 #[cfg(test)]
@@ -656,10 +676,20 @@ mod tests {
     }
 
     #[test]
-    fn serials_are_unique_and_nonzero() {
-        let s = SerialAllocator::new();
-        let a = s.next();
-        let b = s.next();
+    fn serials_are_unique_nonzero_and_stay_in_their_block() {
+        let s = SerialAllocator::new(3);
+        let a = s.next().unwrap();
+        let b = s.next().unwrap();
         assert!(a > 0 && b > a);
+        assert_eq!(a >> SERIAL_BLOCK_BITS, 3);
+        // Block 0 never hands out serial 0.
+        assert_eq!(SerialAllocator::new(0).next(), Some(1));
+        // The end of a block is the end: never the next block's serials.
+        let last = SerialAllocator {
+            next: AtomicU64::new((4 << SERIAL_BLOCK_BITS) - 1),
+            end: 4 << SERIAL_BLOCK_BITS,
+        };
+        assert_eq!(last.next(), Some((4 << SERIAL_BLOCK_BITS) - 1));
+        assert_eq!(last.next(), None);
     }
 }

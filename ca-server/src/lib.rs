@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod db;
 pub mod dev;
 pub mod devidp;
 pub mod elevation;

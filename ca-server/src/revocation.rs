@@ -7,14 +7,15 @@
 //! refuses every new certificate for it.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ca_core::SubjectKey;
 use ca_core::krl::{KrlSpec, RevokedCerts, write_krl};
-use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::db::{Conn, Db, DbError, TxMode};
+use crate::params;
 use ssh_key::public::KeyData;
 
 const SCHEMA: &str = "
@@ -30,13 +31,22 @@ CREATE TABLE IF NOT EXISTS revocations (
     UNIQUE (kind, value)
 );";
 
+/// The same table for PostgreSQL; `id` comes from a sequence.
+const POSTGRES: &str = "
+CREATE TABLE IF NOT EXISTS revocations (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       TEXT NOT NULL CHECK (kind IN ('serial', 'key_id', 'subject', 'key')),
+    value      TEXT NOT NULL,
+    reason     TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    UNIQUE (kind, value)
+);";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {
-    #[error("revocation store {path}: {source}; check that the database exists and is writable")]
-    Db {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    #[error("revocation store: {0}")]
+    Db(#[from] DbError),
     #[error("{0}")]
     Invalid(String),
     #[error("building the KRL failed: {0}")]
@@ -52,34 +62,18 @@ pub enum Target {
     Key(SubjectKey),
 }
 
-/// The revocations table in the audit database.
+/// The revocations table beside the audit log.
 #[derive(Clone, Debug)]
 pub struct RevocationStore {
-    path: PathBuf,
+    db: Db,
 }
 
 impl RevocationStore {
-    /// Open the store in the audit database at `path`, creating the table.
-    pub fn open(path: &Path) -> Result<Self, RevocationError> {
-        let s = RevocationStore {
-            path: path.to_owned(),
-        };
-        s.conn()?.execute_batch(SCHEMA).map_err(|e| s.db(e))?;
-        Ok(s)
-    }
-
-    fn db(&self, source: rusqlite::Error) -> RevocationError {
-        RevocationError::Db {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    fn conn(&self) -> Result<Connection, RevocationError> {
-        let c = Connection::open(&self.path).map_err(|e| self.db(e))?;
-        c.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| self.db(e))?;
-        Ok(c)
+    /// Open the store in `db`, creating the table.
+    pub fn open(db: impl Into<Db>) -> Result<Self, RevocationError> {
+        let db = db.into();
+        crate::audit::ensure_tables(&db, SCHEMA, POSTGRES)?;
+        Ok(RevocationStore { db })
     }
 
     /// Record a revocation. `max_ttl` bounds how long an unknown certificate
@@ -91,24 +85,9 @@ impl RevocationStore {
         now: u64,
         max_ttl: u64,
     ) -> Result<Vec<(String, String)>, RevocationError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(|e| self.db(e))?;
-        let mut added = Vec::new();
-        let mut insert = |kind: &str,
-                          value: String,
-                          expires: Option<u64>|
-         -> Result<(), rusqlite::Error> {
-            tx.execute(
-                "INSERT INTO revocations (kind, value, reason, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (kind, value) DO UPDATE SET expires_at = CASE
-                   WHEN excluded.expires_at IS NULL OR expires_at IS NULL THEN NULL
-                   ELSE max(expires_at, excluded.expires_at) END",
-                params![kind, value, reason, now as i64, expires.map(|e| e as i64)],
-            )?;
-            added.push((kind.to_owned(), value));
-            Ok(())
-        };
         let unknown_expiry = now + max_ttl + ca_core::cert::BACKDATE_SECS;
+        // What to insert, worked out before the transaction.
+        let mut entries: Vec<(&str, String, Option<u64>)> = Vec::new();
         match target {
             Target::Serial(serial) => {
                 if *serial == 0 {
@@ -116,10 +95,7 @@ impl RevocationStore {
                         "serial 0 is never issued by jitssh".into(),
                     ));
                 }
-                let expiry = issued_expiry(&tx, *serial)
-                    .map_err(|e| self.db(e))?
-                    .unwrap_or(unknown_expiry);
-                insert("serial", serial.to_string(), Some(expiry)).map_err(|e| self.db(e))?;
+                entries.push(("serial", serial.to_string(), None));
             }
             Target::KeyId(id) => {
                 if id.is_empty() || ca_core::has_control_chars(id) {
@@ -127,43 +103,62 @@ impl RevocationStore {
                         "key ID must be non-empty printable text".into(),
                     ));
                 }
-                insert("key_id", id.clone(), Some(unknown_expiry)).map_err(|e| self.db(e))?;
+                entries.push(("key_id", id.clone(), Some(unknown_expiry)));
             }
             Target::Subject { issuer, subject } => {
-                insert("subject", subject_key(issuer, subject), None).map_err(|e| self.db(e))?;
-                // Certificates already issued to the subject, still valid.
-                for (serial, expiry) in
-                    issued_to(&tx, issuer, subject, now).map_err(|e| self.db(e))?
-                {
-                    insert("serial", serial.to_string(), Some(expiry)).map_err(|e| self.db(e))?;
-                }
+                entries.push(("subject", subject_key(issuer, subject), None));
             }
             Target::Key(key) => {
                 let line = key
                     .public_key()
                     .to_openssh()
                     .map_err(|e| RevocationError::Invalid(e.to_string()))?;
-                insert("key", line, None).map_err(|e| self.db(e))?;
+                entries.push(("key", line, None));
             }
         }
-        tx.commit().map_err(|e| self.db(e))?;
+        let added = self.db.transaction(TxMode::Write, |c| {
+            if let Target::Serial(serial) = target {
+                let expiry = issued_expiry(c, *serial)?.unwrap_or(unknown_expiry);
+                entries[0].2 = Some(expiry);
+            }
+            if let Target::Subject { issuer, subject } = target {
+                // Certificates already issued to the subject, still valid.
+                for (serial, expiry) in issued_to(c, issuer, subject, now)? {
+                    entries.push(("serial", serial.to_string(), Some(expiry)));
+                }
+            }
+            let mut added = Vec::new();
+            for (kind, value, expires) in &entries {
+                c.execute(
+                    "INSERT INTO revocations (kind, value, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (kind, value) DO UPDATE SET expires_at = CASE
+                       WHEN excluded.expires_at IS NULL OR revocations.expires_at IS NULL THEN NULL
+                       WHEN excluded.expires_at > revocations.expires_at THEN excluded.expires_at
+                       ELSE revocations.expires_at END",
+                    &params![*kind, value, reason, now, *expires],
+                )?;
+                added.push(((*kind).to_owned(), value.clone()));
+            }
+            Ok(added)
+        })?;
         Ok(added)
     }
 
     /// Everything still in force at `now`.
     pub fn snapshot(&self, now: u64) -> Result<Snapshot, RevocationError> {
-        let conn = self.conn()?;
+        let (rows, version) = self.db.with(|c| {
+            let rows = c.query(
+                "SELECT kind, value FROM revocations WHERE expires_at IS NULL OR expires_at > $1 ORDER BY id",
+                &params![now],
+            )?;
+            let version = c
+                .query_one("SELECT coalesce(max(id), 0) FROM revocations", &[])?
+                .u64(0)?;
+            Ok((rows, version))
+        })?;
         let mut snap = Snapshot::default();
-        let mut stmt = conn
-            .prepare("SELECT kind, value FROM revocations WHERE expires_at IS NULL OR expires_at > ?1 ORDER BY id")
-            .map_err(|e| self.db(e))?;
-        let rows = stmt
-            .query_map([now as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.db(e))?;
         for row in rows {
-            let (kind, value) = row.map_err(|e| self.db(e))?;
+            let (kind, value) = (row.text(0)?, row.text(1)?);
             match kind.as_str() {
                 "serial" => snap.serials.extend(value.parse::<u64>().ok()),
                 "key_id" => snap.key_ids.push(value),
@@ -180,16 +175,8 @@ impl RevocationStore {
                 _ => {}
             }
         }
-        snap.version = self.version(&conn)?;
+        snap.version = version;
         Ok(snap)
-    }
-
-    fn version(&self, conn: &Connection) -> Result<u64, RevocationError> {
-        conn.query_row("SELECT coalesce(max(id), 0) FROM revocations", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map(|v| v as u64)
-        .map_err(|e| self.db(e))
     }
 }
 
@@ -198,15 +185,16 @@ fn subject_key(issuer: &str, subject: &str) -> String {
 }
 
 /// valid_before of the certificate with this serial, from its audit row.
-fn issued_expiry(conn: &Connection, serial: u64) -> Result<Option<u64>, rusqlite::Error> {
-    let event: Option<String> = conn
-        .query_row(
-            "SELECT event FROM audit WHERE serial = ?1 AND outcome = 'issued' LIMIT 1",
-            [serial.to_string()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(event.and_then(|e| expiry_of(&e)))
+fn issued_expiry(conn: &mut dyn Conn, serial: u64) -> Result<Option<u64>, DbError> {
+    let serial = serial.to_string();
+    let event = conn.query_opt(
+        "SELECT event FROM audit WHERE serial = $1 AND outcome = 'issued' LIMIT 1",
+        &params![&serial],
+    )?;
+    Ok(event
+        .map(|r| r.text(0))
+        .transpose()?
+        .and_then(|e| expiry_of(&e)))
 }
 
 fn expiry_of(event_json: &str) -> Option<u64> {
@@ -216,20 +204,18 @@ fn expiry_of(event_json: &str) -> Option<u64> {
 
 /// (serial, expiry) of every unexpired certificate issued to the subject.
 fn issued_to(
-    conn: &Connection,
+    conn: &mut dyn Conn,
     issuer: &str,
     subject: &str,
     now: u64,
-) -> Result<Vec<(u64, u64)>, rusqlite::Error> {
-    let mut stmt = conn.prepare(
-        "SELECT serial, event FROM audit WHERE subject = ?1 AND issuer = ?2 AND outcome = 'issued' AND serial IS NOT NULL",
+) -> Result<Vec<(u64, u64)>, DbError> {
+    let rows = conn.query(
+        "SELECT serial, event FROM audit WHERE subject = $1 AND issuer = $2 AND outcome = 'issued' AND serial IS NOT NULL",
+        &params![subject, issuer],
     )?;
-    let rows = stmt.query_map(params![subject, issuer], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
     let mut out = Vec::new();
     for row in rows {
-        let (serial, event) = row?;
+        let (serial, event) = (row.text(0)?, row.text(1)?);
         if let (Ok(serial), Some(exp)) = (serial.parse::<u64>(), expiry_of(&event))
             && exp > now
         {

@@ -121,19 +121,20 @@ pub fn load_ca_keys(
 /// succeed before the server may answer.
 pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Result<Authority> {
     let (user_ca, host_ca, published) = load_ca_keys(config)?;
-    let audit = AuditStore::open(&config.database)
-        .with_context(|| format!("opening audit database {}", config.database.display()))?;
+    let db = config.database.open()?;
+    let audit = AuditStore::open(&db)
+        .with_context(|| format!("opening audit database {}", db.describe()))?;
     let verifier = TokenVerifier::new(config.issuers.clone(), verifier_options())?;
     let revocations = Arc::new(RevocationCache::load(
-        RevocationStore::open(&config.database)?,
+        RevocationStore::open(&db)?,
         crate::issue::now_unix(),
     )?);
     let hosts = crate::hosts::Hosts::new(
-        crate::hosts::JoinTokenStore::open(&config.database)?,
+        crate::hosts::JoinTokenStore::open(&db)?,
         config.host_max_ttl,
     );
     let elevations = Arc::new(crate::elevation::Elevations::open(
-        &config.database,
+        &db,
         audit.clone(),
         policy.clone(),
         config.elevation.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ca_core::audit::{AuditEvent, ChainError, chain_hash};
 use ca_server::audit::{
-    AuditStore, Filter, IndexMismatch, StoreOptions, UsedToken, format_event_line,
+    AuditError, AuditStore, Filter, IndexMismatch, UsedToken, format_event_line,
 };
 use rusqlite::Connection;
 
@@ -163,22 +163,29 @@ async fn chain_and_used_tokens_persist_across_reopen() {
             .append(event(2), Some(token("expired", now - 10)))
             .await
             .unwrap();
-        // The same token again (a replay the caller failed to stop) is kept
-        // once and does not fail the append.
-        store
+        // The same token again (a replay the in-memory guard of this or
+        // another replica did not see) is refused by the database, and its
+        // row is not written.
+        let err = store
             .append(event(3), Some(token("live", now + 600)))
             .await
-            .unwrap();
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Replayed), "{err}");
     }
     let store = AuditStore::open(&path).unwrap();
     assert_eq!(store.used_tokens(now).unwrap(), [token("live", now + 600)]);
     let mut all = store.used_tokens(0).unwrap();
     all.sort_by(|x, y| x.token_hash.cmp(&y.token_hash));
     assert_eq!(all, [token("expired", now - 10), token("live", now + 600)]);
-    assert_eq!(store.append(event(4), None).await.unwrap(), 4);
+    assert_eq!(store.append(event(4), None).await.unwrap(), 3);
+    let err = store
+        .append(event(5), Some(token("live", now + 600)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuditError::Replayed), "after reopen: {err}");
     let report = store.verify().unwrap();
     assert!(report.is_ok(), "{report:?}");
-    assert_eq!(report.rows, 4);
+    assert_eq!(report.rows, 3);
 }
 
 #[cfg(unix)]
@@ -354,12 +361,8 @@ async fn append_only_triggers_stop_accidental_edits() {
 async fn locked_database_is_unavailable_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let store = AuditStore::open_with(
-        &path,
-        StoreOptions {
-            busy_timeout: Duration::from_millis(100),
-            ..StoreOptions::default()
-        },
+    let store = AuditStore::open(
+        ca_server::db::Db::from(&path).with_lock_timeout(Duration::from_millis(100)),
     )
     .unwrap();
     assert_eq!(store.append(event(1), None).await.unwrap(), 1);

@@ -353,7 +353,7 @@ async fn in_process(args: &Args) -> anyhow::Result<(Target, Arc<DevIdp>)> {
     let state = ca_server::serve::app_state(&config, authority, None);
     let authority = state.authority.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let db = config.database.clone();
+    let db = config.database.sqlite_path().map(std::path::Path::to_owned);
     tokio::spawn(async move {
         let shutdown = async {
             let _ = rx.await;
@@ -366,7 +366,7 @@ async fn in_process(args: &Args) -> anyhow::Result<(Target, Arc<DevIdp>)> {
         Target {
             url: format!("http://{addr}"),
             authority: Some(authority),
-            db: Some(db),
+            db,
             pid: Some(std::process::id()),
             shutdown: Some(tx),
             _dir: tmp,

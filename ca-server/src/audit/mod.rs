@@ -1,38 +1,44 @@
-//! The audit store: an append-only, hash-chained SQLite log of every issuance
-//! and denial, written by one group-committing writer thread.
+//! The audit store: an append-only, hash-chained log of every issuance and
+//! denial (SQLite or PostgreSQL), written by one group-committing writer
+//! thread per process.
 //!
 //! Invariants:
 //! - `append` returns `Ok(seq)` only after the transaction holding that row
 //!   has committed (WAL, `synchronous=FULL`). Callers release a certificate
 //!   only after that, so no certificate leaves without its audit row.
-//! - Only the writer thread writes rows. It reads the chain head inside each
-//!   write transaction, so a failed batch leaves nothing stale behind and a
-//!   second process appending to the same file still extends one chain.
+//! - Only the writer thread writes rows. It takes the chain lock (SQLite's
+//!   write lock, PostgreSQL's advisory lock) and reads the chain head inside
+//!   each write transaction, so a failed batch leaves nothing stale behind
+//!   and other processes or replicas appending to the same database still
+//!   extend one chain.
+//! - A used token is recorded in the same transaction as its row; a token
+//!   already recorded fails that append alone with [`AuditError::Replayed`].
 //! - A write failure fails every append of that batch with
 //!   [`AuditError::Unavailable`]; the writer keeps running and succeeds again
 //!   once the fault clears.
-//! - Reads (`list`, `show`, `verify`, `export`, `used_tokens`) open their own
-//!   read-only connections, so the CLI can inspect a database being served.
+//! - Reads (`list`, `show`, `verify`, `export`, `used_tokens`) use their own
+//!   connections, so the CLI can inspect a database being served.
 
 mod format;
 mod read;
 mod schema;
 mod writer;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ca_core::audit::AuditEvent;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{Conn, Db, DbError, TxMode};
 
 pub use format::{format_event_detail, format_event_line, format_time};
 pub use read::{IndexMismatch, VerifyReport};
+pub(crate) use schema::ensure_tables;
 pub use writer::WriterStats;
 
 /// The hash of an ID token that was used for a certificate, kept until the
-/// token expires so it cannot be replayed, even across restarts.
+/// token expires so it cannot be replayed, even across restarts and
+/// replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsedToken {
     pub token_hash: String,
@@ -59,20 +65,20 @@ struct TxJobImpl<T, F> {
 impl<T, F> writer::TxJob for TxJobImpl<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> rusqlite::Result<TxOutcome<T>> + Send + 'static,
+    F: FnOnce(&mut dyn Conn) -> Result<TxOutcome<T>, DbError> + Send + 'static,
 {
-    fn run(&mut self, conn: &Connection) -> rusqlite::Result<(Vec<writer::NewRow>, bool)> {
+    fn run(&mut self, conn: &mut dyn Conn) -> Result<(Vec<writer::NewRow>, bool), DbError> {
         let op = self
             .op
             .take()
-            .ok_or_else(|| rusqlite::Error::InvalidQuery)?;
+            .ok_or_else(|| DbError::unavailable("internal error: transaction ran twice"))?;
         let out = op(conn)?;
         let rows = out
             .events
             .into_iter()
             .map(|e| writer::NewRow::new(e, None))
             .collect::<Result<Vec<_>, AuditError>>()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            .map_err(|e| DbError::decode(e.to_string()))?;
         self.value = Some(out.value);
         Ok((rows, out.keep))
     }
@@ -118,9 +124,6 @@ pub struct Filter {
 /// Tuning for [`AuditStore::open_with`].
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// How long a write (or read) waits for another connection's lock before
-    /// failing with [`AuditError::Unavailable`].
-    pub busy_timeout: Duration,
     /// The most rows committed in one transaction.
     pub max_batch: usize,
     /// Appends queued for the writer before `append` waits for room.
@@ -130,7 +133,6 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            busy_timeout: Duration::from_secs(5),
             max_batch: 256,
             queue: 4096,
         }
@@ -138,34 +140,35 @@ impl Default for StoreOptions {
 }
 
 /// Errors of the audit store. Only [`AuditError::Unavailable`] means "cannot
-/// write now, try later" (HTTP 503); the others need an operator.
+/// write now, try later" (HTTP 503); the others need an operator or a
+/// different request.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// The log cannot be opened or written right now; nothing was recorded.
     #[error("audit log unavailable: {0}")]
     Unavailable(String),
-    #[error("cannot read the audit log {}: {source}{hint}", path.display())]
+    /// The ID token of this append was already spent (on this or another
+    /// replica): nothing was recorded for it.
+    #[error("this token was already used for a certificate")]
+    Replayed,
+    #[error("cannot read the audit log: {source}")]
     Read {
-        path: PathBuf,
         #[source]
-        source: rusqlite::Error,
-        hint: &'static str,
+        source: DbError,
     },
     #[error(
-        "audit log {}, row {seq}: {problem}; run `jitssh-ca audit verify` and restore from backup if it fails",
-        path.display()
+        "audit log {db}, row {seq}: {problem}; run `jitssh-ca audit verify` and restore from backup if it fails"
     )]
     Corrupt {
-        path: PathBuf,
+        db: String,
         seq: u64,
         problem: String,
     },
     #[error(
-        "audit log {} has schema version {found}; this jitssh-ca understands up to {supported}: upgrade jitssh-ca",
-        path.display()
+        "audit log {db} has schema version {found}; this jitssh-ca understands up to {supported}: upgrade jitssh-ca"
     )]
     Schema {
-        path: PathBuf,
+        db: String,
         found: i64,
         supported: i64,
     },
@@ -182,42 +185,12 @@ impl AuditError {
         matches!(self, AuditError::Unavailable(_))
     }
 
-    pub(crate) fn unavailable(path: &Path, e: &rusqlite::Error) -> Self {
-        AuditError::Unavailable(format!("cannot write {}: {e}{}", path.display(), hint(e)))
+    pub(crate) fn unavailable(_db: &Db, e: &DbError) -> Self {
+        AuditError::Unavailable(format!("cannot write {e}"))
     }
 
-    pub(crate) fn read(path: &Path, source: rusqlite::Error) -> Self {
-        let hint = hint(&source);
-        AuditError::Read {
-            path: path.to_owned(),
-            source,
-            hint,
-        }
-    }
-}
-
-/// What to do about an SQLite error, as a suffix for messages.
-fn hint(e: &rusqlite::Error) -> &'static str {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            "; another connection holds a lock on it (a second jitssh-ca, a sqlite3 shell, a backup job): end it"
-        }
-        Some(ErrorCode::ReadOnly) => {
-            "; it is read-only: the server needs write access to the file, its -wal and -shm files and their directory"
-        }
-        Some(ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
-            "; check the path, that its directory exists, and that this user may access the file, its -wal and -shm files and the directory"
-        }
-        Some(ErrorCode::DiskFull) => {
-            "; the disk is full: free space on the filesystem that holds it"
-        }
-        Some(ErrorCode::SystemIoFailure) => {
-            "; I/O error: check the disk, whether the filesystem or file became read-only or immutable, and the kernel log"
-        }
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
-            "; it is not an intact SQLite database: check the path, or restore it from backup"
-        }
-        _ => "",
+    pub(crate) fn read(source: DbError) -> Self {
+        AuditError::Read { source }
     }
 }
 
@@ -228,52 +201,45 @@ pub struct AuditStore {
 }
 
 struct Inner {
-    path: PathBuf,
+    db: Db,
     /// `None` for a read-only store.
     jobs: Option<mpsc::Sender<writer::Job>>,
     counters: Arc<writer::Counters>,
-    busy_timeout: Duration,
 }
 
 impl std::fmt::Debug for AuditStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditStore")
-            .field("path", &self.inner.path)
+            .field("db", &self.inner.db)
             .field("writable", &self.inner.jobs.is_some())
             .finish()
     }
 }
 
 impl AuditStore {
-    /// Open (creating with mode 0600 if missing) the log at `path` and start
-    /// its writer thread.
-    pub fn open(path: &Path) -> Result<Self, AuditError> {
-        Self::open_with(path, StoreOptions::default())
+    /// Open (an SQLite file is created with mode 0600 if missing) the log in
+    /// `db` and start its writer thread.
+    pub fn open(db: impl Into<Db>) -> Result<Self, AuditError> {
+        Self::open_with(db, StoreOptions::default())
     }
 
     /// [`AuditStore::open`] with explicit tuning.
-    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, AuditError> {
-        create_private(path)?;
-        let unavailable = |e: rusqlite::Error| AuditError::unavailable(path, &e);
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(unavailable)?;
-        let mode = schema::configure_writer(&conn, options.busy_timeout).map_err(unavailable)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(path = %path.display(), journal_mode = %mode,
-                "audit log is not in WAL mode; readers will block the writer");
-        }
-        schema::migrate(&mut conn, path)?;
-        let (seq, _) = writer::head(&conn).map_err(unavailable)?;
-        tracing::info!(path = %path.display(), last_seq = seq, "audit log open");
+    pub fn open_with(db: impl Into<Db>, options: StoreOptions) -> Result<Self, AuditError> {
+        let db = db.into();
+        let unavailable = |e: DbError| AuditError::unavailable(&db, &e);
+        let mut conn = db.connect().map_err(unavailable)?;
+        let head = crate::db::off_runtime(|| {
+            schema::migrate(conn.as_mut(), &db)?;
+            writer::head(conn.as_mut()).map_err(unavailable)
+        })
+        .unwrap_or_else(|| Err(AuditError::Unavailable("internal error: migration".into())))?;
+        tracing::info!(db = %db.describe(), last_seq = head.0, "audit log open");
 
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let counters = Arc::new(writer::Counters::default());
         writer::spawn(
             conn,
-            path.to_owned(),
+            db.clone(),
             rx,
             counters.clone(),
             options.max_batch.max(1),
@@ -283,37 +249,55 @@ impl AuditStore {
         })?;
         Ok(AuditStore {
             inner: Arc::new(Inner {
-                path: path.to_owned(),
+                db,
                 jobs: Some(tx),
                 counters,
-                busy_timeout: options.busy_timeout,
             }),
         })
     }
 
     /// Open an existing log for reading only (`audit list/show/verify`):
     /// no writer, nothing created; appends return `Unavailable`.
-    pub fn open_read_only(path: &Path) -> Result<Self, AuditError> {
+    pub fn open_read_only(db: impl Into<Db>) -> Result<Self, AuditError> {
+        let db = db.into();
+        if let Some(path) = db.sqlite_path()
+            && !path.exists()
+        {
+            return Err(AuditError::read(DbError::unavailable(format!(
+                "{} does not exist; check the path",
+                path.display()
+            ))));
+        }
         let store = AuditStore {
             inner: Arc::new(Inner {
-                path: path.to_owned(),
+                db,
                 jobs: None,
                 counters: Arc::default(),
-                busy_timeout: StoreOptions::default().busy_timeout,
             }),
         };
-        // Fail now, with the path, if it cannot be read.
-        store.reader()?;
+        // Fail now, with the location, if it cannot be read.
+        store
+            .inner
+            .db
+            .with(|c| c.query_opt("SELECT seq FROM audit LIMIT 1", &[]).map(drop))
+            .map_err(AuditError::read)?;
         Ok(store)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The database the log lives in.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The file path or URL, for messages.
+    pub fn describe(&self) -> String {
+        self.inner.db.describe()
     }
 
     /// Append `event` (and record `used_token`) in the next group commit.
-    /// Returns the row's `seq` once it is durably committed.
+    /// Returns the row's `seq` once it is durably committed, or
+    /// [`AuditError::Replayed`] (and records nothing) if the token was
+    /// already used, by this process or another replica.
     ///
     /// If the future is dropped after the event was queued, the row may still
     /// be committed: that is safe (an audit row without a certificate).
@@ -333,12 +317,13 @@ impl AuditStore {
     /// after COMMIT. With `keep: false` the state change is rolled back but
     /// its rows are still appended (a refused transition is audited).
     ///
-    /// Changes run one at a time on the single writer, so a conditional
-    /// `UPDATE` inside `op` settles races between concurrent callers.
+    /// Changes run one at a time on the writer, under the chain lock that
+    /// also serialises other replicas, so a conditional `UPDATE` inside `op`
+    /// settles races between concurrent callers.
     pub async fn transact<T, F>(&self, op: F) -> Result<T, AuditError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<TxOutcome<T>> + Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<TxOutcome<T>, DbError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = TxJobImpl {
@@ -351,8 +336,8 @@ impl AuditStore {
     }
 
     /// For `/readyz`: a real write transaction through the writer (it updates
-    /// a heartbeat row and commits), so locks, read-only files and full disks
-    /// all show up.
+    /// a heartbeat row and commits), so locks, read-only files, full disks
+    /// and an unreachable database all show up.
     pub async fn check_writable(&self) -> Result<(), AuditError> {
         let (reply, rx) = oneshot::channel();
         self.send(writer::Job::Ping { reply }).await?;
@@ -364,12 +349,52 @@ impl AuditStore {
         self.inner.counters.snapshot()
     }
 
+    /// A block of certificate serials for this process, unique across
+    /// restarts and replicas: the block number, allocated in the database.
+    /// Serials are `block << SERIAL_BLOCK_BITS | n`.
+    pub fn serial_block(&self, holder: &str, now: u64) -> Result<u64, AuditError> {
+        let db = &self.inner.db;
+        db.transaction(TxMode::Write, |c| {
+            c.lock_chain()?;
+            let last = c
+                .query_one("SELECT max(id) FROM serial_blocks", &[])?
+                .opt_u64(0)?;
+            let next = match last {
+                Some(last) => last + 1,
+                // First block in this database: start above every serial
+                // already issued (older releases used milliseconds << 16).
+                None => {
+                    let max_serial = c
+                        .query_one(
+                            "SELECT max(CAST(serial AS BIGINT)) FROM audit WHERE serial IS NOT NULL",
+                            &[],
+                        )?
+                        .opt_u64(0)?
+                        .unwrap_or(0);
+                    (max_serial >> SERIAL_BLOCK_BITS) + 1
+                }
+            };
+            c.execute(
+                "INSERT INTO serial_blocks (id, created_at, holder) VALUES ($1, $2, $3)",
+                &crate::params![next, now, holder],
+            )?;
+            Ok(next)
+        })
+        .map_err(|e| AuditError::unavailable(db, &e))
+        .and_then(|block| {
+            if block >= 1 << (63 - SERIAL_BLOCK_BITS) {
+                Err(AuditError::Unavailable(
+                    "certificate serial blocks are exhausted".into(),
+                ))
+            } else {
+                Ok(block)
+            }
+        })
+    }
+
     async fn send(&self, job: writer::Job) -> Result<(), AuditError> {
         let jobs = self.inner.jobs.as_ref().ok_or_else(|| {
-            AuditError::Unavailable(format!(
-                "{} was opened read-only",
-                self.inner.path.display()
-            ))
+            AuditError::Unavailable(format!("{} was opened read-only", self.describe()))
         })?;
         jobs.send(job).await.map_err(|_| self.stopped())
     }
@@ -377,55 +402,21 @@ impl AuditStore {
     fn stopped(&self) -> AuditError {
         AuditError::Unavailable(format!(
             "the audit writer for {} has stopped; restart jitssh-ca (its log says why)",
-            self.inner.path.display()
+            self.describe()
         ))
     }
-
-    /// A fresh read-only connection; WAL lets it read while the writer writes.
-    fn reader(&self) -> Result<Connection, AuditError> {
-        let path = &self.inner.path;
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| AuditError::read(path, e))?;
-        conn.busy_timeout(self.inner.busy_timeout)
-            .map_err(|e| AuditError::read(path, e))?;
-        Ok(conn)
-    }
 }
 
-/// Create `path` with mode 0600 if it does not exist, so the audit log (and
-/// the -wal/-shm files SQLite gives the same mode) is private from the start.
-fn create_private(path: &Path) -> Result<(), AuditError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        options.mode(0o600);
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
-                "audit log is readable by other users; chmod 600 it");
-        }
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(AuditError::Unavailable(format!(
-            "cannot create {}: {e}; check that the directory exists and this user may write to it",
-            path.display()
-        ))),
-    }
-}
+/// Low bits of a certificate serial counted by one process; the bits above
+/// are its block number ([`AuditStore::serial_block`]).
+pub const SERIAL_BLOCK_BITS: u32 = 40;
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use rusqlite::Connection;
 
     fn event(n: u64) -> AuditEvent {
         AuditEvent {

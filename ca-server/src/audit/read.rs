@@ -3,9 +3,10 @@
 
 use std::io::Write;
 
-use ca_core::audit::{AuditEvent, ChainError, ChainRow, verify_chain};
-use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, Row, params_from_iter};
+use ca_core::audit::{AuditEvent, ChainError, ChainRow};
+
+use crate::db::{Backend, Conn, DbError, Param, Row, TxMode, Value};
+use crate::params;
 
 use super::writer::event_principals;
 use super::{AuditError, AuditStore, Filter, StoredEvent, UsedToken};
@@ -52,12 +53,12 @@ struct RawRow {
 }
 
 impl RawRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    fn from_row(r: &Row) -> Result<Self, DbError> {
         Ok(RawRow {
-            seq: get_u64(r, 0)?,
-            hash: r.get(1)?,
-            prev_hash: r.get(2)?,
-            event: r.get(3)?,
+            seq: r.u64(0)?,
+            hash: r.text(1)?,
+            prev_hash: r.text(2)?,
+            event: r.text(3)?,
         })
     }
 }
@@ -66,23 +67,22 @@ impl AuditStore {
     /// Unexpired used tokens (`expires_at >= now`), to seed the in-memory
     /// replay guard at startup.
     pub fn used_tokens(&self, now: u64) -> Result<Vec<UsedToken>, AuditError> {
-        let conn = self.reader()?;
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
-        let read = |e| AuditError::read(self.path(), e);
-        let mut stmt = conn
-            .prepare("SELECT token_hash, expires_at FROM used_tokens WHERE expires_at >= ?1")
-            .map_err(read)?;
-        let tokens = stmt
-            .query_map([now], |r| {
-                Ok(UsedToken {
-                    token_hash: r.get(0)?,
-                    expires_at: get_u64(r, 1)?,
+        self.db()
+            .with(|c| {
+                c.query(
+                    "SELECT token_hash, expires_at FROM used_tokens WHERE expires_at >= $1",
+                    &params![now],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok(UsedToken {
+                        token_hash: r.text(0)?,
+                        expires_at: r.u64(1)?,
+                    })
                 })
+                .collect()
             })
-            .map_err(read)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(read)?;
-        Ok(tokens)
+            .map_err(AuditError::read)
     }
 
     /// Rows matching `filter`, oldest first.
@@ -100,15 +100,17 @@ impl AuditStore {
         let Ok(seq) = i64::try_from(seq) else {
             return Ok(None);
         };
-        let conn = self.reader()?;
-        let raw = conn
-            .query_row(
-                &format!("SELECT {ROW_COLUMNS} FROM audit WHERE seq = ?1"),
-                [seq],
-                RawRow::from_row,
-            )
-            .optional()
-            .map_err(|e| AuditError::read(self.path(), e))?;
+        let raw = self
+            .db()
+            .with(|c| {
+                c.query_opt(
+                    &format!("SELECT {ROW_COLUMNS} FROM audit WHERE seq = $1"),
+                    &params![seq],
+                )?
+                .map(|r| RawRow::from_row(&r))
+                .transpose()
+            })
+            .map_err(AuditError::read)?;
         raw.map(|raw| self.stored(raw)).transpose()
     }
 
@@ -116,7 +118,7 @@ impl AuditStore {
     /// `{"seq":..,"hash":..,"prev_hash":..,"event":{..}}`, oldest first.
     /// `event` is the stored JSON byte for byte, so the line's `event` text
     /// rehashes to `hash`. Returns the number of lines.
-    pub fn export(&self, filter: &Filter, out: &mut dyn Write) -> Result<u64, AuditError> {
+    pub fn export(&self, filter: &Filter, out: &mut (dyn Write + Send)) -> Result<u64, AuditError> {
         let mut out = std::io::BufWriter::new(out);
         let mut lines = 0u64;
         self.each(filter, |raw| {
@@ -141,103 +143,15 @@ impl AuditStore {
     /// Stream every row, in seq order and in one read snapshot, through
     /// [`verify_chain`], and check each row's index columns against its event.
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
-        let mut conn = self.reader()?;
-        let read = |e| AuditError::read(self.path(), e);
-        // One snapshot for both queries.
-        let tx = conn.transaction().map_err(read)?;
-        let orphan: Option<u64> = tx
-            .query_row(
-                "SELECT min(seq) FROM audit_principals WHERE seq NOT IN (SELECT seq FROM audit)",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map(|seq| seq.map(|s| u64::try_from(s).unwrap_or(0)))
-            .map_err(read)?;
-        let mut stmt = tx
-            .prepare(
-                "SELECT a.seq, a.prev_hash, a.hash, a.event,
-                        a.time, a.action, a.outcome, a.subject, a.issuer, a.serial,
-                        (SELECT json_group_array(p.principal) FROM audit_principals p WHERE p.seq = a.seq)
-                 FROM audit a ORDER BY a.seq",
-            )
-            .map_err(read)?;
-        let mut rows = stmt
-            .query_map([], |r| {
-                let chain = ChainRow {
-                    seq: get_u64(r, 0)?,
-                    prev_hash: text(r.get(1)?),
-                    hash: text(r.get(2)?),
-                    event: text(r.get(3)?),
-                };
-                let mut index = [
-                    Value::Null,
-                    Value::Null,
-                    Value::Null,
-                    Value::Null,
-                    Value::Null,
-                    Value::Null,
-                ];
-                for (i, v) in index.iter_mut().enumerate() {
-                    *v = r.get(4 + i)?;
-                }
-                let principals = text(r.get(10)?);
-                Ok((chain, index, principals))
+        self.db()
+            .with(|c| {
+                // One snapshot for both queries.
+                c.begin(TxMode::Snapshot)?;
+                let report = verify_in(c);
+                let _ = c.rollback();
+                report
             })
-            .map_err(read)?;
-
-        let mut read_error = None;
-        let mut index_error = None;
-        // Hashes of the last two rows handed to verify_chain: if it stops at
-        // the last one, the one before is the last good row.
-        let mut last_hashes = (
-            ca_core::audit::GENESIS.to_owned(),
-            ca_core::audit::GENESIS.to_owned(),
-        );
-        let stream = std::iter::from_fn(|| match rows.next()? {
-            Ok((chain, index, principals)) => {
-                if index_error.is_none() {
-                    index_error = check_index(&chain, &index, &principals);
-                }
-                last_hashes = (std::mem::take(&mut last_hashes.1), chain.hash.clone());
-                Some(chain)
-            }
-            Err(e) => {
-                read_error = Some(e);
-                None
-            }
-        });
-        let verdict = verify_chain(stream);
-        if let Some(e) = read_error {
-            return Err(read(e));
-        }
-        if index_error.is_none()
-            && let Some(seq) = orphan
-        {
-            index_error = Some(IndexMismatch {
-                seq,
-                column: "principals",
-            });
-        }
-        Ok(match verdict {
-            Ok((rows, last_hash)) => VerifyReport {
-                rows,
-                last_hash,
-                error: None,
-                index_error,
-            },
-            Err(error) => {
-                let first_bad = match &error {
-                    ChainError::Gap { expected, .. } => *expected,
-                    ChainError::Link { seq } | ChainError::Edited { seq } => *seq,
-                };
-                VerifyReport {
-                    rows: first_bad.saturating_sub(1),
-                    last_hash: last_hashes.0,
-                    error: Some(error),
-                    index_error,
-                }
-            }
-        })
+            .map_err(AuditError::read)
     }
 
     /// Run `f` on each row matching `filter`, oldest first, without
@@ -245,19 +159,24 @@ impl AuditStore {
     fn each(
         &self,
         filter: &Filter,
-        mut f: impl FnMut(RawRow) -> Result<(), AuditError>,
+        mut f: impl FnMut(RawRow) -> Result<(), AuditError> + Send,
     ) -> Result<(), AuditError> {
-        let conn = self.reader()?;
-        let (sql, params) = filter_sql(filter);
-        let read = |e| AuditError::read(self.path(), e);
-        let mut stmt = conn.prepare(&sql).map_err(read)?;
-        let rows = stmt
-            .query_map(params_from_iter(params), RawRow::from_row)
-            .map_err(read)?;
-        for row in rows {
-            f(row.map_err(read)?)?;
+        let (sql, values) = filter_sql(filter);
+        let mut failed = None;
+        let result = self.db().with(|c| {
+            let params: Vec<Param<'_>> = values.iter().map(Param::from).collect();
+            c.query_each(&sql, &params, &mut |r| {
+                let raw = RawRow::from_row(&r)?;
+                f(raw).map_err(|e| {
+                    failed = Some(e);
+                    DbError::unavailable("stopped")
+                })
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
-        Ok(())
+        result.map_err(AuditError::read)
     }
 
     fn stored(&self, raw: RawRow) -> Result<StoredEvent, AuditError> {
@@ -273,36 +192,143 @@ impl AuditStore {
 
     fn corrupt(&self, seq: u64, problem: String) -> AuditError {
         AuditError::Corrupt {
-            path: self.path().to_owned(),
+            db: self.describe(),
             seq,
             problem,
         }
     }
 }
 
+/// [`AuditStore::verify`] inside its snapshot.
+fn verify_in(c: &mut dyn Conn) -> Result<VerifyReport, DbError> {
+    let orphan = c
+        .query_one(
+            "SELECT min(seq) FROM audit_principals WHERE seq NOT IN (SELECT seq FROM audit)",
+            &[],
+        )?
+        .opt_u64(0)?;
+    let principals = match c.backend() {
+        Backend::Sqlite => {
+            "(SELECT json_group_array(p.principal) FROM audit_principals p WHERE p.seq = a.seq)"
+        }
+        Backend::Postgres => {
+            "(SELECT coalesce(json_agg(p.principal), '[]')::text FROM audit_principals p WHERE p.seq = a.seq)"
+        }
+    };
+    let sql = format!(
+        "SELECT a.seq, a.prev_hash, a.hash, a.event,
+                a.time, a.action, a.outcome, a.subject, a.issuer, a.serial, {principals}
+         FROM audit a ORDER BY a.seq"
+    );
+    let mut index_error = None;
+    // Hashes of the last two rows handed to verify_chain: if it stops at the
+    // last one, the one before is the last good row.
+    let mut last_hashes = (
+        ca_core::audit::GENESIS.to_owned(),
+        ca_core::audit::GENESIS.to_owned(),
+    );
+    let mut verifier = ca_core::audit::ChainVerifier::default();
+    let mut broken = None;
+    c.query_each(&sql, &[], &mut |r| {
+        if broken.is_some() {
+            return Ok(());
+        }
+        let chain = ChainRow {
+            seq: r.u64(0)?,
+            prev_hash: r.lenient_text(1),
+            hash: r.lenient_text(2),
+            event: r.lenient_text(3),
+        };
+        if index_error.is_none() {
+            let index = [4, 5, 6, 7, 8, 9].map(|i| r.value(i));
+            index_error = check_index(&chain, &index, &r.lenient_text(10));
+        }
+        last_hashes = (std::mem::take(&mut last_hashes.1), chain.hash.clone());
+        if let Err(e) = verifier.push(&chain) {
+            broken = Some(e);
+        }
+        Ok(())
+    })?;
+    if index_error.is_none()
+        && let Some(seq) = orphan
+    {
+        index_error = Some(IndexMismatch {
+            seq,
+            column: "principals",
+        });
+    }
+    Ok(match broken {
+        None => {
+            let (rows, last_hash) = verifier.finish();
+            VerifyReport {
+                rows,
+                last_hash,
+                error: None,
+                index_error,
+            }
+        }
+        Some(error) => {
+            let first_bad = match &error {
+                ChainError::Gap { expected, .. } => *expected,
+                ChainError::Link { seq } | ChainError::Edited { seq } => *seq,
+            };
+            VerifyReport {
+                rows: first_bad.saturating_sub(1),
+                last_hash: last_hashes.0,
+                error: Some(error),
+                index_error,
+            }
+        }
+    })
+}
+
+/// A filter parameter, owned until the query borrows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum FilterValue {
+    Int(i64),
+    Text(String),
+}
+
+impl<'a> From<&'a FilterValue> for Param<'a> {
+    fn from(v: &'a FilterValue) -> Self {
+        match v {
+            FilterValue::Int(i) => Param::Int(*i),
+            FilterValue::Text(s) => Param::Text(s),
+        }
+    }
+}
+
 /// The SELECT for `filter`, with its parameters.
-fn filter_sql(filter: &Filter) -> (String, Vec<Value>) {
+fn filter_sql(filter: &Filter) -> (String, Vec<FilterValue>) {
     let mut conds = Vec::new();
     let mut params = Vec::new();
+    let mut push = |cond: &str, v: FilterValue| {
+        params.push(v);
+        conds.push(cond.replace('?', &format!("${}", params.len())));
+    };
     if let Some(s) = &filter.subject {
-        conds.push("subject = ?");
-        params.push(Value::Text(s.clone()));
+        push("subject = ?", FilterValue::Text(s.clone()));
     }
     if let Some(p) = &filter.principal {
-        conds.push("seq IN (SELECT seq FROM audit_principals WHERE principal = ?)");
-        params.push(Value::Text(p.clone()));
+        push(
+            "seq IN (SELECT seq FROM audit_principals WHERE principal = ?)",
+            FilterValue::Text(p.clone()),
+        );
     }
     if let Some(t) = filter.since {
-        conds.push("time >= ?");
-        params.push(Value::Integer(i64::try_from(t).unwrap_or(i64::MAX)));
+        push(
+            "time >= ?",
+            FilterValue::Int(i64::try_from(t).unwrap_or(i64::MAX)),
+        );
     }
     if let Some(t) = filter.until {
-        conds.push("time < ?");
-        params.push(Value::Integer(i64::try_from(t).unwrap_or(i64::MAX)));
+        push(
+            "time < ?",
+            FilterValue::Int(i64::try_from(t).unwrap_or(i64::MAX)),
+        );
     }
     if let Some(a) = &filter.action {
-        conds.push("action = ?");
-        params.push(Value::Text(a.clone()));
+        push("action = ?", FilterValue::Text(a.clone()));
     }
     let mut sql = format!("SELECT {ROW_COLUMNS} FROM audit");
     if !conds.is_empty() {
@@ -311,8 +337,11 @@ fn filter_sql(filter: &Filter) -> (String, Vec<Value>) {
     }
     match filter.limit {
         Some(limit) => {
-            params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-            sql = format!("SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq");
+            params.push(FilterValue::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+            sql = format!(
+                "SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ${}) AS newest ORDER BY seq",
+                params.len()
+            );
         }
         None => sql.push_str(" ORDER BY seq"),
     }
@@ -334,7 +363,7 @@ fn check_index(chain: &ChainRow, index: &[Value; 6], principals: &str) -> Option
     let expected = [
         (
             "time",
-            i64::try_from(event.time).map_or(Value::Null, Value::Integer),
+            i64::try_from(event.time).map_or(Value::Null, Value::Int),
         ),
         ("action", Value::Text(event.action.clone())),
         ("outcome", Value::Text(event.outcome.clone())),
@@ -353,24 +382,6 @@ fn check_index(chain: &ChainRow, index: &[Value; 6], principals: &str) -> Option
         return mismatch("principals");
     }
     None
-}
-
-/// A column read leniently for verification: whatever was stored, as text,
-/// so a retyped value shows up as a chain error rather than a read error.
-fn text(v: Value) -> String {
-    match v {
-        Value::Text(s) => s,
-        Value::Integer(i) => i.to_string(),
-        Value::Real(f) => f.to_string(),
-        Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-        Value::Null => String::new(),
-    }
-}
-
-/// Unsigned columns are stored as SQLite integers (i64).
-fn get_u64(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
-    let v: i64 = r.get(i)?;
-    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
 }
 
 fn json_string(s: &str) -> String {
@@ -398,15 +409,15 @@ mod tests {
         });
         assert_eq!(
             sql,
-            "SELECT * FROM (SELECT seq, hash, prev_hash, event FROM audit WHERE subject = ? AND time >= ? \
-             ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+            "SELECT * FROM (SELECT seq, hash, prev_hash, event FROM audit WHERE subject = $1 AND time >= $2 \
+             ORDER BY seq DESC LIMIT $3) AS newest ORDER BY seq"
         );
         assert_eq!(
             params,
             [
-                Value::Text("s".into()),
-                Value::Integer(10),
-                Value::Integer(3)
+                FilterValue::Text("s".into()),
+                FilterValue::Int(10),
+                FilterValue::Int(3)
             ]
         );
     }

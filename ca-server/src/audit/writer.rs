@@ -2,14 +2,15 @@
 //! per batch, replies only after COMMIT.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ca_core::audit::{AuditEvent, GENESIS, chain_hash};
-use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{Conn, Db, DbError, TxMode};
+use crate::params;
 
 use super::{AuditError, UsedToken};
 
@@ -60,7 +61,7 @@ pub(super) trait TxJob: Send {
     /// Run the state change inside the batch's transaction. Returns the audit
     /// rows to append and whether to keep the state change (`false` rolls it
     /// back; the rows are appended either way, so refusals are audited).
-    fn run(&mut self, conn: &Connection) -> rusqlite::Result<(Vec<NewRow>, bool)>;
+    fn run(&mut self, conn: &mut dyn Conn) -> Result<(Vec<NewRow>, bool), DbError>;
     /// After COMMIT (or the batch's failure): answer the caller.
     fn reply(self: Box<Self>, result: Result<(), AuditError>);
 }
@@ -85,9 +86,10 @@ impl NewRow {
         let time = i64::try_from(event.time)
             .map_err(|_| AuditError::Invalid(format!("time {} is out of range", event.time)))?;
         let token = used
+            .as_ref()
             .map(|t| {
                 i64::try_from(t.expires_at)
-                    .map(|exp| (t.token_hash, exp))
+                    .map(|exp| (t.token_hash.clone(), exp))
                     .map_err(|_| {
                         AuditError::Invalid(format!("expires_at {} is out of range", t.expires_at))
                     })
@@ -95,6 +97,21 @@ impl NewRow {
             .transpose()?;
         let json = serde_json::to_string(&event)
             .map_err(|e| AuditError::Invalid(format!("cannot serialise the event: {e}")))?;
+        // PostgreSQL TEXT cannot hold NUL, and one bad row would fail the
+        // whole batch: refuse it here, alone. (The JSON escapes NUL.)
+        let columns = [&event.action, &event.outcome]
+            .into_iter()
+            .chain(event.subject.as_ref())
+            .chain(event.issuer.as_ref())
+            .chain(event.serial.as_ref());
+        if columns
+            .chain(used.as_ref().map(|t| &t.token_hash))
+            .any(|c| c.contains('\0'))
+        {
+            return Err(AuditError::Invalid(
+                "a column contains a NUL character".into(),
+            ));
+        }
         let principals = event_principals(&event);
         Ok(NewRow {
             time,
@@ -159,35 +176,32 @@ impl Counters {
 }
 
 /// The last row's `(seq, hash)`, or `(0, GENESIS)` for an empty log.
-pub(super) fn head(conn: &Connection) -> rusqlite::Result<(i64, String)> {
-    Ok(conn
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .unwrap_or_else(|| (0, GENESIS.to_owned())))
+pub(super) fn head(conn: &mut dyn Conn) -> Result<(u64, String), DbError> {
+    match conn.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
+        Some(r) => Ok((r.u64(0)?, r.text(1)?)),
+        None => Ok((0, GENESIS.to_owned())),
+    }
 }
 
 /// Delete used tokens that expired more than the grace period before `now`.
-pub(super) fn prune_used_tokens(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+pub(super) fn prune_used_tokens(conn: &mut dyn Conn, now: i64) -> Result<u64, DbError> {
     conn.execute(
-        "DELETE FROM used_tokens WHERE expires_at < ?1",
-        [now.saturating_sub(PRUNE_GRACE_SECS)],
+        "DELETE FROM used_tokens WHERE expires_at < $1",
+        &params![now.saturating_sub(PRUNE_GRACE_SECS)],
     )
 }
 
 pub(super) fn spawn(
-    conn: Connection,
-    path: PathBuf,
+    conn: Box<dyn Conn>,
+    db: Db,
     jobs: mpsc::Receiver<Job>,
     counters: Arc<Counters>,
     max_batch: usize,
 ) -> std::io::Result<()> {
     let writer = Writer {
         conn,
-        path,
+        path: db.describe(),
+        db,
         counters,
         max_batch,
         failing: false,
@@ -200,8 +214,11 @@ pub(super) fn spawn(
 }
 
 struct Writer {
-    conn: Connection,
-    path: PathBuf,
+    conn: Box<dyn Conn>,
+    /// To replace a broken connection (PostgreSQL restarted, network).
+    db: Db,
+    /// The database, for messages.
+    path: String,
     counters: Arc<Counters>,
     max_batch: usize,
     /// The last batch failed: log recovery.
@@ -230,14 +247,14 @@ impl Writer {
             // A panic here is a bug, but it must not take the writer (and so
             // every future issuance) down: treat it as a failed batch.
             let result = catch_unwind(AssertUnwindSafe(|| self.write(&mut batch)))
-                .unwrap_or_else(|_| Err(WriteFailure::Panic));
+                .unwrap_or(Err(WriteFailure::Panic));
             match result {
                 Ok(seqs) => self.committed(&mut batch, seqs),
                 Err(failure) => self.failed(&mut batch, failure),
             }
             self.maybe_prune();
         }
-        tracing::debug!(path = %self.path.display(), "audit writer finished");
+        tracing::debug!(db = %self.path, "audit writer finished");
     }
 
     /// Move every queued job into `batch`, up to `max_batch`.
@@ -269,70 +286,79 @@ impl Writer {
         }
     }
 
-    /// One transaction for the whole batch. Returns the seqs given to the
-    /// appends, in order.
-    fn write(&mut self, batch: &mut [Job]) -> Result<Vec<u64>, WriteFailure> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+    /// One transaction for the whole batch, under the chain lock. Returns
+    /// what each append got, in order: its seq, or `None` if its token was
+    /// already used.
+    fn write(&mut self, batch: &mut [Job]) -> Result<Vec<Option<u64>>, WriteFailure> {
+        self.conn.begin(TxMode::Write)?;
+        self.conn.lock_chain()?;
         let seqs = self.insert(batch)?;
-        self.conn.execute_batch("COMMIT")?;
+        self.conn.commit()?;
         Ok(seqs)
     }
 
-    fn insert(&self, batch: &mut [Job]) -> rusqlite::Result<Vec<u64>> {
-        // Read inside the write transaction: always the committed truth.
-        let (mut seq, mut prev) = head(&self.conn)?;
-        let mut audit = self.conn.prepare_cached(
-            "INSERT INTO audit (seq, time, action, outcome, subject, issuer, serial, prev_hash, hash, event)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?;
-        let mut principal = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO audit_principals (seq, principal) VALUES (?1, ?2)",
-        )?;
-        let mut token = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO used_tokens (token_hash, expires_at) VALUES (?1, ?2)",
-        )?;
+    fn insert(&mut self, batch: &mut [Job]) -> Result<Vec<Option<u64>>, DbError> {
+        // Read inside the write transaction, under the lock: always the
+        // committed truth, whichever process wrote last.
+        let (mut seq, mut prev) = head(self.conn.as_mut())?;
         let mut seqs = Vec::with_capacity(batch.len());
         let mut ping = false;
-        let mut append = |row: &NewRow| -> rusqlite::Result<u64> {
-            seq += 1;
-            let useq =
-                u64::try_from(seq).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, seq))?;
-            let hash = chain_hash(useq, &prev, &row.json);
-            audit.execute(params![
-                seq,
-                row.time,
-                row.action,
-                row.outcome,
-                row.subject,
-                row.issuer,
-                row.serial,
-                prev,
-                hash,
-                row.json,
-            ])?;
-            for p in &row.principals {
-                principal.execute(params![seq, p])?;
-            }
+        let conn = self.conn.as_mut();
+        let mut append = |conn: &mut dyn Conn, row: &NewRow| -> Result<Option<u64>, DbError> {
             if let Some((hash, exp)) = &row.token {
-                token.execute(params![hash, exp])?;
+                // The token first: spent already (here or on another
+                // replica) means this row is not written at all.
+                let fresh = conn.execute(
+                    "INSERT INTO used_tokens (token_hash, expires_at) VALUES ($1, $2)
+                     ON CONFLICT (token_hash) DO NOTHING",
+                    &params![hash, *exp],
+                )?;
+                if fresh == 0 {
+                    return Ok(None);
+                }
+            }
+            seq += 1;
+            let hash = chain_hash(seq, &prev, &row.json);
+            conn.execute(
+                "INSERT INTO audit (seq, time, action, outcome, subject, issuer, serial, prev_hash, hash, event)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &params![
+                    seq,
+                    row.time,
+                    &row.action,
+                    &row.outcome,
+                    &row.subject,
+                    &row.issuer,
+                    &row.serial,
+                    &prev,
+                    &hash,
+                    &row.json,
+                ],
+            )?;
+            for p in &row.principals {
+                conn.execute(
+                    "INSERT INTO audit_principals (seq, principal) VALUES ($1, $2)
+                     ON CONFLICT (seq, principal) DO NOTHING",
+                    &params![seq, p],
+                )?;
             }
             prev = hash;
-            Ok(useq)
+            Ok(Some(seq))
         };
         for job in batch.iter_mut() {
             match job {
-                Job::Append { row, .. } => seqs.push(append(row)?),
+                Job::Append { row, .. } => seqs.push(append(conn, row)?),
                 Job::Transact(tx) => {
                     // A savepoint per state change, so a refused change rolls
                     // back alone while its refusal row still joins the batch.
-                    self.conn.execute_batch("SAVEPOINT jitssh_tx")?;
-                    let (rows, keep) = tx.run(&self.conn)?;
+                    conn.batch("SAVEPOINT jitssh_tx")?;
+                    let (rows, keep) = tx.run(conn)?;
                     if !keep {
-                        self.conn.execute_batch("ROLLBACK TO jitssh_tx")?;
+                        conn.batch("ROLLBACK TO SAVEPOINT jitssh_tx")?;
                     }
-                    self.conn.execute_batch("RELEASE jitssh_tx")?;
+                    conn.batch("RELEASE SAVEPOINT jitssh_tx")?;
                     for row in &rows {
-                        append(row)?;
+                        append(conn, row)?;
                     }
                 }
                 Job::Ping { .. } => ping = true,
@@ -341,17 +367,17 @@ impl Writer {
             }
         }
         if ping {
-            self.conn.execute(
-                "INSERT INTO heartbeat (id, time) VALUES (1, ?1)
-                 ON CONFLICT(id) DO UPDATE SET time = excluded.time",
-                [unix_now()],
+            conn.execute(
+                "INSERT INTO heartbeat (id, time) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET time = excluded.time",
+                &params![unix_now()],
             )?;
         }
         Ok(seqs)
     }
 
-    fn committed(&mut self, batch: &mut Vec<Job>, seqs: Vec<u64>) {
-        let rows = seqs.len() as u64;
+    fn committed(&mut self, batch: &mut Vec<Job>, seqs: Vec<Option<u64>>) {
+        let rows = seqs.iter().flatten().count() as u64;
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.rows.fetch_add(rows, Ordering::Relaxed);
         self.counters
@@ -359,15 +385,19 @@ impl Writer {
             .fetch_max(rows, Ordering::Relaxed);
         if self.failing {
             self.failing = false;
-            tracing::info!(path = %self.path.display(), "audit log is writable again");
+            tracing::info!(db = %self.path, "audit log is writable again");
         }
         let mut seqs = seqs.into_iter();
         for job in batch.drain(..) {
             match job {
                 Job::Append { reply, .. } => {
-                    let result = seqs.next().ok_or_else(|| {
-                        AuditError::Unavailable("internal error: batch bookkeeping".into())
-                    });
+                    let result = match seqs.next() {
+                        Some(Some(seq)) => Ok(seq),
+                        Some(None) => Err(AuditError::Replayed),
+                        None => Err(AuditError::Unavailable(
+                            "internal error: batch bookkeeping".into(),
+                        )),
+                    };
                     // The caller may have gone away; its row is committed anyway.
                     let _ = reply.send(result);
                 }
@@ -382,22 +412,23 @@ impl Writer {
     }
 
     fn failed(&mut self, batch: &mut Vec<Job>, failure: WriteFailure) {
-        // Nothing of this batch may survive. (If COMMIT itself failed with an
-        // I/O error SQLite has already rolled back; this is then a no-op.)
-        if !self.conn.is_autocommit()
-            && let Err(e) = self.conn.execute_batch("ROLLBACK")
-        {
+        // Nothing of this batch may survive. (If COMMIT itself failed the
+        // database has already rolled back; this is then a no-op.)
+        if let Err(e) = self.conn.rollback() {
             tracing::error!(error = %e, "audit ROLLBACK failed");
         }
         // Cached statements may hold state from the failed transaction.
-        self.conn.flush_prepared_statement_cache();
+        self.conn.reset();
+        if !self.conn.is_healthy() {
+            self.reconnect();
+        }
         self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
         self.failing = true;
         let error = match failure {
-            WriteFailure::Sqlite(e) => AuditError::unavailable(&self.path, &e),
+            WriteFailure::Db(e) => AuditError::Unavailable(format!("cannot write {e}")),
             WriteFailure::Panic => AuditError::Unavailable(format!(
                 "internal error writing {}; see the log",
-                self.path.display()
+                self.path
             )),
         };
         tracing::error!(error = %error, jobs = batch.len(), "audit batch rolled back");
@@ -420,12 +451,24 @@ impl Writer {
         }
     }
 
+    /// The connection broke: open a new one now, so the next batch can
+    /// succeed (if this fails, the next failed batch tries again).
+    fn reconnect(&mut self) {
+        match self.db.connect() {
+            Ok(conn) => {
+                tracing::info!(db = %self.path, "audit writer reconnected");
+                self.conn = conn;
+            }
+            Err(e) => tracing::warn!(error = %e, "audit writer cannot reconnect yet"),
+        }
+    }
+
     fn maybe_prune(&mut self) {
         if self.failing || self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
             return;
         }
         self.last_prune = Some(Instant::now());
-        match prune_used_tokens(&self.conn, unix_now()) {
+        match prune_used_tokens(self.conn.as_mut(), unix_now()) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "pruned expired used tokens"),
             Err(e) => tracing::warn!(error = %e, "could not prune expired used tokens"),
@@ -434,13 +477,13 @@ impl Writer {
 }
 
 enum WriteFailure {
-    Sqlite(rusqlite::Error),
+    Db(DbError),
     Panic,
 }
 
-impl From<rusqlite::Error> for WriteFailure {
-    fn from(e: rusqlite::Error) -> Self {
-        WriteFailure::Sqlite(e)
+impl From<DbError> for WriteFailure {
+    fn from(e: DbError) -> Self {
+        WriteFailure::Db(e)
     }
 }
 
@@ -470,9 +513,9 @@ mod tests {
     #[test]
     fn prune_keeps_a_grace_period() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.db");
-        let mut conn = Connection::open(&path).unwrap();
-        super::super::schema::migrate(&mut conn, &path).unwrap();
+        let db = Db::from(&dir.path().join("a.db"));
+        let mut conn = db.connect().unwrap();
+        super::super::schema::migrate(conn.as_mut(), &db).unwrap();
         let now = 1_000_000;
         for (hash, exp) in [
             ("old", now - PRUNE_GRACE_SECS - 1),
@@ -480,19 +523,21 @@ mod tests {
             ("live", now + 10),
         ] {
             conn.execute(
-                "INSERT INTO used_tokens VALUES (?1, ?2)",
-                params![hash, exp],
+                "INSERT INTO used_tokens VALUES ($1, $2)",
+                &params![hash, exp],
             )
             .unwrap();
         }
-        assert_eq!(prune_used_tokens(&conn, now).unwrap(), 1);
+        assert_eq!(prune_used_tokens(conn.as_mut(), now).unwrap(), 1);
         let left: Vec<String> = conn
-            .prepare("SELECT token_hash FROM used_tokens ORDER BY token_hash")
+            .query(
+                "SELECT token_hash FROM used_tokens ORDER BY token_hash",
+                &[],
+            )
             .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+            .iter()
+            .map(|r| r.text(0).unwrap())
+            .collect();
         assert_eq!(left, ["grace", "live"]);
     }
 }

@@ -14,7 +14,6 @@ mod store;
 pub mod webhook;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use serde_json::json;
 
 use crate::audit::{AuditError, AuditStore, TxOutcome};
 use crate::config::ElevationConfig;
+use crate::db::{Conn, Db, DbError};
 use crate::policy::PolicyEngine;
 pub use store::Row;
 use webhook::{Notification, Notifier};
@@ -147,32 +147,38 @@ impl GrantIndex {
     fn replace(&self, rows: Vec<Row>) {
         let mut map: HashMap<String, HashMap<String, Vec<ActiveGrant>>> = HashMap::new();
         for row in rows {
-            let Some(ends_at) = row.grant_end else {
-                continue;
-            };
-            let principals = row
-                .principals
-                .iter()
-                .filter_map(|p| Principal::parse(p).ok())
-                .collect();
-            map.entry(row.requester.issuer.clone())
-                .or_default()
-                .entry(row.requester.subject.clone())
-                .or_default()
-                .push(ActiveGrant {
-                    id: row.id,
-                    role: row.role,
-                    principals,
-                    ends_at,
-                });
+            let (issuer, subject) = (row.requester.issuer.clone(), row.requester.subject.clone());
+            if let Some(grant) = active_grant(row) {
+                map.entry(issuer)
+                    .or_default()
+                    .entry(subject)
+                    .or_default()
+                    .push(grant);
+            }
         }
         self.by_identity.store(Arc::new(map));
     }
 }
 
+/// An approved row as the issuance path sees it.
+fn active_grant(row: Row) -> Option<ActiveGrant> {
+    let ends_at = row.grant_end?;
+    let principals = row
+        .principals
+        .iter()
+        .filter_map(|p| Principal::parse(p).ok())
+        .collect();
+    Some(ActiveGrant {
+        id: row.id,
+        role: row.role,
+        principals,
+        ends_at,
+    })
+}
+
 /// The elevation service: requests, decisions, grants.
 pub struct Elevations {
-    path: PathBuf,
+    db: Db,
     audit: AuditStore,
     policy: Arc<PolicyEngine>,
     config: ElevationConfig,
@@ -222,21 +228,18 @@ pub const MAX_PENDING_PER_REQUESTER: u64 = 10;
 impl Elevations {
     /// Create the tables if needed and load the active grants.
     pub fn open(
-        path: &Path,
+        db: impl Into<Db>,
         audit: AuditStore,
         policy: Arc<PolicyEngine>,
         config: ElevationConfig,
         now: u64,
     ) -> anyhow::Result<Self> {
-        store::create_tables(path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the elevation tables in {}: {e}",
-                path.display()
-            )
-        })?;
+        let db = db.into();
+        store::create_tables(&db)
+            .map_err(|e| anyhow::anyhow!("cannot create the elevation tables: {e}"))?;
         let notifier = config.webhook.clone().map(Notifier::new).transpose()?;
         let this = Elevations {
-            path: path.to_owned(),
+            db,
             audit,
             policy,
             config,
@@ -248,15 +251,32 @@ impl Elevations {
         Ok(this)
     }
 
-    /// The active-grant index the issuance path reads.
+    /// The active-grant index (this process's view, refreshed after its
+    /// own commits and every second).
     pub fn grants(&self) -> Arc<GrantIndex> {
         self.grants.clone()
     }
 
+    /// The grants of `issuer` + `subject` active at `now`, for issuance. With
+    /// one process (SQLite) the index is current after every commit. With
+    /// replicas (PostgreSQL) a grant approved or revoked on another replica
+    /// must count at once, so this reads the database (one indexed query).
+    pub fn active_for(
+        &self,
+        issuer: &str,
+        subject: &str,
+        now: u64,
+    ) -> Result<Vec<ActiveGrant>, ElevationOpError> {
+        if self.db.backend() == crate::db::Backend::Sqlite {
+            return Ok(self.grants.active(issuer, subject, now));
+        }
+        let rows = self.read(|c| store::active_of(c, issuer, subject, now))?;
+        Ok(rows.into_iter().filter_map(active_grant).collect())
+    }
+
     /// Reload the active grants from the database.
     pub fn refresh(&self, now: u64) -> Result<(), ElevationOpError> {
-        let conn = self.reader()?;
-        let rows = store::active(&conn, now).map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        let rows = self.read(|c| store::active(c, now))?;
         self.grants.replace(rows);
         Ok(())
     }
@@ -269,8 +289,14 @@ impl Elevations {
         }
     }
 
-    fn reader(&self) -> Result<rusqlite::Connection, ElevationOpError> {
-        store::reader(&self.path).map_err(|e| ElevationOpError::Store(e.to_string()))
+    /// Run a read on a pooled connection.
+    fn read<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError> + Send,
+    ) -> Result<T, ElevationOpError> {
+        self.db
+            .with(f)
+            .map_err(|e| ElevationOpError::Store(e.to_string()))
     }
 
     fn notify(
@@ -364,13 +390,8 @@ impl Elevations {
         event.requested_ttl = req.ttl.map(|t| t.as_secs());
         event.details = Some(json!({"role": req.role}));
         let (_, _, role) = self.role(req.role.as_str())?;
-        let pending = store::pending_count(
-            &self.reader()?,
-            &caller.identity.issuer,
-            &caller.identity.subject,
-            now,
-        )
-        .map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        let (issuer, subject) = (&caller.identity.issuer, &caller.identity.subject);
+        let pending = self.read(|c| store::pending_count(c, issuer, subject, now))?;
         if pending >= MAX_PENDING_PER_REQUESTER {
             return Err(ElevationOpError::TooManyPending(pending));
         }
@@ -561,11 +582,13 @@ impl Elevations {
         if id.is_empty() || id.len() > 64 || ca_core::has_control_chars(id) {
             return Err(ElevationOpError::NotFound(ca_core::escape_control(id)));
         }
-        let conn = self.reader()?;
-        let row = store::load(&conn, id)
-            .map_err(|e| ElevationOpError::Store(e.to_string()))?
-            .ok_or_else(|| ElevationOpError::NotFound(id.to_owned()))?;
-        let votes = store::votes(&conn, id).map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        let (row, votes) = self.read(|c| {
+            let Some(row) = store::load(c, id)? else {
+                return Ok((None, Vec::new()));
+            };
+            Ok((Some(row), store::votes(c, id)?))
+        })?;
+        let row = row.ok_or_else(|| ElevationOpError::NotFound(id.to_owned()))?;
         Ok((row, votes))
     }
 
@@ -626,27 +649,30 @@ impl Elevations {
                 )));
             }
         };
-        let conn = self.reader()?;
         let me = who.party();
-        let (own, pending) = store::candidates(&conn, &me, LIST_LIMIT)
-            .map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        let candidates = self.read(|c| {
+            let (own, pending) = store::candidates(c, &me, LIST_LIMIT)?;
+            let mut seen = std::collections::HashSet::new();
+            let mut out = Vec::new();
+            for row in own.into_iter().chain(pending) {
+                if !seen.insert(row.id.clone()) {
+                    continue;
+                }
+                let st = row.state_at(now);
+                let keep = match filter {
+                    None => true,
+                    Some("active") | Some("approved") => st == "approved",
+                    Some(f) => st == f,
+                };
+                if keep {
+                    let votes = store::votes(c, &row.id)?;
+                    out.push((row, votes));
+                }
+            }
+            Ok(out)
+        })?;
         let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for row in own.into_iter().chain(pending) {
-            if !seen.insert(row.id.clone()) {
-                continue;
-            }
-            let st = row.state_at(now);
-            let keep = match filter {
-                None => true,
-                Some("active") | Some("approved") => st == "approved",
-                Some(f) => st == f,
-            };
-            if !keep {
-                continue;
-            }
-            let votes =
-                store::votes(&conn, &row.id).map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        for (row, votes) in candidates {
             let (visible, can_decide) = self.visible(who, &row, &votes, now);
             if visible {
                 out.push(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, can_decide));
@@ -858,11 +884,7 @@ impl Elevations {
         if row.state == "approved" {
             self.refresh_after_commit(now);
         }
-        let votes = self
-            .reader()
-            .ok()
-            .and_then(|conn| store::votes(&conn, id).ok())
-            .unwrap_or_default();
+        let votes = self.read(|c| store::votes(c, id)).unwrap_or_default();
         let wire = row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, false);
         let kind = match (approve, row.state.as_str()) {
             (false, _) => "elevation.denied",
@@ -1073,17 +1095,12 @@ impl Elevations {
 
     /// For `jitssh-ca elevation list/show` (operator view: everything).
     pub fn all(&self, limit: usize) -> Result<Vec<Row>, ElevationOpError> {
-        let conn = self.reader()?;
-        store::all(&conn, limit).map_err(|e| ElevationOpError::Store(e.to_string()))
+        self.read(|c| store::all(c, limit))
     }
 
     /// For `jitssh-ca elevation show`.
     pub fn show(&self, id: &str, now: u64) -> Result<Elevation, ElevationOpError> {
-        let conn = self.reader()?;
-        let row = store::load(&conn, id)
-            .map_err(|e| ElevationOpError::Store(e.to_string()))?
-            .ok_or_else(|| ElevationOpError::NotFound(id.to_owned()))?;
-        let votes = store::votes(&conn, id).map_err(|e| ElevationOpError::Store(e.to_string()))?;
+        let (row, votes) = self.load_row(id)?;
         Ok(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, false))
     }
 }

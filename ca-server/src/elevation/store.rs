@@ -3,12 +3,11 @@
 //! state change and its audit row commit together; conditional `UPDATE`s
 //! (`WHERE state = 'pending'`) settle races.
 
-use std::path::Path;
-use std::time::Duration;
-
 use ca_core::elevation::Party;
 use ca_core::wire::{Elevation, ElevationVote};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::db::{Conn, Db, DbError, Row as DbRow};
+use crate::params;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS elevations (
@@ -46,21 +45,46 @@ CREATE TABLE IF NOT EXISTS elevation_votes (
 );
 ";
 
-/// Create the tables if missing (idempotent; run at start).
-pub fn create_tables(path: &Path) -> rusqlite::Result<()> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch(SCHEMA)
-}
+/// The same tables for PostgreSQL.
+const POSTGRES: &str = "
+CREATE TABLE IF NOT EXISTS elevations (
+    id                 TEXT PRIMARY KEY,
+    issuer             TEXT NOT NULL,
+    subject            TEXT NOT NULL,
+    email              TEXT,
+    requester_groups   TEXT NOT NULL,
+    role               TEXT NOT NULL,
+    principals         TEXT NOT NULL,
+    ttl_seconds        BIGINT NOT NULL,
+    reason             TEXT NOT NULL,
+    reasons            TEXT NOT NULL,
+    approvals_required BIGINT NOT NULL,
+    state              TEXT NOT NULL,
+    created_at         BIGINT NOT NULL,
+    pending_until      BIGINT NOT NULL,
+    grant_start        BIGINT,
+    grant_end          BIGINT,
+    closed_by          TEXT,
+    request_hash       TEXT NOT NULL,
+    policy_hash        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS elevations_state ON elevations(state);
+CREATE INDEX IF NOT EXISTS elevations_requester ON elevations(issuer, subject);
+CREATE TABLE IF NOT EXISTS elevation_votes (
+    elevation_id TEXT NOT NULL,
+    issuer       TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    email        TEXT,
+    comment      TEXT,
+    time         BIGINT NOT NULL,
+    request_hash TEXT NOT NULL,
+    PRIMARY KEY (elevation_id, issuer, subject)
+);
+";
 
-/// A read-only connection for listing and showing.
-pub fn reader(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
+/// Create the tables if missing (idempotent; run at start).
+pub fn create_tables(db: &Db) -> Result<(), DbError> {
+    crate::audit::ensure_tables(db, SCHEMA, POSTGRES)
 }
 
 /// One elevation as stored.
@@ -129,126 +153,131 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(idx: usize, s: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+fn from_json<T: serde::de::DeserializeOwned>(idx: usize, s: &str) -> Result<T, DbError> {
+    serde_json::from_str(s).map_err(|e| DbError::decode(format!("column {idx}: {e}")))
 }
 
 const COLUMNS: &str = "id, issuer, subject, email, requester_groups, role, principals, ttl_seconds, reason, reasons, approvals_required, state, created_at, pending_until, grant_start, grant_end, closed_by, request_hash, policy_hash";
 
-fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    let closed: Option<String> = r.get(16)?;
+fn row_from(r: &DbRow) -> Result<Row, DbError> {
     Ok(Row {
-        id: r.get(0)?,
+        id: r.text(0)?,
         requester: Party {
-            issuer: r.get(1)?,
-            subject: r.get(2)?,
-            email: r.get(3)?,
+            issuer: r.text(1)?,
+            subject: r.text(2)?,
+            email: r.opt_text(3)?,
         },
-        requester_groups: from_json(4, &r.get::<_, String>(4)?)?,
-        role: r.get(5)?,
-        principals: from_json(6, &r.get::<_, String>(6)?)?,
-        ttl_seconds: u(r.get(7)?),
-        reason: r.get(8)?,
-        reasons: from_json(9, &r.get::<_, String>(9)?)?,
-        approvals_required: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(u32::MAX),
-        state: r.get(11)?,
-        created_at: u(r.get(12)?),
-        pending_until: u(r.get(13)?),
-        grant_start: r.get::<_, Option<i64>>(14)?.map(u),
-        grant_end: r.get::<_, Option<i64>>(15)?.map(u),
-        closed_by: closed.map(|c| from_json(16, &c)).transpose()?,
-        request_hash: r.get(17)?,
-        policy_hash: r.get(18)?,
+        requester_groups: from_json(4, &r.text(4)?)?,
+        role: r.text(5)?,
+        principals: from_json(6, &r.text(6)?)?,
+        ttl_seconds: r.u64(7)?,
+        reason: r.text(8)?,
+        reasons: from_json(9, &r.text(9)?)?,
+        approvals_required: u32::try_from(r.u64(10)?).unwrap_or(u32::MAX),
+        state: r.text(11)?,
+        created_at: r.u64(12)?,
+        pending_until: r.u64(13)?,
+        grant_start: r.opt_u64(14)?,
+        grant_end: r.opt_u64(15)?,
+        closed_by: r.opt_text(16)?.map(|c| from_json(16, &c)).transpose()?,
+        request_hash: r.text(17)?,
+        policy_hash: r.text(18)?,
     })
 }
 
-pub fn insert(conn: &Connection, row: &Row) -> rusqlite::Result<()> {
+fn rows(
+    conn: &mut dyn Conn,
+    sql: &str,
+    params: &[crate::db::Param<'_>],
+) -> Result<Vec<Row>, DbError> {
+    conn.query(sql, params)?.iter().map(row_from).collect()
+}
+
+pub fn insert(conn: &mut dyn Conn, row: &Row) -> Result<(), DbError> {
+    let (groups, principals, reasons) = (
+        json(&row.requester_groups),
+        json(&row.principals),
+        json(&row.reasons),
+    );
+    let closed = row.closed_by.as_ref().map(json);
     conn.execute(
         &format!(
-            "INSERT INTO elevations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+            "INSERT INTO elevations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ),
-        params![
-            row.id,
-            row.requester.issuer,
-            row.requester.subject,
-            row.requester.email,
-            json(&row.requester_groups),
-            row.role,
-            json(&row.principals),
-            i(row.ttl_seconds),
-            row.reason,
-            json(&row.reasons),
+        &params![
+            &row.id,
+            &row.requester.issuer,
+            &row.requester.subject,
+            &row.requester.email,
+            &groups,
+            &row.role,
+            &principals,
+            row.ttl_seconds,
+            &row.reason,
+            &reasons,
             row.approvals_required,
-            row.state,
-            i(row.created_at),
-            i(row.pending_until),
-            row.grant_start.map(i),
-            row.grant_end.map(i),
-            row.closed_by.as_ref().map(json),
-            row.request_hash,
-            row.policy_hash,
+            &row.state,
+            row.created_at,
+            row.pending_until,
+            row.grant_start,
+            row.grant_end,
+            &closed,
+            &row.request_hash,
+            &row.policy_hash,
         ],
     )?;
     Ok(())
 }
 
-pub fn load(conn: &Connection, id: &str) -> rusqlite::Result<Option<Row>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM elevations WHERE id = ?1"),
-        [id],
-        row_from,
-    )
-    .optional()
+pub fn load(conn: &mut dyn Conn, id: &str) -> Result<Option<Row>, DbError> {
+    conn.query_opt(
+        &format!("SELECT {COLUMNS} FROM elevations WHERE id = $1"),
+        &params![id],
+    )?
+    .map(|r| row_from(&r))
+    .transpose()
 }
 
 /// Votes (approvals) on `id`, oldest first, with the request hash each was
 /// given for.
-pub fn votes(conn: &Connection, id: &str) -> rusqlite::Result<Vec<(ElevationVote, String)>> {
-    let mut stmt = conn.prepare_cached(
+pub fn votes(conn: &mut dyn Conn, id: &str) -> Result<Vec<(ElevationVote, String)>, DbError> {
+    conn.query(
         "SELECT issuer, subject, email, comment, time, request_hash FROM elevation_votes
-         WHERE elevation_id = ?1 ORDER BY time, issuer, subject",
-    )?;
-    let rows = stmt.query_map([id], |r| {
+         WHERE elevation_id = $1 ORDER BY time, issuer, subject",
+        &params![id],
+    )?
+    .iter()
+    .map(|r| {
         Ok((
             ElevationVote {
-                issuer: r.get(0)?,
-                subject: r.get(1)?,
-                email: r.get(2)?,
-                comment: r.get(3)?,
-                time: u(r.get(4)?),
+                issuer: r.text(0)?,
+                subject: r.text(1)?,
+                email: r.opt_text(2)?,
+                comment: r.opt_text(3)?,
+                time: r.u64(4)?,
             },
-            r.get::<_, String>(5)?,
+            r.text(5)?,
         ))
-    })?;
-    rows.collect()
+    })
+    .collect()
 }
 
 pub fn insert_vote(
-    conn: &Connection,
+    conn: &mut dyn Conn,
     id: &str,
     vote: &ElevationVote,
     request_hash: &str,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO elevation_votes (elevation_id, issuer, subject, email, comment, time, request_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &params![
             id,
-            vote.issuer,
-            vote.subject,
-            vote.email,
-            vote.comment,
-            i(vote.time),
+            &vote.issuer,
+            &vote.subject,
+            &vote.email,
+            &vote.comment,
+            vote.time,
             request_hash
         ],
     )?;
@@ -256,11 +285,11 @@ pub fn insert_vote(
 }
 
 /// pending → approved, only if still pending and not past its deadline.
-pub fn approve(conn: &Connection, id: &str, now: u64, ttl: u64) -> rusqlite::Result<bool> {
+pub fn approve(conn: &mut dyn Conn, id: &str, now: u64, ttl: u64) -> Result<bool, DbError> {
     let n = conn.execute(
-        "UPDATE elevations SET state = 'approved', grant_start = ?2, grant_end = ?3
-         WHERE id = ?1 AND state = 'pending' AND pending_until > ?2",
-        params![id, i(now), i(now.saturating_add(ttl))],
+        "UPDATE elevations SET state = 'approved', grant_start = $2, grant_end = $3
+         WHERE id = $1 AND state = 'pending' AND pending_until > $2",
+        &params![id, now, now.saturating_add(ttl)],
     )?;
     Ok(n == 1)
 }
@@ -269,25 +298,26 @@ pub fn approve(conn: &Connection, id: &str, now: u64, ttl: u64) -> rusqlite::Res
 /// approved grant the condition also requires it still active, and its end
 /// moves to `now` (so the record shows when it stopped).
 pub fn close(
-    conn: &Connection,
+    conn: &mut dyn Conn,
     id: &str,
     from: &[&str],
     to: &str,
     by: Option<&ElevationVote>,
     now: u64,
-) -> rusqlite::Result<bool> {
+) -> Result<bool, DbError> {
+    let by = by.map(json);
     let mut total = 0;
     for state in from {
         total += match *state {
             "pending" => conn.execute(
-                "UPDATE elevations SET state = ?2, closed_by = ?3
-                 WHERE id = ?1 AND state = 'pending' AND pending_until > ?4",
-                params![id, to, by.map(json), i(now)],
+                "UPDATE elevations SET state = $2, closed_by = $3
+                 WHERE id = $1 AND state = 'pending' AND pending_until > $4",
+                &params![id, to, &by, now],
             )?,
             "approved" => conn.execute(
-                "UPDATE elevations SET state = ?2, closed_by = ?3, grant_end = ?4
-                 WHERE id = ?1 AND state = 'approved' AND grant_end > ?4",
-                params![id, to, by.map(json), i(now)],
+                "UPDATE elevations SET state = $2, closed_by = $3, grant_end = $4
+                 WHERE id = $1 AND state = 'approved' AND grant_end > $4",
+                &params![id, to, &by, now],
             )?,
             _ => 0,
         };
@@ -300,79 +330,105 @@ pub fn close(
 
 /// Mark every pending request past its deadline and every grant past its
 /// end `expired`; returns the rows that changed (as they were before).
-pub fn expire_due(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Row>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM elevations
-         WHERE (state = 'pending' AND pending_until <= ?1)
-            OR (state = 'approved' AND grant_end <= ?1)
-         ORDER BY created_at LIMIT 1000"
-    ))?;
-    let due: Vec<Row> = stmt
-        .query_map([i(now)], row_from)?
-        .collect::<rusqlite::Result<_>>()?;
-    for row in &due {
-        conn.execute(
-            "UPDATE elevations SET state = 'expired' WHERE id = ?1 AND state = ?2",
-            params![row.id, row.state],
-        )?;
+pub fn expire_due(conn: &mut dyn Conn, now: u64) -> Result<Vec<Row>, DbError> {
+    let due = rows(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM elevations
+             WHERE (state = 'pending' AND pending_until <= $1)
+                OR (state = 'approved' AND grant_end <= $1)
+             ORDER BY created_at LIMIT 1000"
+        ),
+        &params![now],
+    )?;
+    let mut changed = Vec::with_capacity(due.len());
+    for row in due {
+        // Another replica may have expired it first: report only ours.
+        if conn.execute(
+            "UPDATE elevations SET state = 'expired' WHERE id = $1 AND state = $2",
+            &params![&row.id, &row.state],
+        )? == 1
+        {
+            changed.push(row);
+        }
     }
-    Ok(due)
+    Ok(changed)
 }
 
 /// Requests of `issuer` + `subject` still pending at `now`.
 pub fn pending_count(
-    conn: &Connection,
+    conn: &mut dyn Conn,
     issuer: &str,
     subject: &str,
     now: u64,
-) -> rusqlite::Result<u64> {
-    conn.query_row(
-        "SELECT count(*) FROM elevations WHERE issuer = ?1 AND subject = ?2
-         AND state = 'pending' AND pending_until > ?3",
-        params![issuer, subject, i(now)],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(u)
+) -> Result<u64, DbError> {
+    conn.query_one(
+        "SELECT count(*) FROM elevations WHERE issuer = $1 AND subject = $2
+         AND state = 'pending' AND pending_until > $3",
+        &params![issuer, subject, now],
+    )?
+    .u64(0)
 }
 
 /// Approved grants still active at `now`.
-pub fn active(conn: &Connection, now: u64) -> rusqlite::Result<Vec<Row>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM elevations WHERE state = 'approved' AND grant_end > ?1"
-    ))?;
-    stmt.query_map([i(now)], row_from)?.collect()
+pub fn active(conn: &mut dyn Conn, now: u64) -> Result<Vec<Row>, DbError> {
+    rows(
+        conn,
+        &format!("SELECT {COLUMNS} FROM elevations WHERE state = 'approved' AND grant_end > $1"),
+        &params![now],
+    )
+}
+
+/// Approved grants of one requester still active at `now`.
+pub fn active_of(
+    conn: &mut dyn Conn,
+    issuer: &str,
+    subject: &str,
+    now: u64,
+) -> Result<Vec<Row>, DbError> {
+    rows(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM elevations WHERE issuer = $1 AND subject = $2
+             AND state = 'approved' AND grant_end > $3"
+        ),
+        &params![issuer, subject, now],
+    )
 }
 
 /// What `list` scans: the caller's own requests (newest first) and every
 /// pending one, at most `limit` of each.
 pub fn candidates(
-    conn: &Connection,
+    conn: &mut dyn Conn,
     who: &Party,
     limit: usize,
-) -> rusqlite::Result<(Vec<Row>, Vec<Row>)> {
+) -> Result<(Vec<Row>, Vec<Row>), DbError> {
     let limit = i64::try_from(limit).unwrap_or(1000);
-    let mut own = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM elevations WHERE issuer = ?1 AND subject = ?2
-         ORDER BY created_at DESC, id LIMIT ?3"
-    ))?;
-    let own: Vec<Row> = own
-        .query_map(params![who.issuer, who.subject, limit], row_from)?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut pending = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM elevations WHERE state = 'pending'
-         ORDER BY created_at DESC, id LIMIT ?1"
-    ))?;
-    let pending: Vec<Row> = pending
-        .query_map([limit], row_from)?
-        .collect::<rusqlite::Result<_>>()?;
+    let own = rows(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM elevations WHERE issuer = $1 AND subject = $2
+             ORDER BY created_at DESC, id LIMIT $3"
+        ),
+        &params![&who.issuer, &who.subject, limit],
+    )?;
+    let pending = rows(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM elevations WHERE state = 'pending'
+             ORDER BY created_at DESC, id LIMIT $1"
+        ),
+        &params![limit],
+    )?;
     Ok((own, pending))
 }
 
 /// Every elevation, newest first (for `jitssh-ca elevation list`).
-pub fn all(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Row>> {
+pub fn all(conn: &mut dyn Conn, limit: usize) -> Result<Vec<Row>, DbError> {
     let limit = i64::try_from(limit).unwrap_or(1000);
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM elevations ORDER BY created_at DESC, id LIMIT ?1"
-    ))?;
-    stmt.query_map([limit], row_from)?.collect()
+    rows(
+        conn,
+        &format!("SELECT {COLUMNS} FROM elevations ORDER BY created_at DESC, id LIMIT $1"),
+        &params![limit],
+    )
 }

@@ -2,6 +2,7 @@
 //! serving its JWKS on a loopback port, a CA built from `dev_config` in a
 //! temp dir, and the real router driven with `oneshot`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+pub mod pg;
 
 use std::sync::Arc;
 

@@ -1,0 +1,594 @@
+//! Storage backends: one SQL dialect and one small connection trait over
+//! SQLite (the embedded default, one process) and PostgreSQL (several
+//! replicas sharing one database).
+//!
+//! Every store (audit chain, used tokens, elevations, join tokens,
+//! revocations, serial blocks) writes its SQL once against [`Conn`]:
+//! parameters are `$1, $2, …` (rewritten to `?1, ?2, …` for SQLite), values
+//! are `BIGINT`/`INTEGER` and `TEXT`, conflicts use `ON CONFLICT`. Only the
+//! schema (DDL) is written per backend.
+//!
+//! Invariants:
+//! - A PostgreSQL client is never driven from an async task: [`Db::with`]
+//!   moves the work to a scoped thread when called on a runtime thread (the
+//!   sync `postgres` client runs its own runtime and would panic there).
+//! - The audit writer owns a dedicated connection ([`Db::connect`]); other
+//!   work borrows pooled connections, returned only when healthy and outside
+//!   any transaction.
+
+mod pg;
+mod sqlite;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a connection waits for another's lock (SQLite's busy timeout,
+/// PostgreSQL's `lock_timeout`) before the operation fails as unavailable.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pooled connections kept per process (PostgreSQL backends are processes:
+/// keep a few, not one per request).
+const POOL_KEEP: usize = 4;
+
+/// Which database engine a connection talks to, for the rare query that
+/// differs (JSON aggregation, DDL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A query parameter. Borrowed, so binding costs no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+}
+
+impl From<i64> for Param<'_> {
+    fn from(v: i64) -> Self {
+        Param::Int(v)
+    }
+}
+
+impl From<u64> for Param<'_> {
+    /// Unsigned values above `i64::MAX` saturate (times, counters and
+    /// lifetimes never get there; ids are checked where they are parsed).
+    fn from(v: u64) -> Self {
+        Param::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<u32> for Param<'_> {
+    fn from(v: u32) -> Self {
+        Param::Int(i64::from(v))
+    }
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(v: &'a str) -> Self {
+        Param::Text(v)
+    }
+}
+
+impl<'a> From<&'a String> for Param<'a> {
+    fn from(v: &'a String) -> Self {
+        Param::Text(v)
+    }
+}
+
+impl<'a, T: Copy + Into<Param<'a>>> From<Option<T>> for Param<'a> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Param::Null, Into::into)
+    }
+}
+
+impl<'a> From<&'a Option<String>> for Param<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        v.as_deref().map_or(Param::Null, Param::Text)
+    }
+}
+
+/// `params![a, b, …]`: a `[Param; N]` from values convertible to [`Param`].
+#[macro_export]
+macro_rules! params {
+    () => { [] as [$crate::db::Param<'static>; 0] };
+    ($($v:expr),+ $(,)?) => { [$($crate::db::Param::from($v)),+] };
+}
+
+/// A value read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// One result row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    fn at(&self, i: usize) -> Result<&Value, DbError> {
+        self.0
+            .get(i)
+            .ok_or_else(|| DbError::decode(format!("column {i} is missing")))
+    }
+
+    pub fn int(&self, i: usize) -> Result<i64, DbError> {
+        self.opt_int(i)?
+            .ok_or_else(|| DbError::decode(format!("column {i} is NULL")))
+    }
+
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            Value::Int(v) => Ok(Some(*v)),
+            Value::Text(_) => Err(DbError::decode(format!(
+                "column {i} is text, expected an integer"
+            ))),
+        }
+    }
+
+    /// A non-negative integer (times, counts, seqs are stored as i64).
+    pub fn u64(&self, i: usize) -> Result<u64, DbError> {
+        let v = self.int(i)?;
+        u64::try_from(v).map_err(|_| DbError::decode(format!("column {i} is negative ({v})")))
+    }
+
+    pub fn opt_u64(&self, i: usize) -> Result<Option<u64>, DbError> {
+        self.opt_int(i)?
+            .map(|v| {
+                u64::try_from(v)
+                    .map_err(|_| DbError::decode(format!("column {i} is negative ({v})")))
+            })
+            .transpose()
+    }
+
+    pub fn text(&self, i: usize) -> Result<String, DbError> {
+        self.opt_text(i)?
+            .ok_or_else(|| DbError::decode(format!("column {i} is NULL")))
+    }
+
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            Value::Text(s) => Ok(Some(s.clone())),
+            Value::Int(_) => Err(DbError::decode(format!(
+                "column {i} is an integer, expected text"
+            ))),
+        }
+    }
+
+    /// Whatever is stored, as text (NULL is empty): for verification, where
+    /// a retyped value must show up as a mismatch, not a read error.
+    pub fn lenient_text(&self, i: usize) -> String {
+        match self.0.get(i) {
+            Some(Value::Text(s)) => s.clone(),
+            Some(Value::Int(v)) => v.to_string(),
+            Some(Value::Null) | None => String::new(),
+        }
+    }
+
+    pub fn value(&self, i: usize) -> Value {
+        self.0.get(i).cloned().unwrap_or(Value::Null)
+    }
+}
+
+/// What kind of failure, so callers can map it (unavailable vs conflict).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// Cannot connect, locked, read-only, disk full, I/O: try again later.
+    Unavailable,
+    /// A unique or primary key constraint refused the row.
+    Conflict,
+    /// A stored value does not have the expected type or shape.
+    Decode,
+    /// Anything else (a bad statement: a bug).
+    Other,
+}
+
+/// A database error: the engine's message plus what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbError {
+    pub kind: DbErrorKind,
+    pub message: String,
+}
+
+impl DbError {
+    pub fn new(kind: DbErrorKind, message: impl Into<String>) -> Self {
+        DbError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn decode(message: impl Into<String>) -> Self {
+        DbError::new(DbErrorKind::Decode, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        DbError::new(DbErrorKind::Unavailable, message)
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.kind == DbErrorKind::Conflict
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// How a transaction begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxMode {
+    /// Will write: SQLite takes the write lock at once (`BEGIN IMMEDIATE`),
+    /// so a transaction never fails half-way on a lock upgrade.
+    Write,
+    /// Read-only, one consistent snapshot for every statement.
+    Snapshot,
+}
+
+/// One connection. Statements are prepared once per connection and cached.
+pub trait Conn: Send {
+    fn backend(&self) -> Backend;
+
+    /// Run one statement; the number of rows changed.
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError>;
+
+    /// Run one query, handing each row to `f` as it is read (no collecting).
+    fn query_each(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        f: &mut dyn FnMut(Row) -> Result<(), DbError>,
+    ) -> Result<(), DbError>;
+
+    /// Several statements without parameters (DDL, `SAVEPOINT`).
+    fn batch(&mut self, sql: &str) -> Result<(), DbError>;
+
+    fn begin(&mut self, mode: TxMode) -> Result<(), DbError>;
+    fn commit(&mut self) -> Result<(), DbError>;
+    /// Roll back the open transaction, if any.
+    fn rollback(&mut self) -> Result<(), DbError>;
+    fn in_transaction(&self) -> bool;
+
+    /// Serialise appends to the audit chain across processes until the
+    /// transaction ends. SQLite's `BEGIN IMMEDIATE` already did; PostgreSQL
+    /// takes a transaction-scoped advisory lock.
+    fn lock_chain(&mut self) -> Result<(), DbError>;
+
+    /// Forget cached statements (after a failed transaction).
+    fn reset(&mut self);
+
+    /// False once the connection is known to be broken.
+    fn is_healthy(&self) -> bool;
+
+    /// All rows of a query.
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+        let mut rows = Vec::new();
+        self.query_each(sql, params, &mut |r| {
+            rows.push(r);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// The first row, if any.
+    fn query_opt(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, DbError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    /// Exactly one row.
+    fn query_one(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Row, DbError> {
+        self.query_opt(sql, params)?
+            .ok_or_else(|| DbError::decode("the query returned no row"))
+    }
+}
+
+/// Where the data lives, as configured.
+#[derive(Clone)]
+pub enum Target {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres {
+        config: Box<::postgres::Config>,
+        /// The URL without its password, for messages.
+        shown: String,
+    },
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            Target::Postgres { shown, .. } => write!(f, "Postgres({shown})"),
+        }
+    }
+}
+
+impl Target {
+    /// Parse a `postgres://` or `postgresql://` URL (or key=value string);
+    /// the password, if any, comes from `password` (read from a file by the
+    /// caller) rather than the URL.
+    pub fn postgres(url: &str, password: Option<&str>) -> Result<Target, DbError> {
+        let mut config: ::postgres::Config = url.parse().map_err(|e| {
+            DbError::new(
+                DbErrorKind::Other,
+                format!(
+                    "database url is not a PostgreSQL connection string ({e}); \
+                     write it as postgresql://USER@HOST:PORT/DATABASE"
+                ),
+            )
+        })?;
+        if let Some(p) = password {
+            config.password(p);
+        }
+        pg::tune(&mut config);
+        Ok(Target::Postgres {
+            shown: pg::shown(&config),
+            config: Box::new(config),
+        })
+    }
+}
+
+/// Handle to the database: cheap to clone, shared by every store of a
+/// process.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    target: Target,
+    pool: Mutex<Vec<Box<dyn Conn>>>,
+    /// SQLite's busy timeout ([`LOCK_TIMEOUT`] unless a test shortens it).
+    lock_timeout: Duration,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.target.fmt(f)
+    }
+}
+
+impl From<&Path> for Db {
+    fn from(path: &Path) -> Db {
+        Db::new(Target::Sqlite(path.to_owned()))
+    }
+}
+
+impl From<&PathBuf> for Db {
+    fn from(path: &PathBuf) -> Db {
+        Db::from(path.as_path())
+    }
+}
+
+impl From<&Db> for Db {
+    fn from(db: &Db) -> Db {
+        db.clone()
+    }
+}
+
+impl Db {
+    /// A handle; connections are opened on first use.
+    pub fn new(target: Target) -> Db {
+        Db {
+            inner: Arc::new(Inner {
+                target,
+                pool: Mutex::new(Vec::new()),
+                lock_timeout: LOCK_TIMEOUT,
+            }),
+        }
+    }
+
+    /// The same database with another SQLite busy timeout (tests of lock
+    /// handling wait less).
+    pub fn with_lock_timeout(self, timeout: Duration) -> Db {
+        Db {
+            inner: Arc::new(Inner {
+                target: self.inner.target.clone(),
+                pool: Mutex::new(Vec::new()),
+                lock_timeout: timeout,
+            }),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner.target {
+            Target::Sqlite(_) => Backend::Sqlite,
+            Target::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// The SQLite file, if that is the backend.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.inner.target {
+            Target::Sqlite(p) => Some(p),
+            Target::Postgres { .. } => None,
+        }
+    }
+
+    /// The file path or the URL without password, for messages.
+    pub fn describe(&self) -> String {
+        match &self.inner.target {
+            Target::Sqlite(p) => p.display().to_string(),
+            Target::Postgres { shown, .. } => shown.clone(),
+        }
+    }
+
+    /// A new connection of its own (the audit writer's).
+    pub fn connect(&self) -> Result<Box<dyn Conn>, DbError> {
+        match &self.inner.target {
+            Target::Sqlite(path) => Ok(Box::new(sqlite::SqliteConn::open(
+                path,
+                self.inner.lock_timeout,
+            )?)),
+            Target::Postgres { config, shown } => {
+                off_runtime(|| pg::PgConn::connect(config, shown))
+                    .unwrap_or_else(|| Err(DbError::unavailable("a database thread panicked")))
+                    .map(|c| Box::new(c) as Box<dyn Conn>)
+            }
+        }
+    }
+
+    /// Run `f` on a pooled connection (outside any transaction).
+    pub fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError> + Send,
+    ) -> Result<T, DbError> {
+        match self.backend() {
+            // SQLite is a library call on this thread.
+            Backend::Sqlite => self.with_here(f),
+            Backend::Postgres => off_runtime(|| self.with_here(f))
+                .unwrap_or_else(|| Err(DbError::unavailable("a database thread panicked"))),
+        }
+    }
+
+    /// Run `f` in one write transaction: committed if `f` succeeds, rolled
+    /// back if it fails.
+    pub fn transaction<T: Send>(
+        &self,
+        mode: TxMode,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError> + Send,
+    ) -> Result<T, DbError> {
+        self.with(|conn| {
+            conn.begin(mode)?;
+            match f(conn) {
+                Ok(v) => {
+                    conn.commit()?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    let _ = conn.rollback();
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn with_here<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let pooled = self
+            .inner
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let result = f(conn.as_mut());
+        if conn.in_transaction() {
+            // A caller left a transaction open (an error path): never hand
+            // it to the next user.
+            let _ = conn.rollback();
+        }
+        if conn.is_healthy() && !conn.in_transaction() {
+            let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < POOL_KEEP {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+}
+
+/// Run `f` where blocking is allowed: here, or on a scoped thread when this
+/// thread drives async tasks (the sync PostgreSQL client starts its own
+/// runtime, which tokio forbids inside another). `None` if `f` panicked.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Some(f());
+    }
+    std::thread::scope(|s| s.spawn(f).join().ok())
+}
+
+/// Rewrite `$1, $2, …` to SQLite's `?1, ?2, …`, leaving string literals and
+/// quoted identifiers alone.
+pub(crate) fn to_sqlite_params(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                if c == q {
+                    quote = None;
+                }
+                out.push(c);
+            }
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => out.push('?'),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn placeholders_are_rewritten_outside_quotes() {
+        assert_eq!(
+            to_sqlite_params("SELECT a FROM t WHERE b = $1 AND c = '$2' AND \"$3\" = $10"),
+            "SELECT a FROM t WHERE b = ?1 AND c = '$2' AND \"$3\" = ?10"
+        );
+        assert_eq!(to_sqlite_params("SELECT '$'"), "SELECT '$'");
+    }
+
+    #[test]
+    fn sqlite_roundtrip_through_the_trait() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::from(&dir.path().join("t.db"));
+        db.with(|c| c.batch("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)"))
+            .unwrap();
+        let n = db
+            .transaction(TxMode::Write, |c| {
+                c.execute("INSERT INTO t (a, b) VALUES ($1, $2)", &params![1i64, "x"])?;
+                c.execute(
+                    "INSERT INTO t (a, b) VALUES ($1, $2)",
+                    &params![2i64, None::<&str>],
+                )
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        let rows = db
+            .with(|c| c.query("SELECT a, b FROM t ORDER BY a", &[]))
+            .unwrap();
+        assert_eq!(rows[0].0, [Value::Int(1), Value::Text("x".into())]);
+        assert_eq!(rows[1].opt_text(1).unwrap(), None);
+        // A duplicate key is a conflict, and the failed transaction left
+        // nothing behind.
+        let err = db
+            .transaction(TxMode::Write, |c| {
+                c.execute("INSERT INTO t (a, b) VALUES (3, 'y')", &[])?;
+                c.execute("INSERT INTO t (a, b) VALUES (1, 'z')", &[])
+            })
+            .unwrap_err();
+        assert!(err.is_conflict(), "{err:?}");
+        let count = db
+            .with(|c| c.query_one("SELECT count(*) FROM t", &[]))
+            .unwrap();
+        assert_eq!(count.int(0).unwrap(), 2);
+    }
+}
