@@ -121,7 +121,6 @@ fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
-#[tokio::test]
 async fn auto_approval_grants_role_principals_until_the_grant_ends() {
     let h = harness(|_| {}).await;
     let alice = || h.token("alice", &["dba", "oncall"]);
@@ -185,7 +184,6 @@ async fn auto_approval_grants_role_principals_until_the_grant_ends() {
     h.verify_chain();
 }
 
-#[tokio::test]
 async fn two_different_approvers_each_counted_once() {
     let h = harness(|_| {}).await;
     let alice = h.token("alice", &["sre"]);
@@ -321,7 +319,6 @@ async fn two_different_approvers_each_counted_once() {
     h.verify_chain();
 }
 
-#[tokio::test]
 async fn denial_closes_the_request() {
     let h = harness(|_| {}).await;
     let (_, e) = h
@@ -389,7 +386,6 @@ async fn denial_closes_the_request() {
     assert!(denied[1..].iter().all(|r| r.outcome == "denied"));
 }
 
-#[tokio::test]
 async fn bad_input_changes_nothing() {
     let h = harness(|_| {}).await;
     let t = h.token("alice", &["dba"]);
@@ -451,7 +447,6 @@ async fn bad_input_changes_nothing() {
     assert_eq!(l["elevations"], json!([]), "nothing was created");
 }
 
-#[tokio::test]
 async fn pending_requests_expire_undecided() {
     let h = harness(|c| c.elevation.pending_timeout = ca_core::Ttl::from_secs(1).unwrap()).await;
     let (_, e) = h
@@ -478,7 +473,6 @@ async fn pending_requests_expire_undecided() {
     h.verify_chain();
 }
 
-#[tokio::test]
 async fn grants_end_by_themselves_and_can_be_dropped_or_revoked() {
     let h = harness(|_| {}).await;
     let alice = || h.token("alice", &["dba", "oncall"]);
@@ -571,7 +565,6 @@ async fn grants_end_by_themselves_and_can_be_dropped_or_revoked() {
     h.verify_chain();
 }
 
-#[tokio::test]
 async fn concurrent_approve_and_cancel_end_in_exactly_one_state() {
     let h = Arc::new(harness(|_| {}).await);
     for _ in 0..20 {
@@ -672,7 +665,6 @@ fn webhook(
     }
 }
 
-#[tokio::test]
 async fn webhook_hears_new_requests_and_decisions() {
     let (url, got) = receiver().await;
     let tmp = tempfile::tempdir().unwrap();
@@ -703,7 +695,6 @@ async fn webhook_hears_new_requests_and_decisions() {
     assert!(got[1].1.starts_with("sha256="));
 }
 
-#[tokio::test]
 async fn a_webhook_that_never_answers_does_not_block_requests() {
     // Accepts connections and never replies.
     let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -758,7 +749,6 @@ elevation_decision := {"outcome": "pending", "approvals_required": 1, "ttl_secon
 approval_decision := {"allow": true}
 "#;
 
-#[tokio::test]
 async fn server_rules_hold_whatever_the_policy_says() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("careless.rego"), CARELESS).unwrap();
@@ -804,7 +794,6 @@ async fn server_rules_hold_whatever_the_policy_says() {
     assert!(c["valid_before"].as_u64().unwrap() <= now() + 60);
 }
 
-#[tokio::test]
 async fn floods_are_refused() {
     let h = harness(|c| {
         c.rate_per_minute = 60;
@@ -842,3 +831,17 @@ async fn floods_are_refused() {
     // Certificates have their own bucket.
     assert_eq!(h.cert(&alice, None).await.0, StatusCode::OK);
 }
+
+on_both_backends!(
+    auto_approval_grants_role_principals_until_the_grant_ends,
+    two_different_approvers_each_counted_once,
+    denial_closes_the_request,
+    bad_input_changes_nothing,
+    pending_requests_expire_undecided,
+    grants_end_by_themselves_and_can_be_dropped_or_revoked,
+    concurrent_approve_and_cancel_end_in_exactly_one_state,
+    webhook_hears_new_requests_and_decisions,
+    a_webhook_that_never_answers_does_not_block_requests,
+    server_rules_hold_whatever_the_policy_says,
+    floods_are_refused,
+);

@@ -161,7 +161,6 @@ fn cert_of(reply: &Reply) -> Certificate {
     Certificate::from_openssh(reply.1["certificate"].as_str().unwrap()).unwrap()
 }
 
-#[tokio::test]
 async fn join_token_gets_a_host_certificate_signed_by_the_host_ca() {
     let h = harness().await;
     let token = h.join_token(&["web01.example.com", "web01"]).await;
@@ -218,7 +217,6 @@ async fn join_token_gets_a_host_certificate_signed_by_the_host_ca() {
     assert!(h.state.authority.audit.verify().unwrap().error.is_none());
 }
 
-#[tokio::test]
 async fn a_join_token_is_single_use() {
     let h = harness().await;
     let token = h.join_token(&["web01"]).await;
@@ -257,7 +255,6 @@ async fn concurrent_requests_with_one_token_get_exactly_one_certificate() {
     }
 }
 
-#[tokio::test]
 async fn expired_and_unknown_tokens_are_refused() {
     let h = harness().await;
     let expired = h.join_token_at(&["web01"], now() - 7200, 3600).await;
@@ -279,7 +276,6 @@ async fn expired_and_unknown_tokens_are_refused() {
     );
 }
 
-#[tokio::test]
 async fn only_hostnames_the_token_names() {
     let h = harness().await;
     let token = h.join_token(&["web01", "web01.example.com"]).await;
@@ -291,7 +287,6 @@ async fn only_hostnames_the_token_names() {
     assert_eq!(cert.valid_principals(), ["web01".to_string()]);
 }
 
-#[tokio::test]
 async fn wildcard_and_malformed_hostnames_are_refused() {
     let h = harness().await;
     let token = h.join_token(&["web01.example.com"]).await;
@@ -319,7 +314,6 @@ async fn wildcard_and_malformed_hostnames_are_refused() {
     cert_of(&h.enrol(&token, &host_key(), None).await);
 }
 
-#[tokio::test]
 async fn a_user_id_token_never_gets_a_host_certificate() {
     let h = harness().await;
     let id_token = h.id_token();
@@ -378,7 +372,6 @@ async fn a_user_id_token_never_gets_a_host_certificate() {
     assert!(h.host_rows().iter().all(|r| r.outcome != "issued"));
 }
 
-#[tokio::test]
 async fn the_cas_own_keys_are_refused() {
     let h = harness().await;
     for ca in [&h.state.authority.host_ca, &h.state.authority.user_ca] {
@@ -392,7 +385,6 @@ async fn the_cas_own_keys_are_refused() {
     }
 }
 
-#[tokio::test]
 async fn lifetime_is_capped_by_host_max_ttl() {
     let h = harness_with(PolicyEngine::load_embedded_default().unwrap(), |c| {
         c.host_max_ttl = Ttl::from_secs(86400).unwrap()
@@ -410,7 +402,6 @@ fn policy_dir(rego: &str) -> tempfile::TempDir {
     d
 }
 
-#[tokio::test]
 async fn the_host_policy_decides_and_fails_closed() {
     // No host_decision at all: every host certificate is denied.
     let dir = policy_dir("package jitssh\ndecision := {\"allow\": false}\n");
@@ -482,7 +473,6 @@ async fn enrolled(h: &Harness, hostnames: &[&str]) -> (PrivateKey, String) {
     (key, reply.1["certificate"].as_str().unwrap().to_owned())
 }
 
-#[tokio::test]
 async fn renewal_with_the_current_certificate_and_a_signed_challenge() {
     let h = harness().await;
     let (key, cert) = enrolled(&h, &["web01.example.com"]).await;
@@ -508,7 +498,6 @@ async fn renewal_with_the_current_certificate_and_a_signed_challenge() {
     cert_of(&h.renew(again, &challenge, &sign(&key, &challenge)).await);
 }
 
-#[tokio::test]
 async fn renewal_refusals() {
     let h = harness().await;
     let (key, cert) = enrolled(&h, &["web01.example.com"]).await;
@@ -579,8 +568,7 @@ async fn renewal_refusals() {
 
     // A revoked serial gets nothing.
     let serial = Certificate::from_openssh(&cert).unwrap().serial();
-    let store =
-        ca_server::revocation::RevocationStore::open(&h.dir.path().join("audit.db")).unwrap();
+    let store = ca_server::revocation::RevocationStore::open(h.state.authority.audit.db()).unwrap();
     store
         .revoke(
             &ca_server::revocation::Target::Serial(serial),
@@ -605,12 +593,10 @@ async fn renewal_refusals() {
     assert_eq!(denied, 8);
 }
 
-#[tokio::test]
 async fn a_revoked_host_key_cannot_enrol_or_renew() {
     let h = harness().await;
     let (key, cert) = enrolled(&h, &["web01"]).await;
-    let store =
-        ca_server::revocation::RevocationStore::open(&h.dir.path().join("audit.db")).unwrap();
+    let store = ca_server::revocation::RevocationStore::open(h.state.authority.audit.db()).unwrap();
     store
         .revoke(
             &ca_server::revocation::Target::Key(SubjectKey::parse(&public(&key)).unwrap()),
@@ -633,3 +619,18 @@ async fn a_revoked_host_key_cannot_enrol_or_renew() {
         "revoked",
     );
 }
+
+on_both_backends!(
+    join_token_gets_a_host_certificate_signed_by_the_host_ca,
+    a_join_token_is_single_use,
+    expired_and_unknown_tokens_are_refused,
+    only_hostnames_the_token_names,
+    wildcard_and_malformed_hostnames_are_refused,
+    a_user_id_token_never_gets_a_host_certificate,
+    the_cas_own_keys_are_refused,
+    lifetime_is_capped_by_host_max_ttl,
+    the_host_policy_decides_and_fails_closed,
+    renewal_with_the_current_certificate_and_a_signed_challenge,
+    renewal_refusals,
+    a_revoked_host_key_cannot_enrol_or_renew,
+);

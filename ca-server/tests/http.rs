@@ -96,7 +96,6 @@ fn assert_error(got: (StatusCode, Value), status: StatusCode, code: &str) {
     assert!(!got.1["error"]["message"].as_str().unwrap_or("").is_empty());
 }
 
-#[tokio::test]
 async fn issues_certificate_for_verified_user() {
     let h = harness().await;
     for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
@@ -146,7 +145,6 @@ async fn issues_certificate_for_verified_user() {
     assert!(h.state.authority.audit.verify().unwrap().error.is_none());
 }
 
-#[tokio::test]
 async fn token_rejections() {
     let h = harness().await;
     let body = || json!({"public_key": pubkey()});
@@ -294,7 +292,6 @@ fn base64_url(s: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
 
-#[tokio::test]
 async fn replay_is_refused_and_audited() {
     let h = harness().await;
     let token = h.token();
@@ -332,7 +329,6 @@ async fn replay_is_refused_and_audited() {
     );
 }
 
-#[tokio::test]
 async fn bad_public_keys_are_400() {
     let h = harness().await;
     // A real 2048-bit RSA key from ssh-keygen: well-formed, but too short.
@@ -383,7 +379,6 @@ async fn bad_public_keys_are_400() {
     }
 }
 
-#[tokio::test]
 async fn bad_requests_are_400_and_change_nothing() {
     let h = harness().await;
     let before = h
@@ -454,7 +449,6 @@ async fn bad_requests_are_400_and_change_nothing() {
     assert_eq!(before, after, "no certificate for bad input");
 }
 
-#[tokio::test]
 async fn oversize_body_is_413() {
     let h = harness().await;
     let token = h.token();
@@ -466,7 +460,6 @@ async fn oversize_body_is_413() {
     );
 }
 
-#[tokio::test]
 async fn policy_denial_is_403_with_reasons() {
     let h = harness().await;
     let token = h.token();
@@ -493,7 +486,6 @@ fn policy_dir(rego: &str) -> tempfile::TempDir {
     d
 }
 
-#[tokio::test]
 async fn broken_policy_decisions_deny() {
     let cases = [
         // Undefined decision.
@@ -542,7 +534,6 @@ async fn broken_policy_decisions_deny() {
     }
 }
 
-#[tokio::test]
 async fn ttl_above_ceiling_is_clamped() {
     let dir = policy_dir(
         "package jitssh\nimport rego.v1\ndecision := {\"allow\": true, \"principals\": [\"alice\"], \"ttl_seconds\": 999999}\n",
@@ -554,7 +545,6 @@ async fn ttl_above_ceiling_is_clamped() {
     assert!(b["valid_before"].as_u64().unwrap() <= now() + 3600);
 }
 
-#[tokio::test]
 async fn rate_limit_is_429_with_retry_after() {
     let h = harness_with(PolicyEngine::load_embedded_default().unwrap(), |c| {
         c.rate_per_minute = 1;
@@ -607,7 +597,6 @@ async fn unwritable_database_is_503_and_no_certificate() {
     assert_eq!(got.0, StatusCode::OK, "{}", got.1);
 }
 
-#[tokio::test]
 async fn idp_down_is_503() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -632,7 +621,6 @@ async fn idp_down_is_503() {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }
 
-#[tokio::test]
 async fn public_endpoints() {
     let h = harness().await;
     let (s, b, _) = h.call("GET", "/v1/ca", None, Body::empty()).await;
@@ -689,7 +677,6 @@ async fn public_endpoints() {
     );
 }
 
-#[tokio::test]
 async fn accepts_every_supported_key_type() {
     let h = harness().await;
     let mut keys = Vec::new();
@@ -738,7 +725,6 @@ async fn accepts_every_supported_key_type() {
 
 /// An IdP whose clock is off: within the 60 s leeway tokens are accepted,
 /// beyond it they are refused, and validity never exceeds the ceiling.
-#[tokio::test]
 async fn clock_skew_is_bounded_by_the_leeway() {
     let h = harness().await;
     let skewed = |iat_shift: i64, exp_shift: i64| {
@@ -776,3 +762,20 @@ async fn clock_skew_is_bounded_by_the_leeway() {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
+
+on_both_backends!(
+    issues_certificate_for_verified_user,
+    token_rejections,
+    replay_is_refused_and_audited,
+    bad_public_keys_are_400,
+    bad_requests_are_400_and_change_nothing,
+    oversize_body_is_413,
+    policy_denial_is_403_with_reasons,
+    broken_policy_decisions_deny,
+    ttl_above_ceiling_is_clamped,
+    rate_limit_is_429_with_retry_after,
+    idp_down_is_503,
+    public_endpoints,
+    accepts_every_supported_key_type,
+    clock_skew_is_bounded_by_the_leeway,
+);

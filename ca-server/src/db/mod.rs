@@ -410,6 +410,11 @@ impl Db {
         }
     }
 
+    /// Where the data lives.
+    pub fn target(&self) -> &Target {
+        &self.inner.target
+    }
+
     /// The SQLite file, if that is the backend.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match &self.inner.target {

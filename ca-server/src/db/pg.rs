@@ -129,6 +129,7 @@ impl ToSql for Param<'_> {
 fn value(row: &::postgres::Row, i: usize) -> Result<Value, ::postgres::Error> {
     let ty = row.columns()[i].type_();
     Ok(match *ty {
+        Type::VOID => Value::Null,
         Type::INT8 => row
             .try_get::<_, Option<i64>>(i)?
             .map_or(Value::Null, Value::Int),

@@ -14,6 +14,31 @@ use ca_server::policy::PolicyEngine;
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
+tokio::task_local! {
+    /// Set by [`on_postgres`]: [`build`] puts the CA's state in a fresh
+    /// PostgreSQL database instead of an SQLite file.
+    static POSTGRES: bool;
+}
+
+/// Run a test case with its CA on PostgreSQL.
+pub async fn on_postgres<F: std::future::Future>(case: F) -> F::Output {
+    POSTGRES.scope(true, case).await
+}
+
+/// Generate, for each named `async fn` case, a test on SQLite (`sqlite::`)
+/// and the same test on PostgreSQL (`postgres::`).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name().await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::common::on_postgres(super::$name()).await } )*
+        }
+    };
+}
+
 /// The audience (client ID) tokens are minted for.
 pub const AUD: &str = "jitssh-test";
 
@@ -46,8 +71,20 @@ pub async fn build(
         ca_server::dev::dev_config(dir.path(), "127.0.0.1:0".parse().unwrap(), &issuer, None)
             .unwrap();
     config.issuers[0].audiences = vec![AUD.into()];
+    if POSTGRES.try_with(|on| *on).unwrap_or(false) {
+        config.database = ca_server::config::Database::Postgres {
+            url: pg::cluster().fresh_database(),
+            password_file: None,
+        };
+    }
     tweak(&mut config);
     let authority = ca_server::serve::build_authority(&config, Arc::new(policy)).unwrap();
+    if POSTGRES.try_with(|on| *on).unwrap_or(false) {
+        assert!(
+            !dir.path().join("audit.db").exists(),
+            "a PostgreSQL case must not touch the SQLite file"
+        );
+    }
     let state = ca_server::serve::app_state(&config, authority, None);
     Harness {
         router: app(state.clone()),

@@ -1,0 +1,269 @@
+//! The storage contract, run against both backends: an SQLite file and a
+//! real PostgreSQL server. Several stores on one database stand for several
+//! processes or replicas: one audit chain without forks, a token spent once
+//! wherever it is presented, unique serial blocks, one winner per join
+//! token, revocations and elevations seen by every store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::collections::HashSet;
+
+use ca_core::audit::AuditEvent;
+use ca_server::audit::{AuditError, AuditStore, Filter, SERIAL_BLOCK_BITS, UsedToken};
+use ca_server::db::{Backend, Db, Target};
+use ca_server::hosts::JoinTokenStore;
+use ca_server::revocation::{RevocationStore, Target as Revoke};
+
+/// A fresh, empty database of each backend (the temp dir lives as long as
+/// the returned guard).
+fn databases() -> Vec<(Db, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Db::from(&dir.path().join("audit.db"));
+    let url = common::pg::cluster().fresh_database();
+    let pg = Db::new(Target::postgres(&url, None).unwrap());
+    vec![(sqlite, Some(dir)), (pg, None)]
+}
+
+fn event(n: u64, who: &str) -> AuditEvent {
+    AuditEvent {
+        time: 1_700_000_000 + n,
+        action: "user_cert".into(),
+        outcome: "issued".into(),
+        issuer: Some("https://idp.example".into()),
+        subject: Some(who.into()),
+        requested_principals: Some(vec![format!("p{n}")]),
+        granted_principals: vec![format!("p{n}"), "shared".into()],
+        serial: Some(n.to_string()),
+        ttl_seconds: Some(600),
+        ..AuditEvent::default()
+    }
+}
+
+fn token(name: &str) -> UsedToken {
+    UsedToken {
+        token_hash: name.into(),
+        expires_at: common::now() + 600,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_on_one_database_keep_one_chain() {
+    for (db, _guard) in databases() {
+        let name = format!("{:?}", db.backend());
+        // Two stores, two writer threads, two connections: two replicas.
+        let a = AuditStore::open(&db).unwrap();
+        let b = AuditStore::open(Db::new(target_of(&db))).unwrap();
+        let mut tasks = Vec::new();
+        for n in 0..200u64 {
+            let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                store.append(event(n, "alice"), None).await.unwrap()
+            }));
+        }
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>(), "{name}: seqs");
+        let report = a.verify().unwrap();
+        assert!(report.is_ok(), "{name}: {report:?}");
+        assert_eq!(report.rows, 200, "{name}");
+        // The index agrees: principals filter across both writers' rows.
+        let shared = a
+            .list(&Filter {
+                principal: Some("shared".into()),
+                ..Filter::default()
+            })
+            .unwrap();
+        assert_eq!(shared.len(), 200, "{name}");
+        let one = b
+            .list(&Filter {
+                principal: Some("p7".into()),
+                limit: Some(5),
+                ..Filter::default()
+            })
+            .unwrap();
+        assert_eq!(one.len(), 1, "{name}");
+        assert_eq!(one[0].event.serial.as_deref(), Some("7"), "{name}");
+        assert_eq!(b.show(one[0].seq).unwrap().unwrap(), one[0], "{name}");
+        let mut out = Vec::new();
+        assert_eq!(a.export(&Filter::default(), &mut out).unwrap(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_is_spent_once_across_writers() {
+    for (db, _guard) in databases() {
+        let name = format!("{:?}", db.backend());
+        let a = AuditStore::open(&db).unwrap();
+        let b = AuditStore::open(Db::new(target_of(&db))).unwrap();
+        // The same token presented to both at once, 20 times over.
+        let mut tasks = Vec::new();
+        for n in 0..20u64 {
+            for store in [a.clone(), b.clone()] {
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .append(event(n, "bob"), Some(token(&format!("t{n}"))))
+                        .await
+                }));
+            }
+        }
+        let (mut ok, mut replayed) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(AuditError::Replayed) => replayed += 1,
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        assert_eq!((ok, replayed), (20, 20), "{name}");
+        // Refused appends left no row; the chain is whole.
+        let report = b.verify().unwrap();
+        assert!(report.is_ok() && report.rows == 20, "{name}: {report:?}");
+        // A restart still knows every spent token.
+        let c = AuditStore::open(Db::new(target_of(&db))).unwrap();
+        assert_eq!(c.used_tokens(0).unwrap().len(), 20, "{name}");
+        assert!(matches!(
+            c.append(event(99, "bob"), Some(token("t3"))).await,
+            Err(AuditError::Replayed)
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_blocks_are_unique_and_above_issued_serials() {
+    for (db, _guard) in databases() {
+        let name = format!("{:?}", db.backend());
+        let a = AuditStore::open(&db).unwrap();
+        // A serial in the older format (milliseconds << 16) already issued.
+        let old = 1_700_000_000_000u64 << 16;
+        let mut e = event(1, "carol");
+        e.serial = Some(old.to_string());
+        a.append(e, None).await.unwrap();
+        let stores: Vec<AuditStore> = (0..3)
+            .map(|_| AuditStore::open(Db::new(target_of(&db))).unwrap())
+            .collect();
+        let blocks: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = stores
+                .iter()
+                .flat_map(|st| (0..4).map(move |_| st))
+                .map(|st| s.spawn(move || st.serial_block("test", common::now()).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let unique: HashSet<_> = blocks.iter().collect();
+        assert_eq!(unique.len(), blocks.len(), "{name}: {blocks:?}");
+        assert!(
+            blocks.iter().all(|b| (b << SERIAL_BLOCK_BITS) > old),
+            "{name}: blocks must start above issued serials: {blocks:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn join_token_has_one_winner_across_stores() {
+    for (db, _guard) in databases() {
+        let name = format!("{:?}", db.backend());
+        AuditStore::open(&db).unwrap();
+        let stores: Vec<JoinTokenStore> = (0..4)
+            .map(|_| JoinTokenStore::open(Db::new(target_of(&db))).unwrap())
+            .collect();
+        let token = ca_core::host::JoinToken::generate(&mut rand_core::OsRng);
+        let names = ca_core::hostname::parse_hostnames(&["web1.example.com".into()], 4).unwrap();
+        let now = common::now();
+        stores[0].insert(&token, &names, now, now + 600).unwrap();
+        let hash = token.hash();
+        let wins: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = stores
+                .iter()
+                .enumerate()
+                .map(|(i, st)| {
+                    let hash = hash.clone();
+                    s.spawn(move || st.claim(&hash, now, &format!("c{i}")).unwrap())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(wins, 1, "{name}");
+        let stored = stores[3].lookup(&hash).unwrap().unwrap();
+        assert_eq!(stored.used_at, Some(now), "{name}");
+        assert_eq!(stored.hostnames, names, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_made_by_one_store_are_seen_by_another() {
+    for (db, _guard) in databases() {
+        let name = format!("{:?}", db.backend());
+        let audit = AuditStore::open(&db).unwrap();
+        let mut issued = event(5, "dave");
+        issued.serial = Some("4242".into());
+        audit.append(issued, None).await.unwrap();
+        let a = RevocationStore::open(&db).unwrap();
+        let b = RevocationStore::open(Db::new(target_of(&db))).unwrap();
+        let now = 1_700_000_010;
+        a.revoke(&Revoke::Serial(4242), Some("lost"), now, 3600)
+            .unwrap();
+        a.revoke(
+            &Revoke::Subject {
+                issuer: "https://idp.example".into(),
+                subject: "dave".into(),
+            },
+            None,
+            now,
+            3600,
+        )
+        .unwrap();
+        // Revoking again is idempotent.
+        a.revoke(&Revoke::Serial(4242), None, now, 3600).unwrap();
+        let snap = b.snapshot(now).unwrap();
+        assert_eq!(snap.serials, [4242], "{name}");
+        assert!(
+            snap.subject_revoked("https://idp.example", "dave"),
+            "{name}"
+        );
+        assert!(snap.version >= 2, "{name}");
+        // The serial's entry ends with the certificate (issued at time 5 +
+        // 600 s), the subject's never.
+        let later = b.snapshot(1_700_000_005 + 600 + 3600).unwrap();
+        assert!(later.serials.is_empty(), "{name}");
+        assert!(
+            later.subject_revoked("https://idp.example", "dave"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_unavailable_with_a_hint() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgresql://postgres@127.0.0.1:{port}/none");
+    let db = Db::new(Target::postgres(&url, None).unwrap());
+    assert_eq!(db.backend(), Backend::Postgres);
+    let err = AuditStore::open(&db).unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("PostgreSQL is running"),
+        "{msg}"
+    );
+    // A URL that is not one is refused with what to write instead.
+    let err = Target::postgres("mysql://x", None).unwrap_err();
+    assert!(err.to_string().contains("postgresql://"), "{err}");
+}
+
+/// The same target again, for a second independent handle (own pool).
+fn target_of(db: &Db) -> Target {
+    db.target().clone()
+}
