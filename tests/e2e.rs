@@ -9,6 +9,7 @@ mod load_smoke;
 mod login;
 mod ops;
 mod provider;
+mod replicas;
 mod revoke;
 mod rotation;
 mod serve;
