@@ -2,8 +2,9 @@
 //! as one CA: requests spread across them concurrently get unique serials,
 //! one audit chain that verifies and one `issued` row per certificate; a
 //! token spent on one replica is refused by the others; an approval given on
-//! one replica counts on another at once; killing a replica in the middle of
-//! a load loses nothing that was answered.
+//! one replica counts on another at once; a host join token and a renewal
+//! challenge work across replicas and are spent once; killing a replica in
+//! the middle of a load loses nothing that was answered.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -85,7 +86,10 @@ impl Cluster {
         assert_ne!(text, edited, "init's config has no [database] path line");
         // Load from one identity: no per-identity rate limit (it is per
         // replica, in memory; see docs).
-        let edited = edited.replace("per_identity_per_minute = ", "per_identity_per_minute = 0 #");
+        let edited = edited.replace(
+            "per_identity_per_minute = ",
+            "per_identity_per_minute = 0 #",
+        );
         assert!(edited.contains("per_identity_per_minute = 0"), "{edited}");
         std::fs::write(&config, edited).unwrap();
         // The SQLite file `init` made is not used: remove it, so a replica
@@ -143,6 +147,16 @@ fn cert_request(url: &str, token: &str) -> Result<(u16, Value), reqwest::Error> 
         .send()?;
     let status = resp.status().as_u16();
     Ok((status, resp.json().unwrap_or(Value::Null)))
+}
+
+fn post_anon(url: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::blocking::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
 }
 
 fn post(url: &str, token: &str, body: Value) -> (u16, Value) {
@@ -239,7 +253,55 @@ fn replicas_on_postgres_are_one_ca() {
         "approved on replica 1, issued on replica 2 right away: {body}"
     );
 
-    // 4. One chain, one issued row per certificate.
+    // 4. Hosts: a join token made by the CLI, enrolment on one replica, a
+    // renewal challenge from another answered at a third, and the same
+    // challenge refused everywhere afterwards.
+    let out = run_ok(
+        Command::new(bin("jitssh-ca"))
+            .args(["host", "token", "create", "--config"])
+            .arg(cluster.config())
+            .args(["--hostname", "web1.example.com"]),
+    );
+    let join = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let host =
+        ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    let public = host.public_key().to_openssh().unwrap();
+    let (status, body) = post_anon(
+        &format!("{}/v1/certs/host", urls[0]),
+        json!({"token": join, "public_key": public}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let host_cert = body["certificate"].as_str().unwrap().to_owned();
+    let (status, body) = post_anon(
+        &format!("{}/v1/certs/host", urls[1]),
+        json!({"token": join, "public_key": public}),
+    );
+    assert_eq!(status, 401, "join token spent on another replica: {body}");
+    let (status, body) = post_anon(&format!("{}/v1/certs/host/challenge", urls[1]), json!({}));
+    assert_eq!(status, 200, "{body}");
+    let challenge = body["challenge"].as_str().unwrap().to_owned();
+    let signature = host
+        .sign(
+            ca_core::host::RENEW_NAMESPACE,
+            ssh_key::HashAlg::Sha512,
+            challenge.as_bytes(),
+        )
+        .unwrap()
+        .to_pem(ssh_key::LineEnding::LF)
+        .unwrap();
+    let renew = json!({"certificate": host_cert, "challenge": challenge, "signature": signature});
+    let (status, body) = post_anon(&format!("{}/v1/certs/host/renew", urls[2]), renew.clone());
+    assert_eq!(
+        status, 200,
+        "challenge from replica 1 renewed at replica 2: {body}"
+    );
+    for url in &urls {
+        let (status, body) = post_anon(&format!("{url}/v1/certs/host/renew"), renew.clone());
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "challenge_invalid", "{body}");
+    }
+
+    // 5. One chain, one issued row per certificate.
     let issued = cluster.issued_serials();
     let issued_set: HashSet<_> = issued.iter().collect();
     assert_eq!(

@@ -1,5 +1,6 @@
 //! Host certificates: one-time join tokens (stored hashed beside the audit
-//! log), renewal challenges (in memory), and the issuance steps of
+//! log), renewal challenges (stateless, checkable by any replica, spent
+//! in the database), and the issuance steps of
 //! `POST /v1/certs/host` (enrol with a join token) and
 //! `POST /v1/certs/host/renew` (renew with the current certificate and a
 //! signature over a fresh challenge).
@@ -11,8 +12,6 @@
 //! certificates, a certificate leaves only after its audit row committed,
 //! and every refusal is audited too.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -27,7 +26,7 @@ use ca_core::wire::{self, HostCertResponse, HostChallenge};
 use ca_core::{Refusal, SubjectKey, Ttl};
 use rand_core::{OsRng, RngCore as _};
 
-use crate::audit::{AuditError, AuditStore};
+use crate::audit::{AuditError, AuditStore, UsedToken};
 use crate::db::{Db, DbError};
 use crate::issue::{Authority, RequestContext, now_unix};
 use crate::metrics::Metrics;
@@ -59,10 +58,6 @@ CREATE TABLE IF NOT EXISTS host_join_tokens (
 
 /// How long a renewal challenge may be answered.
 pub const CHALLENGE_TTL_SECS: u64 = 60;
-
-/// Unanswered challenges kept at most; beyond it new ones are refused until
-/// old ones expire (challenges are free to ask for, memory is not).
-pub const MAX_PENDING_CHALLENGES: usize = 10_000;
 
 /// Everything that can stop a host certificate request. The HTTP layer maps
 /// each to a status code; nothing here knows about HTTP.
@@ -97,8 +92,6 @@ pub enum HostError {
         "unknown, expired or already used challenge; ask for a fresh one (POST /v1/certs/host/challenge) and sign it within {CHALLENGE_TTL_SECS} s"
     )]
     ChallengeInvalid,
-    #[error("too many renewal challenges are pending; retry in a few seconds")]
-    ChallengeCapacity,
     #[error("{0}")]
     Renewal(#[from] RenewalError),
     #[error("denied by the host policy: {}", .reasons.join("; "))]
@@ -128,7 +121,6 @@ impl HostError {
             HostError::CaKey => "invalid_public_key",
             HostError::Revoked(_) => "revoked",
             HostError::ChallengeInvalid => "challenge_invalid",
-            HostError::ChallengeCapacity => "rate_limited",
             HostError::Renewal(e) => e.code(),
             HostError::Denied { .. } => "denied_by_policy",
             HostError::PolicyError(_) => "policy_error",
@@ -311,44 +303,90 @@ pub async fn create_join_token(
     Ok((token, expires_at))
 }
 
-/// Renewal challenges handed out and not yet answered: challenge → expiry.
-#[derive(Debug, Default)]
+/// Renewal challenges, stateless so that any replica can check a challenge
+/// another one handed out: `jitssh-renew-` + base64url(nonce ‖ expiry ‖
+/// MAC), the MAC keyed by a secret every replica reads from the database.
+/// Single use is enforced where it matters, at issuance: the challenge's
+/// hash is recorded as a used token with the audit row, so the database
+/// refuses a second renewal with it on any replica.
 pub struct Challenges {
-    pending: Mutex<HashMap<String, u64>>,
+    key: [u8; 32],
 }
 
+impl std::fmt::Debug for Challenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Challenges { .. }")
+    }
+}
+
+/// Bytes of nonce, expiry and MAC in a challenge.
+const NONCE_LEN: usize = 16;
+const MAC_LEN: usize = 16;
+
 impl Challenges {
-    /// A fresh single-use challenge, valid for [`CHALLENGE_TTL_SECS`].
+    pub fn new(key: [u8; 32]) -> Self {
+        Challenges { key }
+    }
+
+    fn mac(&self, nonce: &[u8], expires_at: u64) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(b"jitssh-renew-v1\0");
+        mac.update(nonce);
+        mac.update(&expires_at.to_be_bytes());
+        mac
+    }
+
+    /// A fresh challenge, valid for [`CHALLENGE_TTL_SECS`]. Costs no state.
     pub fn issue(&self, now: u64) -> Result<HostChallenge, HostError> {
-        let mut bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut bytes);
-        let challenge = format!(
-            "jitssh-renew-{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        );
+        use hmac::Mac as _;
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
         let expires_at = now + CHALLENGE_TTL_SECS;
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() >= MAX_PENDING_CHALLENGES {
-            pending.retain(|_, exp| *exp > now);
-            if pending.len() >= MAX_PENDING_CHALLENGES {
-                return Err(HostError::ChallengeCapacity);
-            }
-        }
-        pending.insert(challenge.clone(), expires_at);
+        let tag = self.mac(&nonce, expires_at).finalize().into_bytes();
+        let mut raw = Vec::with_capacity(NONCE_LEN + 8 + MAC_LEN);
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&expires_at.to_be_bytes());
+        raw.extend_from_slice(&tag[..MAC_LEN]);
         Ok(HostChallenge {
-            challenge,
+            challenge: format!(
+                "jitssh-renew-{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+            ),
             expires_at,
         })
     }
 
-    /// Consume `challenge`: true if it was pending and unexpired. Whatever
-    /// the answer, it cannot be used again.
-    pub fn take(&self, challenge: &str, now: u64) -> bool {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(challenge)
-            .is_some_and(|exp| exp > now)
+    /// Whether `challenge` was made by a replica of this CA and is unexpired
+    /// at `now`: its expiry, or `None`. (Single use: see the type.)
+    pub fn check(&self, challenge: &str, now: u64) -> Option<u64> {
+        use hmac::Mac as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(challenge.strip_prefix("jitssh-renew-")?)
+            .ok()?;
+        if raw.len() != NONCE_LEN + 8 + MAC_LEN {
+            return None;
+        }
+        let (nonce, rest) = raw.split_at(NONCE_LEN);
+        let (exp, tag) = rest.split_at(8);
+        let expires_at = u64::from_be_bytes(exp.try_into().ok()?);
+        self.mac(nonce, expires_at)
+            .verify_truncated_left(tag)
+            .ok()?;
+        (expires_at > now && expires_at <= now + CHALLENGE_TTL_SECS + 60).then_some(expires_at)
+    }
+}
+
+/// The used-token record that makes a renewal challenge single use.
+fn spent_challenge(challenge: &str, expires_at: u64) -> UsedToken {
+    use sha2::Digest as _;
+    UsedToken {
+        token_hash: format!(
+            "host-challenge:{}",
+            hex::encode(sha2::Sha256::digest(challenge.as_bytes()))
+        ),
+        expires_at,
     }
 }
 
@@ -362,10 +400,12 @@ pub struct Hosts {
 }
 
 impl Hosts {
-    pub fn new(tokens: JoinTokenStore, max_ttl: Ttl) -> Self {
+    /// `challenge_key`: the secret shared by every replica
+    /// ([`AuditStore::shared_secret`]).
+    pub fn new(tokens: JoinTokenStore, max_ttl: Ttl, challenge_key: [u8; 32]) -> Self {
         Hosts {
             tokens,
-            challenges: Challenges::default(),
+            challenges: Challenges::new(challenge_key),
             max_ttl,
         }
     }
@@ -505,6 +545,7 @@ impl Authority {
                 &requested,
                 &stored.hostnames,
                 None,
+                None,
                 ctx,
                 now,
                 event,
@@ -531,12 +572,13 @@ impl Authority {
         now: u64,
         event: &mut AuditEvent,
     ) -> Result<HostCertResponse, HostError> {
-        // 1. Parse, and consume the challenge whatever happens next.
+        // 1. Parse, and check the challenge is ours and unexpired (it is
+        // spent with the audit row of the certificate it buys).
         let body: wire::HostRenewRequest =
             serde_json::from_slice(body).map_err(|e| HostError::BadBody(e.to_string()))?;
-        if !self.hosts.challenges.take(&body.challenge, now) {
+        let Some(challenge_expiry) = self.hosts.challenges.check(&body.challenge, now) else {
             return Err(HostError::ChallengeInvalid);
-        }
+        };
 
         // 2. The proof: our host certificate, valid now, and its key's signature.
         let renewal = verify_renewal(
@@ -569,6 +611,7 @@ impl Authority {
             &renewal.hostnames,
             &renewal.hostnames,
             Some(&renewal),
+            Some(spent_challenge(&body.challenge, challenge_expiry)),
             ctx,
             now,
             event,
@@ -595,6 +638,7 @@ impl Authority {
         requested: &[HostName],
         authorized: &[HostName],
         current: Option<&VerifiedRenewal>,
+        spent: Option<UsedToken>,
         ctx: &RequestContext,
         now: u64,
         event: &mut AuditEvent,
@@ -634,9 +678,13 @@ impl Authority {
         event.key_id = Some(kid.clone());
         let audit_started = Instant::now();
         self.audit
-            .append(event.clone(), None)
+            .append(event.clone(), spent)
             .await
-            .map_err(HostError::AuditUnavailable)?;
+            .map_err(|e| match e {
+                // This renewal challenge bought a certificate already.
+                AuditError::Replayed => HostError::ChallengeInvalid,
+                e => HostError::AuditUnavailable(e),
+            })?;
         Metrics::observe(&self.metrics.audit_seconds, audit_started.elapsed());
 
         tracing::info!(serial, hostnames = ?hostnames, ttl = grant.ttl().as_secs(), via = ?via, "issued host certificate");
@@ -743,15 +791,42 @@ mod tests {
     }
 
     #[test]
-    fn challenges_are_single_use_and_expire() {
-        let c = Challenges::default();
-        let a = c.issue(100).unwrap();
-        assert_eq!(a.expires_at, 100 + CHALLENGE_TTL_SECS);
-        assert!(c.take(&a.challenge, 150));
-        assert!(!c.take(&a.challenge, 150), "single use");
-        let b = c.issue(100).unwrap();
-        assert_ne!(a.challenge, b.challenge);
-        assert!(!c.take(&b.challenge, 100 + CHALLENGE_TTL_SECS), "expired");
-        assert!(!c.take("made-up", 100));
+    fn challenges_are_checked_by_any_replica_and_expire() {
+        let a = Challenges::new([7; 32]);
+        let b = Challenges::new([7; 32]);
+        let other = Challenges::new([8; 32]);
+        let ch = a.issue(100).unwrap();
+        assert_eq!(ch.expires_at, 100 + CHALLENGE_TTL_SECS);
+        assert_eq!(
+            b.check(&ch.challenge, 150),
+            Some(ch.expires_at),
+            "another replica"
+        );
+        assert_eq!(other.check(&ch.challenge, 150), None, "another CA");
+        assert_eq!(
+            a.check(&ch.challenge, 100 + CHALLENGE_TTL_SECS),
+            None,
+            "expired"
+        );
+        let again = a.issue(100).unwrap();
+        assert_ne!(ch.challenge, again.challenge);
+        // Tampering with any byte (here: a later expiry) breaks the MAC.
+        let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(ch.challenge.strip_prefix("jitssh-renew-").unwrap())
+            .unwrap();
+        raw[NONCE_LEN + 7] ^= 1;
+        let forged = format!(
+            "jitssh-renew-{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        assert_eq!(a.check(&forged, 150), None);
+        for junk in ["made-up", "jitssh-renew-", "jitssh-renew-!!!", ""] {
+            assert_eq!(a.check(junk, 150), None, "{junk}");
+        }
+        // The used-token record is per challenge.
+        assert_ne!(
+            spent_challenge(&ch.challenge, 1).token_hash,
+            spent_challenge(&again.challenge, 1).token_hash
+        );
     }
 }

@@ -175,7 +175,6 @@ impl From<HostError> for ApiError {
             | HostError::Revoked(_)
             | HostError::Denied { .. }
             | HostError::PolicyError(_) => StatusCode::FORBIDDEN,
-            HostError::ChallengeCapacity => StatusCode::TOO_MANY_REQUESTS,
             HostError::AuditUnavailable(_) | HostError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -132,6 +132,7 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
     let hosts = crate::hosts::Hosts::new(
         crate::hosts::JoinTokenStore::open(&db)?,
         config.host_max_ttl,
+        audit.shared_secret("host-challenge")?,
     );
     let elevations = Arc::new(crate::elevation::Elevations::open(
         &db,

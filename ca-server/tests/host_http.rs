@@ -522,7 +522,8 @@ async fn renewal_refusals() {
         "invalid_request",
     );
 
-    // A challenge is single-use (even after a failed attempt), and must be ours.
+    // A challenge buys one certificate (spent in the database with its audit
+    // row, so on any replica), and must be ours.
     let c = h.challenge().await;
     cert_of(&h.renew(&cert, &c, &sign(&key, &c)).await);
     assert_error(

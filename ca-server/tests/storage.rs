@@ -240,6 +240,19 @@ async fn revocations_made_by_one_store_are_seen_by_another() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_secrets_are_the_same_for_every_store() {
+    for (db, _guard) in databases() {
+        let name = format!("{:?}", db.backend());
+        let a = AuditStore::open(&db).unwrap();
+        let b = AuditStore::open(Db::new(target_of(&db))).unwrap();
+        let first = a.shared_secret("host-challenge").unwrap();
+        assert_eq!(b.shared_secret("host-challenge").unwrap(), first, "{name}");
+        assert_ne!(a.shared_secret("other").unwrap(), first, "{name}");
+        assert_ne!(first, [0; 32], "{name}");
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_postgres_is_unavailable_with_a_hint() {
     // A port nothing listens on.

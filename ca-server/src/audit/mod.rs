@@ -392,6 +392,37 @@ impl AuditStore {
         })
     }
 
+    /// A 32-byte secret named `name`, the same for every process and replica
+    /// on this database: made by whichever asks first, read by the rest.
+    pub fn shared_secret(&self, name: &str) -> Result<[u8; 32], AuditError> {
+        let db = &self.inner.db;
+        let mut fresh = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut fresh);
+        let fresh = hex::encode(fresh);
+        let stored = db
+            .transaction(TxMode::Write, |c| {
+                c.execute(
+                    "INSERT INTO server_secrets (name, value) VALUES ($1, $2)
+                     ON CONFLICT (name) DO NOTHING",
+                    &crate::params![name, &fresh],
+                )?;
+                c.query_one(
+                    "SELECT value FROM server_secrets WHERE name = $1",
+                    &crate::params![name],
+                )?
+                .text(0)
+            })
+            .map_err(|e| AuditError::unavailable(db, &e))?;
+        hex::decode(&stored)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| AuditError::Corrupt {
+                db: db.describe(),
+                seq: 0,
+                problem: format!("server secret {name} is not 32 hex bytes"),
+            })
+    }
+
     async fn send(&self, job: writer::Job) -> Result<(), AuditError> {
         let jobs = self.inner.jobs.as_ref().ok_or_else(|| {
             AuditError::Unavailable(format!("{} was opened read-only", self.describe()))

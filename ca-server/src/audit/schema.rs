@@ -11,7 +11,8 @@ pub(super) const SCHEMA_VERSION: i64 = 1;
 /// `audit` holds the chain; its columns other than `prev_hash`, `hash` and
 /// `event` are an index derived from `event` (checked by `verify`).
 /// `audit_principals` indexes requested and granted principals.
-/// `serial_blocks` hands each process a block of certificate serials. The
+/// `serial_blocks` hands each process a block of certificate serials;
+/// `server_secrets` holds keys every replica shares (host challenges). The
 /// triggers guard against accidental edits (an attacker can drop them; the
 /// chain is what detects tampering).
 const SQLITE: &str = "
@@ -49,6 +50,10 @@ CREATE TABLE IF NOT EXISTS serial_blocks (
     id         INTEGER PRIMARY KEY,
     created_at INTEGER NOT NULL,
     holder     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS server_secrets (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
@@ -100,6 +105,10 @@ CREATE TABLE IF NOT EXISTS serial_blocks (
     id         BIGINT PRIMARY KEY,
     created_at BIGINT NOT NULL,
     holder     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS server_secrets (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE OR REPLACE FUNCTION jitssh_append_only() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN RAISE EXCEPTION 'audit rows are append-only'; END $f$;
