@@ -21,6 +21,10 @@ pub(super) struct PgConn {
     shown: String,
     statements: HashMap<String, Statement>,
     in_tx: bool,
+    /// An error said the session is gone or unusable (terminated by an
+    /// administrator or a restart, network): never reuse it. The client
+    /// itself may not know yet.
+    broken: bool,
 }
 
 /// Bounded waits, so an unreachable or stuck database fails requests with
@@ -75,7 +79,17 @@ impl PgConn {
             shown: shown.to_owned(),
             statements: HashMap::new(),
             in_tx: false,
+            broken: false,
         })
+    }
+
+    /// Map a client error, remembering when it means the session is gone.
+    fn fail(&mut self, e: &::postgres::Error) -> DbError {
+        let err = error(&self.shown, e);
+        if err.kind == DbErrorKind::Unavailable {
+            self.broken = true;
+        }
+        err
     }
 
     fn client(&mut self) -> Result<&mut Client, DbError> {
@@ -88,10 +102,10 @@ impl PgConn {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let s = self
-            .client()?
-            .prepare(sql)
-            .map_err(|e| error(&self.shown, &e))?;
+        let s = match self.client()?.prepare(sql) {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(&e)),
+        };
         if self.statements.len() >= 64 {
             self.statements.clear();
         }
@@ -157,9 +171,8 @@ impl Conn for PgConn {
         let st = self.statement(sql)?;
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        self.client()?
-            .execute(&st, &refs)
-            .map_err(|e| error(&self.shown, &e))
+        let result = self.client()?.execute(&st, &refs);
+        result.map_err(|e| self.fail(&e))
     }
 
     fn query_each(
@@ -171,24 +184,37 @@ impl Conn for PgConn {
         use ::postgres::fallible_iterator::FallibleIterator as _;
         let st = self.statement(sql)?;
         let shown = self.shown.clone();
-        let mut rows = self
-            .client()?
-            .query_raw(&st, params.iter())
-            .map_err(|e| error(&shown, &e))?;
-        while let Some(r) = rows.next().map_err(|e| error(&shown, &e))? {
-            let values = (0..r.len())
-                .map(|i| value(&r, i))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| DbError::decode(format!("{shown}: {e}")))?;
-            f(Row(values))?;
+        let mut lost = false;
+        let result = (|| {
+            let mut rows = self.client()?.query_raw(&st, params.iter()).map_err(|e| {
+                let err = error(&shown, &e);
+                lost = err.kind == DbErrorKind::Unavailable;
+                err
+            })?;
+            loop {
+                let next = rows.next().map_err(|e| {
+                    let err = error(&shown, &e);
+                    lost = err.kind == DbErrorKind::Unavailable;
+                    err
+                })?;
+                let Some(r) = next else { break };
+                let values = (0..r.len())
+                    .map(|i| value(&r, i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| DbError::decode(format!("{shown}: {e}")))?;
+                f(Row(values))?;
+            }
+            Ok(())
+        })();
+        if lost {
+            self.broken = true;
         }
-        Ok(())
+        result
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        self.client()?
-            .batch_execute(sql)
-            .map_err(|e| error(&self.shown, &e))
+        let result = self.client()?.batch_execute(sql);
+        result.map_err(|e| self.fail(&e))
     }
 
     fn begin(&mut self, mode: TxMode) -> Result<(), DbError> {
@@ -231,7 +257,7 @@ impl Conn for PgConn {
     }
 
     fn is_healthy(&self) -> bool {
-        self.client.as_ref().is_some_and(|c| !c.is_closed())
+        !self.broken && self.client.as_ref().is_some_and(|c| !c.is_closed())
     }
 }
 
