@@ -269,8 +269,13 @@ impl Authority {
             keep: false,
         };
 
-        // 5. Policy.
-        let grant = self.decide(identity, &req, &ctx.source_ip, now, event)?;
+        // 5. Policy, with the caller's active elevation grants.
+        let grants = self
+            .elevations
+            .active_for(&identity.issuer, &identity.subject, now)
+            .await
+            .map_err(|e| IssueError::AuditUnavailable(AuditError::Unavailable(e.to_string())))?;
+        let grant = self.decide(identity, &req, &ctx.source_ip, now, grants, event)?;
 
         // 6. Sign.
         let serial = self.next_serial()?;
@@ -338,12 +343,9 @@ impl Authority {
         req: &CertRequest,
         source_ip: &str,
         now: u64,
+        grants: Vec<ca_core::elevation::ActiveGrant>,
         event: &mut AuditEvent,
     ) -> Result<ca_core::Grant, IssueError> {
-        let grants = self
-            .elevations
-            .active_for(&identity.issuer, &identity.subject, now)
-            .map_err(|e| IssueError::AuditUnavailable(AuditError::Unavailable(e.to_string())))?;
         let input = PolicyInput::user_cert(identity, req, source_ip.to_owned(), now)
             .with_grants(grants.clone());
         let input =

@@ -72,6 +72,10 @@ struct Args {
     /// In-process: directory for the CA keys and audit.db (default: a temporary one).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// In-process: keep the CA's state in this PostgreSQL database
+    /// (postgresql://USER@HOST:PORT/DB) instead of an SQLite file in --dir.
+    #[arg(long, conflicts_with = "url")]
+    database_url: Option<String>,
     /// In-process: turn the per-identity rate limit off (default: on, 60/min, burst 20).
     #[arg(long)]
     no_rate_limit: bool,
@@ -347,6 +351,12 @@ async fn in_process(args: &Args) -> anyhow::Result<(Target, Arc<DevIdp>)> {
     config.login = None;
     if args.no_rate_limit {
         config.rate_per_minute = 0;
+    }
+    if let Some(url) = &args.database_url {
+        config.database = ca_server::config::Database::Postgres {
+            url: url.clone(),
+            password_file: None,
+        };
     }
     let policy = Arc::new(ca_server::policy::PolicyEngine::load_embedded_default()?);
     let authority = ca_server::serve::build_authority(&config, policy)?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ca_core::audit::{AuditEvent, GENESIS, chain_hash};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{Conn, Db, DbError, TxMode};
+use crate::db::{Conn, Db, DbError, Param, TxMode};
 use crate::params;
 
 use super::{AuditError, UsedToken};
@@ -183,6 +183,135 @@ pub(super) fn head(conn: &mut dyn Conn) -> Result<(u64, String), DbError> {
     }
 }
 
+/// Rows per multi-row INSERT (SQLite allows 32,766 parameters, PostgreSQL
+/// 65,535; an audit row takes 10).
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// Append `rows` to the chain after `chain` (seq, hash), advancing it. For
+/// each row: its seq, or `None` if its token was already spent (then nothing
+/// of it is written). A few multi-row statements per call.
+fn write_rows(
+    conn: &mut dyn Conn,
+    chain: &mut (u64, String),
+    rows: &[&NewRow],
+) -> Result<Vec<Option<u64>>, DbError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // 1. Spend the tokens: the database says which were fresh. A token twice
+    // in this run is spent by its first row.
+    let mut fresh = std::collections::HashSet::new();
+    let tokens: Vec<(&str, i64)> = {
+        let mut seen = std::collections::HashSet::new();
+        rows.iter()
+            .filter_map(|r| r.token.as_ref())
+            .filter(|(h, _)| seen.insert(h.as_str()))
+            .map(|(h, e)| (h.as_str(), *e))
+            .collect()
+    };
+    for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
+        let params: Vec<Param<'_>> = chunk
+            .iter()
+            .flat_map(|(h, e)| [Param::Text(h), Param::Int(*e)])
+            .collect();
+        conn.query_each(
+            &format!(
+                "INSERT INTO used_tokens (token_hash, expires_at) VALUES {}
+                 ON CONFLICT (token_hash) DO NOTHING RETURNING token_hash",
+                placeholders(chunk.len(), 2)
+            ),
+            &params,
+            &mut |r| {
+                fresh.insert(r.text(0)?);
+                Ok(())
+            },
+        )?;
+    }
+    // 2. Number and chain the rows that stay.
+    let mut out = Vec::with_capacity(rows.len());
+    let mut kept: Vec<(u64, &NewRow, String, String)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some((hash, _)) = &row.token
+            && !fresh.remove(hash)
+        {
+            out.push(None);
+            continue;
+        }
+        let seq = chain.0 + 1;
+        let hash = chain_hash(seq, &chain.1, &row.json);
+        let prev = std::mem::replace(&mut chain.1, hash.clone());
+        chain.0 = seq;
+        kept.push((seq, row, prev, hash));
+        out.push(Some(seq));
+    }
+    // 3. The rows, then their principals.
+    for chunk in kept.chunks(ROWS_PER_STATEMENT) {
+        let params: Vec<Param<'_>> = chunk
+            .iter()
+            .flat_map(|(seq, row, prev, hash)| {
+                [
+                    Param::from(*seq),
+                    Param::Int(row.time),
+                    Param::Text(&row.action),
+                    Param::Text(&row.outcome),
+                    Param::from(&row.subject),
+                    Param::from(&row.issuer),
+                    Param::from(&row.serial),
+                    Param::Text(prev),
+                    Param::Text(hash),
+                    Param::Text(&row.json),
+                ]
+            })
+            .collect();
+        conn.execute(
+            &format!(
+                "INSERT INTO audit (seq, time, action, outcome, subject, issuer, serial, prev_hash, hash, event)
+                 VALUES {}",
+                placeholders(chunk.len(), 10)
+            ),
+            &params,
+        )?;
+    }
+    let principals: Vec<(u64, &str)> = kept
+        .iter()
+        .flat_map(|(seq, row, _, _)| row.principals.iter().map(|p| (*seq, p.as_str())))
+        .collect();
+    for chunk in principals.chunks(ROWS_PER_STATEMENT * 4) {
+        let params: Vec<Param<'_>> = chunk
+            .iter()
+            .flat_map(|(seq, p)| [Param::from(*seq), Param::Text(p)])
+            .collect();
+        conn.execute(
+            &format!(
+                "INSERT INTO audit_principals (seq, principal) VALUES {}
+                 ON CONFLICT (seq, principal) DO NOTHING",
+                placeholders(chunk.len(), 2)
+            ),
+            &params,
+        )?;
+    }
+    Ok(out)
+}
+
+/// `($1, $2), ($3, $4), …`: `rows` tuples of `width` parameters.
+fn placeholders(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * width + c + 1));
+        }
+        out.push(')');
+    }
+    out
+}
+
 /// Delete used tokens that expired more than the grace period before `now`.
 pub(super) fn prune_used_tokens(conn: &mut dyn Conn, now: i64) -> Result<u64, DbError> {
     conn.execute(
@@ -300,70 +429,42 @@ impl Writer {
     fn insert(&mut self, batch: &mut [Job]) -> Result<Vec<Option<u64>>, DbError> {
         // Read inside the write transaction, under the lock: always the
         // committed truth, whichever process wrote last.
-        let (mut seq, mut prev) = head(self.conn.as_mut())?;
+        let mut chain = head(self.conn.as_mut())?;
         let mut seqs = Vec::with_capacity(batch.len());
         let mut ping = false;
         let conn = self.conn.as_mut();
-        let mut append = |conn: &mut dyn Conn, row: &NewRow| -> Result<Option<u64>, DbError> {
-            if let Some((hash, exp)) = &row.token {
-                // The token first: spent already (here or on another
-                // replica) means this row is not written at all.
-                let fresh = conn.execute(
-                    "INSERT INTO used_tokens (token_hash, expires_at) VALUES ($1, $2)
-                     ON CONFLICT (token_hash) DO NOTHING",
-                    &params![hash, *exp],
-                )?;
-                if fresh == 0 {
-                    return Ok(None);
-                }
-            }
-            seq += 1;
-            let hash = chain_hash(seq, &prev, &row.json);
-            conn.execute(
-                "INSERT INTO audit (seq, time, action, outcome, subject, issuer, serial, prev_hash, hash, event)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                &params![
-                    seq,
-                    row.time,
-                    &row.action,
-                    &row.outcome,
-                    &row.subject,
-                    &row.issuer,
-                    &row.serial,
-                    &prev,
-                    &hash,
-                    &row.json,
-                ],
-            )?;
-            for p in &row.principals {
-                conn.execute(
-                    "INSERT INTO audit_principals (seq, principal) VALUES ($1, $2)
-                     ON CONFLICT (seq, principal) DO NOTHING",
-                    &params![seq, p],
-                )?;
-            }
-            prev = hash;
-            Ok(Some(seq))
-        };
-        for job in batch.iter_mut() {
+        // Appends are written in runs, a few statements per run whatever its
+        // length (a round trip each on PostgreSQL); a state change ends the
+        // run before it, so rows keep the order of the jobs.
+        let mut run: Vec<&NewRow> = Vec::new();
+        for job in batch.iter() {
             match job {
-                Job::Append { row, .. } => seqs.push(append(conn, row)?),
-                Job::Transact(tx) => {
-                    // A savepoint per state change, so a refused change rolls
-                    // back alone while its refusal row still joins the batch.
-                    conn.batch("SAVEPOINT jitssh_tx")?;
-                    let (rows, keep) = tx.run(conn)?;
-                    if !keep {
-                        conn.batch("ROLLBACK TO SAVEPOINT jitssh_tx")?;
-                    }
-                    conn.batch("RELEASE SAVEPOINT jitssh_tx")?;
-                    for row in &rows {
-                        append(conn, row)?;
-                    }
+                Job::Append { row, .. } => run.push(row),
+                Job::Transact(_) => {
+                    seqs.extend(write_rows(conn, &mut chain, &run)?);
+                    run.clear();
                 }
                 Job::Ping { .. } => ping = true,
                 #[cfg(test)]
                 Job::Stop => {}
+            }
+        }
+        seqs.extend(write_rows(conn, &mut chain, &run)?);
+        drop(run);
+        // State changes, each in a savepoint: a refused change rolls back
+        // alone while its refusal rows still join the batch. (Their rows
+        // follow the appends of this batch in the chain: order between
+        // concurrent callers is the writer's to choose.)
+        for job in batch.iter_mut() {
+            if let Job::Transact(tx) = job {
+                conn.batch("SAVEPOINT jitssh_tx")?;
+                let (rows, keep) = tx.run(conn)?;
+                if !keep {
+                    conn.batch("ROLLBACK TO SAVEPOINT jitssh_tx")?;
+                }
+                conn.batch("RELEASE SAVEPOINT jitssh_tx")?;
+                let rows: Vec<&NewRow> = rows.iter().collect();
+                write_rows(conn, &mut chain, &rows)?;
             }
         }
         if ping {
@@ -508,6 +609,12 @@ mod tests {
         };
         assert_eq!(event_principals(&event), ["alice", "deploy", "root"]);
         assert!(event_principals(&AuditEvent::default()).is_empty());
+    }
+
+    #[test]
+    fn placeholders_number_rows_and_columns() {
+        assert_eq!(placeholders(1, 2), "($1, $2)");
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
     }
 
     #[test]

@@ -260,8 +260,10 @@ impl Elevations {
     /// The grants of `issuer` + `subject` active at `now`, for issuance. With
     /// one process (SQLite) the index is current after every commit. With
     /// replicas (PostgreSQL) a grant approved or revoked on another replica
-    /// must count at once, so this reads the database (one indexed query).
-    pub fn active_for(
+    /// must count at once, so this reads the database (one indexed query, on
+    /// a blocking thread: never holding up the async workers for a round
+    /// trip).
+    pub async fn active_for(
         &self,
         issuer: &str,
         subject: &str,
@@ -270,7 +272,13 @@ impl Elevations {
         if self.db.backend() == crate::db::Backend::Sqlite {
             return Ok(self.grants.active(issuer, subject, now));
         }
-        let rows = self.read(|c| store::active_of(c, issuer, subject, now))?;
+        let (db, issuer, subject) = (self.db.clone(), issuer.to_owned(), subject.to_owned());
+        let rows = tokio::task::spawn_blocking(move || {
+            db.with(|c| store::active_of(c, &issuer, &subject, now))
+        })
+        .await
+        .map_err(|e| ElevationOpError::Store(e.to_string()))?
+        .map_err(|e| ElevationOpError::Store(e.to_string()))?;
         Ok(rows.into_iter().filter_map(active_grant).collect())
     }
 
