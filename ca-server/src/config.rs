@@ -192,6 +192,13 @@ pub struct RawDatabase {
     pub url: Option<String>,
     /// The PostgreSQL password, read from this file (never in the URL).
     pub password_file: Option<PathBuf>,
+    /// TLS to PostgreSQL: "verify-full", "require" or "disable" (libpq's
+    /// `sslmode`, without the modes that fall back to plaintext). Default:
+    /// "verify-full" with `ca_file` or off loopback, else "disable".
+    pub tls: Option<String>,
+    /// PEM file of the CA(s) that sign the PostgreSQL server's certificate
+    /// (libpq's `sslrootcert`); for "verify-full".
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the CA keeps its state (`[database]`).
@@ -199,7 +206,9 @@ pub struct RawDatabase {
 pub enum Database {
     /// One process, one SQLite file.
     Sqlite(PathBuf),
-    /// Several replicas, one PostgreSQL database.
+    /// Several replicas, one PostgreSQL database. `[database] tls` and
+    /// `ca_file` are in `url` as `sslmode` and `sslrootcert` (what
+    /// [`crate::db::Target::postgres`] reads).
     Postgres {
         url: String,
         password_file: Option<PathBuf>,
@@ -208,7 +217,8 @@ pub enum Database {
 
 impl Database {
     /// A handle to the database (connections open on first use). Reads the
-    /// password file now, so a missing one is a clear startup error.
+    /// password file and the TLS CA file now, so a missing one is a clear
+    /// startup error.
     pub fn open(&self) -> Result<crate::db::Db, ConfigError> {
         use crate::db::{Db, Target};
         match self {
@@ -227,8 +237,9 @@ impl Database {
                             })
                     })
                     .transpose()?;
+                // The messages name the [database] key at fault.
                 let target = Target::postgres(url, password.as_deref())
-                    .map_err(|e| ConfigError::Invalid(format!("[database] url: {e}")))?;
+                    .map_err(|e| ConfigError::Invalid(e.message))?;
                 Ok(Db::new(target))
             }
         }
@@ -620,7 +631,7 @@ impl Config {
                         ));
                     }
                     Database::Postgres {
-                        url: url.clone(),
+                        url: postgres_tls(url, &raw.database, &abs)?,
                         password_file: raw.database.password_file.as_deref().map(abs),
                     }
                 }
@@ -628,6 +639,11 @@ impl Config {
                     if raw.database.password_file.is_some() {
                         return Err(ConfigError::Invalid(
                             "[database] password_file is for url (PostgreSQL); SQLite has no password".into(),
+                        ));
+                    }
+                    if raw.database.tls.is_some() || raw.database.ca_file.is_some() {
+                        return Err(ConfigError::Invalid(
+                            "[database] tls and ca_file are for url (PostgreSQL); an SQLite file needs no TLS".into(),
                         ));
                     }
                     Database::Sqlite(abs(path.as_deref().unwrap_or(Path::new("audit.db"))))
@@ -656,6 +672,38 @@ impl Config {
         self.listen = listen;
         Ok(())
     }
+}
+
+/// The PostgreSQL url with `[database] tls` and `ca_file` (made absolute)
+/// added as libpq's `sslmode` and `sslrootcert`. What they mean, the
+/// default and the checks between them are [`crate::db::Target::postgres`]'s,
+/// at [`Database::open`].
+fn postgres_tls(
+    url: &str,
+    raw: &RawDatabase,
+    abs: &dyn Fn(&Path) -> PathBuf,
+) -> Result<String, ConfigError> {
+    let tls = raw
+        .tls
+        .as_deref()
+        .map(|t| {
+            t.parse::<crate::db::TlsMode>()
+                .map_err(|why| ConfigError::Invalid(format!("[database] tls = {t:?}: {why}")))
+        })
+        .transpose()?;
+    let ca_file = raw.ca_file.as_deref().map(abs);
+    let ca_file = ca_file
+        .as_deref()
+        .map(|p| {
+            p.to_str().ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "[database] ca_file {}: the path must be UTF-8",
+                    p.display()
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(crate::db::with_tls_params(url, tls, ca_file))
 }
 
 /// `accept_access_tokens` + `access_token_audience` → the audience access
@@ -727,6 +775,13 @@ path = "audit.db"
 # Or PostgreSQL, for several replicas behind a load balancer (then no path):
 # url = "postgresql://jitssh@db.example.internal:5432/jitssh"
 # password_file = "/etc/jitssh/db-password"
+# TLS to PostgreSQL, never falling back to plaintext: "verify-full" checks the server's
+# certificate against ca_file and the url's host name; "require" encrypts but accepts any
+# certificate (no defence against an active attacker on the path); "disable" sends all in
+# clear. Default: "verify-full", or "disable" when the url's host is a loopback address,
+# localhost or a Unix socket (where PostgreSQL has no TLS).
+# tls = "verify-full"
+# ca_file = "/etc/jitssh/db-ca.pem"   # PEM: the CA that signed the server's certificate
 
 [policy]
 # Folder of Rego files (*.rego, *_test.rego) and data*.json. Reloaded on SIGHUP and
@@ -941,6 +996,132 @@ mod tests {
         ] {
             assert!(with(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The template with `[database] url = URL` and `extra` lines.
+    fn with_postgres(url: &str, extra: &str) -> Result<Config, ConfigError> {
+        let t = template("https://idp.example.com", "jitssh");
+        parse(&t.replacen(
+            "path = \"audit.db\"\n",
+            &format!("url = \"{url}\"\n{extra}\n"),
+            1,
+        ))
+    }
+
+    const REMOTE: &str = "postgresql://jitssh@db.example:5432/jitssh";
+
+    #[test]
+    fn database_tls_modes() {
+        use crate::db::TlsMode;
+        let mode = |url: &str, extra: &str| {
+            let c = with_postgres(url, extra).unwrap();
+            c.database.open().unwrap().target().tls_mode().unwrap()
+        };
+        assert_eq!(mode(REMOTE, "tls = \"require\""), TlsMode::Require);
+        assert_eq!(mode(REMOTE, "tls = \"disable\""), TlsMode::Disable);
+        // On loopback the default is plaintext, and TLS can be asked for.
+        let local = "postgresql://jitssh@127.0.0.1:5432/jitssh";
+        assert_eq!(mode(local, ""), TlsMode::Disable);
+        assert_eq!(mode(local, "tls = \"require\""), TlsMode::Require);
+        // Elsewhere verify-full, which wants a CA file: said at startup.
+        let err = with_postgres(REMOTE, "")
+            .unwrap()
+            .database
+            .open()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[database] tls = \"verify-full\"")
+                && err.contains("needs ca_file")
+                && err.contains("db.example"),
+            "{err}"
+        );
+        // Unknown values are refused with the allowed ones, and those that
+        // would fall back to plaintext with why.
+        for bad in ["verify-ca", "prefer", "on", "VERIFY-FULL"] {
+            let err = with_postgres(REMOTE, &format!("tls = \"{bad}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("[database] tls")
+                    && err.contains(r#""verify-full", "require" or "disable""#),
+                "{err}"
+            );
+        }
+        let err = with_postgres(REMOTE, "tls = \"prefer\"").unwrap_err();
+        assert!(err.to_string().contains("plaintext"), "{err}");
+        // TLS keys are for PostgreSQL only.
+        let t = template("https://idp.example.com", "jitssh");
+        let err = parse(&t.replace(
+            "path = \"audit.db\"\n",
+            "path = \"audit.db\"\ntls = \"require\"\n",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("SQLite"), "{err}");
+    }
+
+    #[test]
+    fn database_ca_file_is_relative_to_the_config() {
+        let c = with_postgres(REMOTE, "ca_file = \"db-ca.pem\"").unwrap();
+        let Database::Postgres { url, .. } = &c.database else {
+            panic!("{:?}", c.database)
+        };
+        // A CA file alone means verify-full.
+        assert_eq!(url, &format!("{REMOTE}?sslrootcert=/etc/jitssh/db-ca.pem"));
+        let err = c.database.open().unwrap_err().to_string();
+        assert!(
+            err.contains("[database] ca_file /etc/jitssh/db-ca.pem: cannot read it"),
+            "{err}"
+        );
+        let c = with_postgres(
+            REMOTE,
+            "tls = \"verify-full\"\nca_file = \"/srv/pki/ca.pem\"",
+        )
+        .unwrap();
+        let Database::Postgres { url, .. } = &c.database else {
+            panic!("{:?}", c.database)
+        };
+        assert_eq!(
+            url,
+            &format!("{REMOTE}?sslmode=verify-full&sslrootcert=/srv/pki/ca.pem")
+        );
+        // A CA file is only for verify-full.
+        let err = with_postgres(REMOTE, "tls = \"require\"\nca_file = \"ca.pem\"")
+            .unwrap()
+            .database
+            .open()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("only used with tls = \"verify-full\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn database_tls_is_set_once() {
+        // libpq's sslmode in the url still works (the k8s example uses it)...
+        let c = with_postgres(&format!("{REMOTE}?sslmode=disable"), "").unwrap();
+        let db = c.database.open().unwrap();
+        assert_eq!(db.target().tls_mode(), Some(crate::db::TlsMode::Disable));
+        // ... but not as well as [database] tls.
+        let err = with_postgres(&format!("{REMOTE}?sslmode=disable"), "tls = \"require\"")
+            .unwrap()
+            .database
+            .open()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keep one"), "{err}");
+        let err = with_postgres(
+            &format!("{REMOTE}?sslrootcert=/a.pem"),
+            "ca_file = \"/b.pem\"",
+        )
+        .unwrap()
+        .database
+        .open()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("keep one"), "{err}");
     }
 
     #[test]

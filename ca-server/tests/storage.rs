@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use ca_core::audit::AuditEvent;
 use ca_server::audit::{AuditError, AuditStore, Filter, SERIAL_BLOCK_BITS, UsedToken};
-use ca_server::db::{Backend, Db, Target};
+use ca_server::db::{Backend, Db, Target, TlsMode, with_tls_params};
 use ca_server::hosts::JoinTokenStore;
 use ca_server::revocation::{RevocationStore, Target as Revoke};
 
@@ -279,4 +279,199 @@ async fn an_unreachable_postgres_is_unavailable_with_a_hint() {
 /// The same target again, for a second independent handle (own pool).
 fn target_of(db: &Db) -> Target {
     db.target().clone()
+}
+
+// TLS to PostgreSQL, against a server that requires it on TCP
+// (`common::pg::tls_cluster`) and one that does not speak it at all
+// (`common::pg::cluster`). The settings travel as `[database] tls` and
+// `ca_file` do: libpq's `sslmode` and `sslrootcert` in the url.
+
+/// `url` with TLS `mode` and, if given, the CA file.
+fn tls_url(url: &str, mode: TlsMode, ca_file: Option<&std::path::Path>) -> String {
+    with_tls_params(url, Some(mode), ca_file.map(|p| p.to_str().unwrap()))
+}
+
+/// Whether this connection is encrypted, and with which TLS version.
+fn ssl_of(db: &Db) -> (String, String) {
+    let row = db
+        .with(|c| {
+            c.query_one(
+                "SELECT ssl::text, coalesce(version, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+        })
+        .unwrap();
+    (row.text(0).unwrap(), row.text(1).unwrap())
+}
+
+#[tokio::test]
+async fn postgres_tls_verify_full_with_the_right_ca_file_works() {
+    let pg = common::pg::tls_cluster();
+    let url = tls_url(
+        &pg.fresh_database(),
+        TlsMode::VerifyFull,
+        Some(pg.ca_file()),
+    );
+    let db = Db::new(Target::postgres(&url, None).unwrap());
+    assert_eq!(db.target().tls_mode(), Some(TlsMode::VerifyFull));
+    let store = AuditStore::open(&db).unwrap();
+    for n in 1..=3 {
+        assert_eq!(store.append(event(n, "alice"), None).await.unwrap(), n);
+    }
+    let report = store.verify().unwrap();
+    assert!(report.is_ok() && report.rows == 3, "{report:?}");
+    let (ssl, version) = ssl_of(&db);
+    assert_eq!(ssl, "true");
+    assert!(version.starts_with("TLSv1."), "{version}");
+    // The certificate also names `localhost` (a DNS name, where the url
+    // above had an IP address).
+    let by_name = url.replacen("@127.0.0.1:", "@localhost:", 1);
+    assert_ne!(by_name, url);
+    let db = Db::new(Target::postgres(&by_name, None).unwrap());
+    assert_eq!(ssl_of(&db).0, "true");
+}
+
+#[tokio::test]
+async fn postgres_tls_with_another_ca_is_unavailable_and_says_check_ca_file() {
+    let pg = common::pg::tls_cluster();
+    let url = tls_url(
+        &pg.fresh_database(),
+        TlsMode::VerifyFull,
+        Some(pg.other_ca_file()),
+    );
+    let db = Db::new(Target::postgres(&url, None).unwrap());
+    let err = AuditStore::open(&db).unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("[database] ca_file") && msg.contains("UnknownIssuer"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_tls_refuses_a_certificate_for_another_name() {
+    let pg = common::pg::tls_cluster();
+    // Connect to 127.0.0.1 but expect the certificate of `db.example`.
+    let url = pg
+        .fresh_database()
+        .replacen("@127.0.0.1:", "@db.example:", 1)
+        + "?hostaddr=127.0.0.1";
+    let url = tls_url(&url, TlsMode::VerifyFull, Some(pg.ca_file()));
+    let db = Db::new(Target::postgres(&url, None).unwrap());
+    let err = AuditStore::open(&db).unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("the server's certificate does not name db.example"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_tls_disable_is_refused_by_a_server_that_requires_tls() {
+    let pg = common::pg::tls_cluster();
+    let url = tls_url(&pg.fresh_database(), TlsMode::Disable, None);
+    let db = Db::new(Target::postgres(&url, None).unwrap());
+    assert_eq!(db.target().tls_mode(), Some(TlsMode::Disable));
+    let err = AuditStore::open(&db).unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no encryption") && msg.contains("only over TLS"),
+        "{msg}"
+    );
+    // And the same url without TLS settings (loopback: disable by default).
+    let db = Db::new(Target::postgres(&pg.fresh_database(), None).unwrap());
+    assert_eq!(db.target().tls_mode(), Some(TlsMode::Disable));
+    assert!(AuditStore::open(&db).unwrap_err().is_unavailable());
+}
+
+#[tokio::test]
+async fn postgres_tls_never_falls_back_to_plaintext() {
+    // The plain cluster has no TLS at all: asked for, TLS fails the
+    // connection instead of going on in clear.
+    let plain = common::pg::cluster().fresh_database();
+    let ca = common::pg::tls_cluster().ca_file();
+    for (mode, ca) in [(TlsMode::VerifyFull, Some(ca)), (TlsMode::Require, None)] {
+        let db = Db::new(Target::postgres(&tls_url(&plain, mode, ca), None).unwrap());
+        let err = AuditStore::open(&db).unwrap_err();
+        assert!(err.is_unavailable(), "{mode}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("server does not support TLS")
+                && msg.contains("does not accept TLS")
+                && msg.contains("tls = \"disable\""),
+            "{mode}: {msg}"
+        );
+        let err = db.with(|c| c.query_one("SELECT 1", &[])).unwrap_err();
+        assert!(err.message.contains("does not accept TLS"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_tls_require_encrypts_without_checking_the_certificate() {
+    let pg = common::pg::tls_cluster();
+    let url = tls_url(&pg.fresh_database(), TlsMode::Require, None);
+    let db = Db::new(Target::postgres(&url, None).unwrap());
+    let store = AuditStore::open(&db).unwrap();
+    store.append(event(1, "bob"), None).await.unwrap();
+    assert!(store.verify().unwrap().is_ok());
+    assert_eq!(ssl_of(&db).0, "true");
+}
+
+#[tokio::test]
+async fn postgres_tls_scram_logins_use_channel_binding() {
+    use common::pg::{SCRAM_PASSWORD, SCRAM_USER};
+    let pg = common::pg::tls_cluster();
+    // `channel_binding=require`: the login fails unless SCRAM-SHA-256-PLUS
+    // ran and the server found the binding data equal to its own.
+    let url = pg
+        .fresh_database()
+        .replacen("postgres@", &format!("{SCRAM_USER}@"), 1)
+        + "?channel_binding=require";
+    for (mode, ca) in [
+        (TlsMode::VerifyFull, Some(pg.ca_file())),
+        (TlsMode::Require, None),
+    ] {
+        let target = Target::postgres(&tls_url(&url, mode, ca), Some(SCRAM_PASSWORD)).unwrap();
+        let db = Db::new(target);
+        let row = db
+            .with(|c| c.query_one("SELECT current_user::text", &[]))
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(row.text(0).unwrap(), SCRAM_USER);
+        assert_eq!(ssl_of(&db).0, "true");
+    }
+}
+
+#[tokio::test]
+async fn postgres_tls_from_the_config_file() {
+    use ca_server::config::Config;
+    let pg = common::pg::tls_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    // ca_file relative to the config file.
+    std::fs::copy(pg.ca_file(), dir.path().join("db-ca.pem")).unwrap();
+    let config = ca_server::config::template("https://idp.example.com", "jitssh").replacen(
+        "path = \"audit.db\"\n",
+        &format!(
+            "url = \"{}\"\ntls = \"verify-full\"\nca_file = \"db-ca.pem\"\n",
+            pg.fresh_database()
+        ),
+        1,
+    );
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    let config = Config::load(&dir.path().join("config.toml")).unwrap();
+    let db = config.database.open().unwrap();
+    assert_eq!(db.target().tls_mode(), Some(TlsMode::VerifyFull));
+    let store = AuditStore::open(&db).unwrap();
+    store.append(event(1, "carol"), None).await.unwrap();
+    assert_eq!(ssl_of(&db).0, "true");
+    // The wrong CA through the config: unavailable, pointing at ca_file.
+    std::fs::copy(pg.other_ca_file(), dir.path().join("db-ca.pem")).unwrap();
+    let db = config.database.open().unwrap();
+    let err = AuditStore::open(&db).unwrap_err();
+    assert!(
+        err.is_unavailable() && err.to_string().contains("ca_file"),
+        "{err}"
+    );
 }

@@ -17,7 +17,10 @@
 //!   any transaction.
 
 mod pg;
+mod pg_tls;
 mod sqlite;
+
+pub use pg_tls::{PgTls, TlsMode, with_tls_params};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -304,6 +307,7 @@ pub enum Target {
         config: Box<::postgres::Config>,
         /// The URL without its password, for messages.
         shown: String,
+        tls: pg_tls::PgTls,
     },
 }
 
@@ -311,7 +315,9 @@ impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
-            Target::Postgres { shown, .. } => write!(f, "Postgres({shown})"),
+            Target::Postgres { shown, tls, .. } => {
+                write!(f, "Postgres({shown}, tls {})", tls.mode())
+            }
         }
     }
 }
@@ -320,12 +326,21 @@ impl Target {
     /// Parse a `postgres://` or `postgresql://` URL (or key=value string);
     /// the password, if any, comes from `password` (read from a file by the
     /// caller) rather than the URL.
+    ///
+    /// TLS follows libpq's `sslmode` (`verify-full`, `require` or `disable`;
+    /// never `prefer`) and `sslrootcert` (an absolute path to the PEM CA
+    /// file) in the string, which is where `[database] tls` and `ca_file`
+    /// put them ([`with_tls_params`]). Without `sslmode`: `verify-full` with
+    /// an `sslrootcert`, else `disable` when every host is a loopback
+    /// address, `localhost` or a Unix socket, else `verify-full` (which
+    /// then fails for want of a CA file). The CA file is read here.
     pub fn postgres(url: &str, password: Option<&str>) -> Result<Target, DbError> {
+        let (url, tls) = pg_tls::take_tls_params(url)?;
         let mut config: ::postgres::Config = url.parse().map_err(|e| {
             DbError::new(
                 DbErrorKind::Other,
                 format!(
-                    "database url is not a PostgreSQL connection string ({e}); \
+                    "[database] url is not a PostgreSQL connection string ({e}); \
                      write it as postgresql://USER@HOST:PORT/DATABASE"
                 ),
             )
@@ -334,10 +349,21 @@ impl Target {
             config.password(p);
         }
         pg::tune(&mut config);
+        let tls = pg_tls::PgTls::new(&config, tls)?;
+        config.ssl_mode(tls.ssl_mode());
         Ok(Target::Postgres {
             shown: pg::shown(&config),
             config: Box::new(config),
+            tls,
         })
+    }
+
+    /// How connections are protected (`None` for SQLite).
+    pub fn tls_mode(&self) -> Option<TlsMode> {
+        match self {
+            Target::Sqlite(_) => None,
+            Target::Postgres { tls, .. } => Some(tls.mode()),
+        }
     }
 }
 
@@ -438,8 +464,8 @@ impl Db {
                 path,
                 self.inner.lock_timeout,
             )?)),
-            Target::Postgres { config, shown } => {
-                off_runtime(|| pg::PgConn::connect(config, shown))
+            Target::Postgres { config, shown, tls } => {
+                off_runtime(|| pg::PgConn::connect(config, tls, shown))
                     .unwrap_or_else(|| Err(DbError::unavailable("a database thread panicked")))
                     .map(|c| Box::new(c) as Box<dyn Conn>)
             }

@@ -9,6 +9,7 @@ use ::postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use ::postgres::{Client, Config, NoTls, Statement};
 use bytes::BytesMut;
 
+use super::pg_tls::{self, PgTls};
 use super::{Backend, Conn, DbError, DbErrorKind, LOCK_TIMEOUT, Param, Row, TxMode, Value};
 
 /// The advisory lock key that serialises audit chain appends across
@@ -68,14 +69,21 @@ pub(super) fn shown(config: &Config) -> String {
     )
 }
 
-pub(super) fn client(config: &Config, shown: &str) -> Result<Client, DbError> {
-    config.connect(NoTls).map_err(|e| error(shown, &e))
+/// A new client, over TLS unless the target's mode is `disable` (the
+/// config's `ssl_mode` then fails the connection rather than go on in
+/// clear when the server does not speak TLS).
+pub(super) fn client(config: &Config, tls: &PgTls, shown: &str) -> Result<Client, DbError> {
+    match tls.connector() {
+        Some(rustls) => config.connect(rustls.clone()),
+        None => config.connect(NoTls),
+    }
+    .map_err(|e| error(shown, &e))
 }
 
 impl PgConn {
-    pub(super) fn connect(config: &Config, shown: &str) -> Result<Self, DbError> {
+    pub(super) fn connect(config: &Config, tls: &PgTls, shown: &str) -> Result<Self, DbError> {
         Ok(PgConn {
-            client: Some(client(config, shown)?),
+            client: Some(client(config, tls, shown)?),
             shown: shown.to_owned(),
             statements: HashMap::new(),
             in_tx: false,
@@ -283,6 +291,9 @@ pub(crate) fn drop_client(client: Client) {
 
 /// A PostgreSQL error with what to do about it.
 pub(super) fn error(shown: &str, e: &::postgres::Error) -> DbError {
+    if let Some(hint) = pg_tls::hint(e) {
+        return DbError::unavailable(format!("{shown}: {e}; {hint}"));
+    }
     let Some(code) = e.code() else {
         // No SQLSTATE: the connection itself (refused, closed, timed out).
         return DbError::unavailable(format!(
@@ -310,6 +321,16 @@ pub(super) fn error(shown: &str, e: &::postgres::Error) -> DbError {
         (
             DbErrorKind::Unavailable,
             "; a lock or statement took too long (another replica stuck in a transaction?)",
+        )
+    } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        && e.as_db_error()
+            .is_some_and(|d| d.message().contains("no encryption"))
+    {
+        // pg_hba.conf has no line for this connection without TLS.
+        (
+            DbErrorKind::Unavailable,
+            "; the server may accept this user and database only over TLS: set [database] tls = \"verify-full\" \
+             and ca_file (or tls = \"require\"); else check the user and database name in [database]",
         )
     } else if *code == SqlState::INVALID_PASSWORD
         || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION

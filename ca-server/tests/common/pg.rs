@@ -11,12 +11,16 @@
 //! watchdog (the server's parent) stops the server and deletes its files once
 //! the test process is gone, however it ended.
 //!
+//! [`tls_cluster`] is a second server that requires TLS on TCP, with a
+//! throwaway CA made by the `openssl` command (Debian: `apt-get install
+//! openssl`).
+//!
 //! Depends only on std, tempfile and postgres: the end-to-end crate includes
 //! this file by path.
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::chown;
+use std::os::unix::fs::{PermissionsExt as _, chown};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,12 +34,61 @@ pub struct PgCluster {
     port: u16,
     /// Where the server's Unix socket is, for the harness's own connections.
     socket_dir: PathBuf,
+    /// The [`tls_cluster`]'s certificates.
+    tls: Option<TlsFiles>,
+}
+
+/// A TLS cluster's throwaway PKI (PEM files in the cluster's dir).
+struct TlsFiles {
+    /// The CA that signed the server's certificate (for `127.0.0.1` and
+    /// `localhost`).
+    ca: PathBuf,
+    /// Another CA, which signed nothing the server uses.
+    other_ca: PathBuf,
 }
 
 /// The process's cluster, started on first use. A failed start is kept too,
 /// so every later test fails at once with the same message instead of
 /// waiting for its own start to time out.
 static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
+
+/// The process's TLS cluster, the same way.
+static TLS_CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
+
+/// A login role of the TLS cluster that authenticates with SCRAM-SHA-256
+/// (password [`SCRAM_PASSWORD`]), over TLS only: channel binding applies.
+pub const SCRAM_USER: &str = "jitssh_scram";
+pub const SCRAM_PASSWORD: &str = "scram-test-password";
+
+/// The TLS cluster's client authentication: Unix socket (the harness) as
+/// before; on TCP, TLS or nothing.
+const TLS_HBA: &str = "\
+local     all all                    trust
+hostssl   all jitssh_scram 127.0.0.1/32 scram-sha-256
+hostssl   all all          127.0.0.1/32 trust
+hostnossl all all          127.0.0.1/32 reject
+";
+
+/// `openssl req`/`x509` settings for the throwaway CAs and server
+/// certificate.
+const OPENSSL_CNF: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = jitssh test
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+";
 
 /// How long the server may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,7 +123,18 @@ rm -rf "$dir"
 
 /// The process's cluster, starting it on first use.
 pub fn cluster() -> &'static PgCluster {
-    match CLUSTER.get_or_init(|| on_plain_thread(PgCluster::start)) {
+    match CLUSTER.get_or_init(|| on_plain_thread(|| PgCluster::start(false))) {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The process's TLS cluster, starting it on first use: `ssl = on` with a
+/// certificate for `127.0.0.1` and `localhost` signed by [`PgCluster::ca_file`],
+/// and TCP connections without TLS refused by `pg_hba.conf`. Its URLs (from
+/// [`PgCluster::fresh_database`]) carry no TLS settings of their own.
+pub fn tls_cluster() -> &'static PgCluster {
+    match TLS_CLUSTER.get_or_init(|| on_plain_thread(|| PgCluster::start(true))) {
         Ok(cluster) => cluster,
         Err(e) => panic!("{e}"),
     }
@@ -80,6 +144,23 @@ impl PgCluster {
     /// The server's TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The PEM CA certificate that signed a TLS cluster's server
+    /// certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.tls_files().ca
+    }
+
+    /// A PEM CA certificate that signed nothing a TLS cluster uses.
+    pub fn other_ca_file(&self) -> &Path {
+        &self.tls_files().other_ca
+    }
+
+    fn tls_files(&self) -> &TlsFiles {
+        self.tls
+            .as_ref()
+            .expect("only the tls_cluster() has certificates")
     }
 
     /// A URL for the superuser on the `postgres` maintenance database.
@@ -111,7 +192,7 @@ impl PgCluster {
         format!("postgresql://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
-    fn start() -> Result<Self, String> {
+    fn start(tls: bool) -> Result<Self, String> {
         let started = Instant::now();
         let bin = bin_dir();
         let run_as = server_user()?;
@@ -158,6 +239,20 @@ impl PgCluster {
             ));
         }
 
+        let (tls, ssl_args) = if tls {
+            let files = make_certs(tmp.path(), run_as)?;
+            fs::write(data.join("pg_hba.conf"), TLS_HBA)
+                .map_err(|e| format!("writing pg_hba.conf: {e}"))?;
+            let args = [
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", tmp.path().join("server.crt").display()),
+                format!("ssl_key_file={}", tmp.path().join("server.key").display()),
+            ];
+            (Some(files), args.to_vec())
+        } else {
+            (None, Vec::new())
+        };
+
         // From here on a watchdog deletes the dir, or this function does when
         // no server is left running.
         let dir = tmp.keep();
@@ -187,6 +282,9 @@ impl PgCluster {
                 .args(["-c", "full_page_writes=off"])
                 .args(["-c", "synchronous_commit=off"])
                 .args(["-c", "max_connections=200"]);
+            for arg in &ssl_args {
+                server.arg("-c").arg(arg);
+            }
             let spawned = Command::new("sh")
                 .arg("-c")
                 .arg(WATCHDOG)
@@ -217,13 +315,27 @@ impl PgCluster {
             match wait_ready(&dir, port, &log_path) {
                 Startup::Ready => {
                     eprintln!(
-                        "test PostgreSQL ready on 127.0.0.1:{port} in {} ms ({})",
+                        "test PostgreSQL{} ready on 127.0.0.1:{port} in {} ms ({})",
+                        if tls.is_some() { " (TLS)" } else { "" },
                         started.elapsed().as_millis(),
                         dir.display()
                     );
+                    if tls.is_some() {
+                        // The server runs; its watchdog cleans up whatever
+                        // happens here.
+                        connect(&dir, port)
+                            .and_then(|mut admin| {
+                                admin.batch_execute(&format!(
+                                    "SET password_encryption = 'scram-sha-256'; \
+                                     CREATE ROLE {SCRAM_USER} LOGIN PASSWORD '{SCRAM_PASSWORD}'"
+                                ))
+                            })
+                            .map_err(|e| format!("creating the role {SCRAM_USER}: {e}"))?;
+                    }
                     return Ok(Self {
                         port,
                         socket_dir: dir,
+                        tls,
                     });
                 }
                 // The server still runs; its watchdog stops it and deletes the
@@ -287,6 +399,108 @@ fn wait_ready(dir: &Path, port: u16, log_path: &Path) -> Startup {
 }
 
 const INSTALL_HINT: &str = "\n(the PostgreSQL server is needed: apt-get install postgresql)";
+
+/// A CA, another CA, and a server key and certificate (for `127.0.0.1` and
+/// `localhost`, signed by the first CA) in `dir`, made with the `openssl`
+/// command; the server's files owned by the server's user, its key 0600 as
+/// PostgreSQL demands.
+fn make_certs(dir: &Path, run_as: Option<(u32, u32)>) -> Result<TlsFiles, String> {
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                format!(
+                    "running openssl: {e}\n(the openssl command is needed: apt-get install openssl)"
+                )
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {} failed ({}):\n{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    fs::write(dir.join("openssl.cnf"), OPENSSL_CNF)
+        .map_err(|e| format!("writing openssl.cnf: {e}"))?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for (name, cn) in [
+        ("ca", "/CN=jitssh test CA"),
+        ("other-ca", "/CN=jitssh other CA"),
+    ] {
+        let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
+        let mut args = vec!["req", "-x509", "-new", "-config", "openssl.cnf"];
+        args.extend(ec);
+        args.extend([
+            "-keyout",
+            key.as_str(),
+            "-out",
+            crt.as_str(),
+            "-days",
+            "2",
+            "-subj",
+            cn,
+        ]);
+        args.extend(["-extensions", "ca_ext"]);
+        openssl(&args)?;
+    }
+    let mut args = vec!["req", "-new", "-config", "openssl.cnf"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&args)?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "2",
+        "-days",
+        "2",
+        "-out",
+        "server.crt",
+        "-extfile",
+        "openssl.cnf",
+        "-extensions",
+        "server_ext",
+    ])?;
+    let key = dir.join("server.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", key.display()))?;
+    if let Some((uid, gid)) = run_as {
+        for file in ["server.key", "server.crt"] {
+            chown(dir.join(file), Some(uid), Some(gid))
+                .map_err(|e| format!("chown {file} to postgres: {e}"))?;
+        }
+    }
+    Ok(TlsFiles {
+        ca: dir.join("ca.crt"),
+        other_ca: dir.join("other-ca.crt"),
+    })
+}
 
 /// A client for the maintenance database, or the error if the server does
 /// not (yet) accept connections. Through the Unix socket in the cluster's
