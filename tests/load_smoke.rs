@@ -57,6 +57,23 @@ fn load_tool_in_process() {
 }
 
 #[test]
+fn load_tool_in_process_on_postgres() {
+    let url = crate::replicas::pg::cluster().fresh_database();
+    let r = run_load(&[
+        "--requests",
+        "50",
+        "--concurrency",
+        "8",
+        "--warmup",
+        "5",
+        "--database-url",
+        &url,
+    ]);
+    assert_clean(&r, 50, 5);
+    assert_eq!(r["audit"]["verified_by"], "AuditStore::verify");
+}
+
+#[test]
 fn load_tool_against_a_served_ca() {
     // The CA trusts the issuer the load tool will serve on this port.
     let idp = format!("127.0.0.1:{}", free_port());

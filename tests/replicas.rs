@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 #[allow(dead_code)]
 #[path = "../ca-server/tests/common/pg.rs"]
-mod pg;
+pub(crate) mod pg;
 
 const AUD: &str = "jitssh-replicas";
 

@@ -60,10 +60,31 @@ pub fn compare(db: &Path, since_seq: u64, serials: &[u64]) -> anyhow::Result<(u6
     let rows: Vec<Option<String>> = stmt
         .query_map([since], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    Ok(compare_serials(&rows, serials))
+}
+
+/// [`compare`] through the in-process CA's own store (any backend).
+pub fn compare_store(
+    store: &ca_server::audit::AuditStore,
+    since_seq: u64,
+    serials: &[u64],
+) -> anyhow::Result<(u64, u64, u64, u64)> {
+    let rows: Vec<Option<String>> = store
+        .list(&ca_server::audit::Filter::default())?
+        .into_iter()
+        .filter(|r| r.seq > since_seq && r.event.outcome == "issued")
+        .map(|r| r.event.serial)
+        .collect();
+    Ok(compare_serials(&rows, serials))
+}
+
+/// (issued rows, certificates, rows naming no returned serial, returned
+/// serials without a row).
+fn compare_serials(rows: &[Option<String>], serials: &[u64]) -> (u64, u64, u64, u64) {
     let returned: HashSet<u64> = serials.iter().copied().collect();
     let mut logged = HashSet::with_capacity(rows.len());
     let mut unknown = 0;
-    for serial in &rows {
+    for serial in rows {
         match serial.as_deref().and_then(|s| s.parse::<u64>().ok()) {
             Some(s) if returned.contains(&s) => {
                 logged.insert(s);
@@ -72,7 +93,7 @@ pub fn compare(db: &Path, since_seq: u64, serials: &[u64]) -> anyhow::Result<(u6
         }
     }
     let missing = returned.difference(&logged).count() as u64;
-    Ok((rows.len() as u64, serials.len() as u64, unknown, missing))
+    (rows.len() as u64, serials.len() as u64, unknown, missing)
 }
 
 /// `jitssh-ca audit --db DB verify`: exit status and its `ok: N rows` line.

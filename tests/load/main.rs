@@ -1132,13 +1132,16 @@ async fn audit_check(
     seq_before: Option<u64>,
     serials: &[u64],
 ) -> anyhow::Result<Option<AuditReport>> {
-    let Some(db) = &target.db else {
-        eprintln!("audit check skipped: give --db with --url to check the CA's audit log");
-        return Ok(None);
-    };
     let since = seq_before.unwrap_or(0);
     let (issued_rows, certificates, unknown_serials, missing_rows) =
-        check::compare(db, since, serials)?;
+        match (&target.authority, &target.db) {
+            (Some(authority), _) => check::compare_store(&authority.audit, since, serials)?,
+            (None, Some(db)) => check::compare(db, since, serials)?,
+            (None, None) => {
+                eprintln!("audit check skipped: give --db with --url to check the CA's audit log");
+                return Ok(None);
+            }
+        };
     let (chain_ok, chain_rows, verified_by) = match &target.authority {
         Some(authority) => {
             let report = authority.audit.verify()?;
@@ -1147,6 +1150,9 @@ async fn audit_check(
         None => {
             let Some(bin) = args.ca_bin.clone().or_else(check::sibling_ca_bin) else {
                 bail!("cannot verify the chain: give --ca-bin PATH (the jitssh-ca binary)");
+            };
+            let Some(db) = &target.db else {
+                bail!("internal: a served target without --db");
             };
             let (ok, rows) = check::verify_with_cli(&bin, db)?;
             (

@@ -13,8 +13,8 @@
 //!   moves the work to a scoped thread when called on a runtime thread (the
 //!   sync `postgres` client runs its own runtime and would panic there).
 //! - The audit writer owns a dedicated connection ([`Db::connect`]); other
-//!   work borrows pooled connections, returned only when healthy and outside
-//!   any transaction.
+//!   work borrows one of at most [`POOL_SIZE`] pooled connections, returned
+//!   only when healthy and outside any transaction.
 
 mod pg;
 mod pg_tls;
@@ -31,9 +31,11 @@ use std::time::Duration;
 /// PostgreSQL's `lock_timeout`) before the operation fails as unavailable.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Pooled connections kept per process (PostgreSQL backends are processes:
-/// keep a few, not one per request).
-const POOL_KEEP: usize = 4;
+/// Pooled connections per process, beside the audit writer's own. A caller
+/// finding all of them busy waits for one (up to [`LOCK_TIMEOUT`]) rather
+/// than opening more: a PostgreSQL connection is a server process, and a
+/// burst must not turn into a fork per request.
+pub const POOL_SIZE: usize = 8;
 
 /// Which database engine a connection talks to, for the rare query that
 /// differs (JSON aggregation, DDL).
@@ -376,7 +378,9 @@ pub struct Db {
 
 struct Inner {
     target: Target,
-    pool: Mutex<Vec<Box<dyn Conn>>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection is returned or given up.
+    returned: std::sync::Condvar,
     /// SQLite's busy timeout ([`LOCK_TIMEOUT`] unless a test shortens it).
     lock_timeout: Duration,
 }
@@ -411,7 +415,8 @@ impl Db {
         Db {
             inner: Arc::new(Inner {
                 target,
-                pool: Mutex::new(Vec::new()),
+                pool: Mutex::default(),
+                returned: std::sync::Condvar::new(),
                 lock_timeout: LOCK_TIMEOUT,
             }),
         }
@@ -423,7 +428,8 @@ impl Db {
         Db {
             inner: Arc::new(Inner {
                 target: self.inner.target.clone(),
-                pool: Mutex::new(Vec::new()),
+                pool: Mutex::default(),
+                returned: std::sync::Condvar::new(),
                 lock_timeout: timeout,
             }),
         }
@@ -511,30 +517,66 @@ impl Db {
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let pooled = self
-            .inner
-            .pool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.connect()?,
-        };
+        let mut conn = self.checkout()?;
         let result = f(conn.as_mut());
         if conn.in_transaction() {
             // A caller left a transaction open (an error path): never hand
             // it to the next user.
             let _ = conn.rollback();
         }
+        let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
         if conn.is_healthy() && !conn.in_transaction() {
-            let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < POOL_KEEP {
-                pool.push(conn);
-            }
+            pool.idle.push(conn);
+        } else {
+            pool.open -= 1;
+            drop(pool);
+            drop(conn);
         }
+        self.inner.returned.notify_one();
         result
     }
+
+    /// An idle connection, a new one while fewer than [`POOL_SIZE`] are
+    /// open, or the first one returned within the lock timeout.
+    fn checkout(&self) -> Result<Box<dyn Conn>, DbError> {
+        let deadline = std::time::Instant::now() + self.inner.lock_timeout;
+        let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(conn);
+            }
+            if pool.open < POOL_SIZE {
+                pool.open += 1;
+                drop(pool);
+                return self.connect().inspect_err(|_| {
+                    let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+                    pool.open -= 1;
+                    self.inner.returned.notify_one();
+                });
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(DbError::unavailable(format!(
+                    "{}: all {POOL_SIZE} database connections stayed busy for {} s; the database is slow or overloaded",
+                    self.describe(),
+                    self.inner.lock_timeout.as_secs()
+                )));
+            }
+            pool = self
+                .inner
+                .returned
+                .wait_timeout(pool, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Connections not in use, and how many exist (idle or lent out).
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Box<dyn Conn>>,
+    open: usize,
 }
 
 /// Run `f` where blocking is allowed: here, or on a scoped thread when this
@@ -585,6 +627,60 @@ mod tests {
             "SELECT a FROM t WHERE b = ?1 AND c = '$2' AND \"$3\" = ?10"
         );
         assert_eq!(to_sqlite_params("SELECT '$'"), "SELECT '$'");
+    }
+
+    #[test]
+    fn the_pool_is_bounded_and_waits_for_a_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::from(&dir.path().join("t.db"));
+        let peak = std::sync::atomic::AtomicUsize::new(0);
+        let busy = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..(POOL_SIZE * 3) {
+                s.spawn(|| {
+                    db.with(|c| {
+                        let now = busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        c.query_one("SELECT 1", &[]).map(drop)
+                    })
+                    .unwrap();
+                });
+            }
+        });
+        let peak = peak.into_inner();
+        assert!(peak <= POOL_SIZE && peak > 1, "peak {peak}");
+        let pool = db.inner.pool.lock().unwrap();
+        assert_eq!(pool.open, pool.idle.len());
+        assert!(pool.open <= POOL_SIZE);
+    }
+
+    #[test]
+    fn a_busy_pool_fails_after_the_lock_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::from(&dir.path().join("t.db")).with_lock_timeout(Duration::from_millis(50));
+        let held = std::sync::Barrier::new(POOL_SIZE + 1);
+        let release = std::sync::Barrier::new(POOL_SIZE + 1);
+        std::thread::scope(|s| {
+            for _ in 0..POOL_SIZE {
+                s.spawn(|| {
+                    db.with(|_| {
+                        held.wait();
+                        release.wait();
+                        Ok(())
+                    })
+                    .unwrap();
+                });
+            }
+            held.wait();
+            let err = db.with(|_| Ok(())).unwrap_err();
+            assert_eq!(err.kind, DbErrorKind::Unavailable);
+            assert!(err.message.contains("busy"), "{err}");
+            release.wait();
+        });
+        // Free again.
+        db.with(|c| c.query_one("SELECT 1", &[]).map(drop)).unwrap();
     }
 
     #[test]
