@@ -165,6 +165,14 @@ fn policy(c: &mut Criterion) {
     g.bench_function("evaluate_default", |b| {
         b.iter(|| engine.evaluate(&input).unwrap());
     });
+    // Building the input and converting it for regorus (part of both above).
+    g.bench_function("input_to_regorus", |b| {
+        b.iter(|| {
+            let input = PolicyInput::user_cert(&s.identity, &s.req, "127.0.0.1".into(), t);
+            let input = serde_json::to_value(&input).unwrap();
+            <regorus::Value as serde::Deserialize>::deserialize(&input).unwrap()
+        });
+    });
     // All of step 5 as `issue` runs it: build the input, evaluate, enforce.
     g.bench_function("decide_default", |b| {
         b.iter(|| {
