@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// mimalloc: the policy engine and the HTTP path allocate heavily; it gives
+/// 10-20 % more certificates/s than glibc's malloc (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = ca_server::cli::Cli::parse();
     ca_server::logging::init(ca_server::commands::log_format(&cli));

@@ -21,6 +21,10 @@ mod check;
 mod hist;
 mod sys;
 
+/// The allocator `jitssh-ca` uses, so the in-process CA measures the same.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
