@@ -1011,6 +1011,50 @@ mod tests {
     const REMOTE: &str = "postgresql://jitssh@db.example:5432/jitssh";
 
     #[test]
+    fn database_is_one_backend_and_keeps_passwords_out_of_the_url() {
+        let err = |url: &str, extra: &str| with_postgres(url, extra).unwrap_err().to_string();
+        // path and url together.
+        let both = err(REMOTE, "path = \"audit.db\"");
+        assert!(
+            both.contains("both path") && both.contains("keep one"),
+            "{both}"
+        );
+        // A password in the url, either form.
+        for url in [
+            "postgresql://jitssh:secret@db.example/jitssh",
+            "host=db.example user=jitssh password=secret dbname=jitssh",
+        ] {
+            let msg = err(url, "");
+            assert!(msg.contains("password_file"), "{url}: {msg}");
+            assert!(
+                !msg.contains("secret"),
+                "the message must not echo it: {msg}"
+            );
+        }
+        // A password file beside an SQLite path makes no sense.
+        let t = template("https://idp.example.com", "jitssh");
+        let msg = parse(&t.replacen(
+            "path = \"audit.db\"\n",
+            "path = \"audit.db\"\npassword_file = \"pw\"\n",
+            1,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("SQLite has no password"), "{msg}");
+        // The password file is read at open, relative to the config, with a
+        // clear error when missing.
+        let c = with_postgres(
+            REMOTE,
+            "password_file = \"/nonexistent/pw\"\ntls = \"require\"",
+        )
+        .unwrap();
+        let msg = c.database.open().unwrap_err().to_string();
+        assert!(msg.contains("/nonexistent/pw"), "{msg}");
+        // A user without a password in the url is fine.
+        assert!(with_postgres(REMOTE, "tls = \"require\"").is_ok());
+    }
+
+    #[test]
     fn database_tls_modes() {
         use crate::db::TlsMode;
         let mode = |url: &str, extra: &str| {
