@@ -185,7 +185,9 @@ impl AuditError {
         matches!(self, AuditError::Unavailable(_))
     }
 
-    pub(crate) fn unavailable(_db: &Db, e: &DbError) -> Self {
+    /// A database error as "cannot write now" (its message names the
+    /// database and says what to do).
+    pub(crate) fn unavailable(e: &DbError) -> Self {
         AuditError::Unavailable(format!("cannot write {e}"))
     }
 
@@ -226,7 +228,7 @@ impl AuditStore {
     /// [`AuditStore::open`] with explicit tuning.
     pub fn open_with(db: impl Into<Db>, options: StoreOptions) -> Result<Self, AuditError> {
         let db = db.into();
-        let unavailable = |e: DbError| AuditError::unavailable(&db, &e);
+        let unavailable = |e: DbError| AuditError::unavailable(&e);
         let mut conn = db.connect().map_err(unavailable)?;
         let head = crate::db::off_runtime(|| {
             schema::migrate(conn.as_mut(), &db)?;
@@ -380,7 +382,7 @@ impl AuditStore {
             )?;
             Ok(next)
         })
-        .map_err(|e| AuditError::unavailable(db, &e))
+        .map_err(|e| AuditError::unavailable(&e))
         .and_then(|block| {
             if block >= 1 << (63 - SERIAL_BLOCK_BITS) {
                 Err(AuditError::Unavailable(
@@ -412,7 +414,7 @@ impl AuditStore {
                 )?
                 .text(0)
             })
-            .map_err(|e| AuditError::unavailable(db, &e))?;
+            .map_err(|e| AuditError::unavailable(&e))?;
         hex::decode(&stored)
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())

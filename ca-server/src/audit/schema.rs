@@ -135,7 +135,7 @@ pub(crate) fn ensure_tables(db: &Db, sqlite: &str, postgres: &str) -> Result<(),
 
 /// Create the tables if missing; refuse a database from a newer version.
 pub(super) fn migrate(conn: &mut dyn Conn, db: &Db) -> Result<(), AuditError> {
-    let unavailable = |e: DbError| AuditError::unavailable(db, &e);
+    let unavailable = |e: DbError| AuditError::unavailable(&e);
     conn.begin(TxMode::Write).map_err(unavailable)?;
     let result = migrate_in(conn, db);
     match result {
@@ -148,7 +148,7 @@ pub(super) fn migrate(conn: &mut dyn Conn, db: &Db) -> Result<(), AuditError> {
 }
 
 fn migrate_in(conn: &mut dyn Conn, db: &Db) -> Result<(), AuditError> {
-    let unavailable = |e: DbError| AuditError::unavailable(db, &e);
+    let unavailable = |e: DbError| AuditError::unavailable(&e);
     conn.lock_chain().map_err(unavailable)?;
     let found = match conn.backend() {
         Backend::Sqlite => conn

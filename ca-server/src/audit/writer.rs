@@ -535,7 +535,7 @@ impl Writer {
         self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
         self.failing = true;
         let error = match failure {
-            WriteFailure::Db(e) => AuditError::Unavailable(format!("cannot write {e}")),
+            WriteFailure::Db(e) => AuditError::unavailable(&e),
             WriteFailure::Panic => AuditError::Unavailable(format!(
                 "internal error writing {}; see the log",
                 self.path
