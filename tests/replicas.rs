@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,24 +30,8 @@ struct Replica {
 
 impl Replica {
     fn start(config: &Path) -> Replica {
-        let port = free_port();
-        let mut child = Command::new(bin("jitssh-ca"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, &mut child, "jitssh-ca serve (replica)");
-        Replica {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-        }
+        let (url, child) = spawn_serve(config);
+        Replica { url, child }
     }
 
     fn kill(&mut self) {

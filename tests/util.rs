@@ -153,6 +153,26 @@ pub fn user(name: &str, groups: &[&str]) -> DevUser {
     }
 }
 
+/// `jitssh-ca serve --config CONFIG` on a free loopback port, once it
+/// listens: its URL and process.
+pub fn spawn_serve(config: &Path) -> (String, Child) {
+    let port = free_port();
+    let mut child = Command::new(bin("jitssh-ca"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, "jitssh-ca serve");
+    (format!("http://127.0.0.1:{port}"), child)
+}
+
 /// A `jitssh-ca serve` process with its own config, keys and database.
 pub struct CaServer {
     pub url: String,
@@ -193,21 +213,7 @@ impl CaServer {
     }
 
     fn spawn(dir: &Path) -> (String, Child) {
-        let port = free_port();
-        let mut child = Command::new(bin("jitssh-ca"))
-            .args(["serve", "--config"])
-            .arg(dir.join("config.toml"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, &mut child, "jitssh-ca serve");
-        (format!("http://127.0.0.1:{port}"), child)
+        spawn_serve(&dir.join("config.toml"))
     }
 
     /// Kill the server (SIGKILL: no chance to flush anything) and start it
