@@ -223,6 +223,22 @@ fn write_rows(
             .iter()
             .flat_map(|(h, e)| [Param::Text(h), Param::Int(*e)])
             .collect();
+        if let [(hash, _)] = chunk {
+            // One row (always, on SQLite): the changed-row count says
+            // whether it was fresh. SQLite implements RETURNING with a
+            // temporary trigger, so every such INSERT inside the batch's
+            // transaction opened and freed a statement journal: 13 % of the
+            // writer thread's samples in a profile at concurrency 64.
+            let inserted = conn.execute(
+                "INSERT INTO used_tokens (token_hash, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (token_hash) DO NOTHING",
+                &params,
+            )?;
+            if inserted == 1 {
+                fresh.insert((*hash).to_owned());
+            }
+            continue;
+        }
         conn.query_each(
             &format!(
                 "INSERT INTO used_tokens (token_hash, expires_at) VALUES {}
