@@ -19,6 +19,7 @@
 //! - Reads (`list`, `show`, `verify`, `export`, `used_tokens`) use their own
 //!   connections, so the CLI can inspect a database being served.
 
+mod checkpoint;
 mod format;
 mod read;
 mod schema;

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db::{Conn, Db, DbError, Param, TxMode};
 use crate::params;
 
+use super::checkpoint::Checkpoints;
 use super::{AuditError, UsedToken};
 
 /// How often expired `used_tokens` rows are deleted.
@@ -352,6 +353,14 @@ pub(super) fn spawn(
     counters: Arc<Counters>,
     max_batch: usize,
 ) -> std::io::Result<()> {
+    let mut conn = conn;
+    let checkpoints = Checkpoints::start(&db).filter(|c| {
+        c.adopt(conn.as_mut())
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "the audit writer keeps SQLite's own checkpoints"),
+            )
+            .is_ok()
+    });
     let writer = Writer {
         conn,
         path: db.describe(),
@@ -360,6 +369,7 @@ pub(super) fn spawn(
         max_batch,
         failing: false,
         last_prune: None,
+        checkpoints,
     };
     std::thread::Builder::new()
         .name("audit-writer".into())
@@ -378,6 +388,8 @@ struct Writer {
     /// The last batch failed: log recovery.
     failing: bool,
     last_prune: Option<Instant>,
+    /// SQLite: WAL checkpoints off the writer's path ([`super::checkpoint`]).
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Writer {
@@ -403,7 +415,12 @@ impl Writer {
             let result = catch_unwind(AssertUnwindSafe(|| self.write(&mut batch)))
                 .unwrap_or(Err(WriteFailure::Panic));
             match result {
-                Ok(seqs) => self.committed(&mut batch, seqs),
+                Ok(seqs) => {
+                    self.committed(&mut batch, seqs);
+                    if let Some(c) = &self.checkpoints {
+                        c.after_commit(self.conn.as_mut());
+                    }
+                }
                 Err(failure) => self.failed(&mut batch, failure),
             }
             self.maybe_prune();
@@ -581,7 +598,12 @@ impl Writer {
     /// succeed (if this fails, the next failed batch tries again).
     fn reconnect(&mut self) {
         match self.db.connect() {
-            Ok(conn) => {
+            Ok(mut conn) => {
+                if let Some(c) = &self.checkpoints
+                    && let Err(e) = c.adopt(conn.as_mut())
+                {
+                    tracing::warn!(error = %e, "audit writer reconnected with SQLite's own checkpoints");
+                }
                 tracing::info!(db = %self.path, "audit writer reconnected");
                 self.conn = conn;
             }
