@@ -136,16 +136,14 @@ mod tests {
     use super::*;
     use crate::audit::AuditStore;
 
+    /// An issuance row of the usual size (the store's test row, plus what
+    /// the indexes see).
     fn event(n: u64) -> AuditEvent {
         AuditEvent {
-            time: 1_700_000_000 + n,
-            action: "user_cert".into(),
-            outcome: "issued".into(),
-            subject: Some(format!("sub{n}")),
             issuer: Some("https://idp.example".into()),
             serial: Some(n.to_string()),
             granted_principals: vec![format!("user{}", n % 97), "web".into()],
-            ..AuditEvent::default()
+            ..crate::audit::tests::event(n)
         }
     }
 

@@ -446,13 +446,13 @@ impl AuditStore {
 pub const SERIAL_BLOCK_BITS: u32 = 40;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
     use rusqlite::Connection;
 
-    fn event(n: u64) -> AuditEvent {
+    pub(super) fn event(n: u64) -> AuditEvent {
         AuditEvent {
             time: 1_700_000_000 + n,
             action: "user_cert".into(),
