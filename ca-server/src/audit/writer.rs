@@ -347,13 +347,12 @@ pub(super) fn prune_used_tokens(conn: &mut dyn Conn, now: i64) -> Result<u64, Db
 }
 
 pub(super) fn spawn(
-    conn: Box<dyn Conn>,
+    mut conn: Box<dyn Conn>,
     db: Db,
     jobs: mpsc::Receiver<Job>,
     counters: Arc<Counters>,
     max_batch: usize,
 ) -> std::io::Result<()> {
-    let mut conn = conn;
     let checkpoints = Checkpoints::start(&db).filter(|c| {
         c.adopt(conn.as_mut())
             .inspect_err(
