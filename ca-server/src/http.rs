@@ -78,6 +78,9 @@ pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
     retry_after: Option<u64>,
+    /// Send `Connection: close`: the request was not read to its end, so
+    /// the connection cannot carry another one.
+    close: bool,
 }
 
 impl ApiError {
@@ -92,6 +95,7 @@ impl ApiError {
                 },
             },
             retry_after: None,
+            close: false,
         }
     }
 }
@@ -102,6 +106,10 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
@@ -506,31 +514,64 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            format!("request body is larger than {limit} bytes"),
-        )
+/// How much of an oversized body is read and thrown away before the 413.
+///
+/// Closing a connection with unread bytes in its receive buffer makes the
+/// kernel send RST, and a client still writing its body then sees "connection
+/// reset" instead of our answer. Draining up to this much (bounded in time
+/// too) means a client that sent a modestly oversized request reads the
+/// precise `request_too_large` error and keeps its connection; beyond it the
+/// answer says `Connection: close`, so no client pool reuses a connection
+/// whose request was never read to its end. Drained bytes are not kept.
+const OVERSIZED_DRAIN_BYTES: usize = 1024 * 1024;
+const OVERSIZED_DRAIN_TIME: Duration = Duration::from_secs(2);
+
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let unreadable = |e: axum::Error| {
+        let mut e = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("could not read request body: {e}"),
+        );
+        e.close = true;
+        e
     };
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b.to_vec()),
-        Err(e) => {
-            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(err) = src {
-                if err.is::<http_body_util::LengthLimitError>() {
-                    return Err(too_large());
-                }
-                src = err.source();
-            }
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("could not read request body: {e}"),
-            ))
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(unreadable)?.into_data() else {
+            continue; // trailers carry nothing we read
+        };
+        if buf.len() + data.len() > limit {
+            let ended = tokio::time::timeout(OVERSIZED_DRAIN_TIME, drain(body))
+                .await
+                .unwrap_or(false);
+            let mut e = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!("request body is larger than {limit} bytes"),
+            );
+            e.close = !ended;
+            return Err(e);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf)
+}
+
+/// Reads and discards up to [`OVERSIZED_DRAIN_BYTES`] of `body`; true when
+/// the body ended within that.
+async fn drain(mut body: Body) -> bool {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    while seen <= OVERSIZED_DRAIN_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            Some(Err(_)) => return false,
+            None => return true,
         }
     }
+    false
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {

@@ -460,6 +460,84 @@ async fn oversize_body_is_413() {
     );
 }
 
+/// Over a real socket, oversized bodies get an answer the client can read
+/// and no connection left in a state a client pool would misuse:
+///
+/// - a body somewhat over the limit, still on its way when the server has
+///   seen enough, is read to its end: the client reads the 413 and the same
+///   connection serves its next request;
+/// - a body that does not arrive in time is answered with
+///   `Connection: close`.
+///
+/// Before this, the server answered after 64 KiB and closed with the rest
+/// unread and no `Connection: close`: a client pool could reuse the
+/// connection, and the rest arriving made the kernel reset it (a flaky e2e
+/// failure, "IncompleteMessage", on a busy CI machine).
+async fn oversize_bodies_get_a_readable_413_over_tcp() {
+    use std::io::{Read, Write};
+    let h = harness().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = ca_server::http::app(h.state.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let token = h.token();
+    let (modest, stalled) = tokio::task::spawn_blocking(move || {
+        let connect = || {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            s
+        };
+        let head = |len: usize| {
+            format!(
+                "POST /v1/certs/user HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            )
+        };
+        let read_all = |s: &mut std::net::TcpStream| {
+            let mut got = Vec::new();
+            let read = s.read_to_end(&mut got);
+            format!("{read:?}\n{}", String::from_utf8_lossy(&got))
+        };
+        // 100 KiB in two parts with a pause, then a second request on the
+        // same connection (which asks the server to close after it).
+        let mut s = connect();
+        s.write_all(head(100 * 1024).as_bytes()).unwrap();
+        s.write_all(&[b'['; 70 * 1024]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        s.write_all(&[b'['; 30 * 1024]).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let modest = read_all(&mut s);
+        // 4 MiB announced, 70 KiB sent, then nothing.
+        let mut s = connect();
+        s.write_all(head(4 << 20).as_bytes()).unwrap();
+        s.write_all(&[b'['; 70 * 1024]).unwrap();
+        let stalled = read_all(&mut s);
+        (modest, stalled)
+    })
+    .await
+    .unwrap();
+    let modest_lc = modest.to_ascii_lowercase();
+    assert!(modest.starts_with("Ok("), "{modest}");
+    assert!(modest.contains("HTTP/1.1 413"), "{modest}");
+    assert!(modest.contains("request_too_large"), "{modest}");
+    let second = modest
+        .find("HTTP/1.1 200")
+        .unwrap_or_else(|| panic!("the connection did not serve its next request: {modest}"));
+    assert!(
+        !modest_lc[..second].contains("connection: close"),
+        "{modest}"
+    );
+    assert!(stalled.starts_with("Ok("), "{stalled}");
+    assert!(stalled.contains("HTTP/1.1 413"), "{stalled}");
+    assert!(
+        stalled.to_ascii_lowercase().contains("connection: close"),
+        "{stalled}"
+    );
+}
+
 async fn policy_denial_is_403_with_reasons() {
     let h = harness().await;
     let token = h.token();
@@ -770,6 +848,7 @@ on_both_backends!(
     bad_public_keys_are_400,
     bad_requests_are_400_and_change_nothing,
     oversize_body_is_413,
+    oversize_bodies_get_a_readable_413_over_tcp,
     policy_denial_is_403_with_reasons,
     broken_policy_decisions_deny,
     ttl_above_ceiling_is_clamped,
