@@ -18,6 +18,8 @@
 //! their time limit from regorus's process-wide fallback, which this module
 //! installs (see [`EVAL_TIME_LIMIT`]); nothing else in the process uses regorus.
 
+mod regex_match;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
@@ -706,6 +708,10 @@ impl Prepared {
         let mut engine = Engine::new();
         engine.set_rego_v0(false);
         engine.set_strict_builtin_errors(true);
+        regex_match::install(&mut engine).map_err(|e| PolicyError::Compile {
+            origin: origin.clone(),
+            message: format!("installing regex.match: {e}"),
+        })?;
         engine.set_execution_timer_config(ExecutionTimerConfig {
             limit: TEST_TIME_LIMIT,
             check_interval: CHECK_INTERVAL,

@@ -1,15 +1,23 @@
 //! A/B harness for policy directories (docs/performance.md, "How the policy
 //! was made faster"):
 //!
-//! - `diff OLD NEW [--count N] [--seed S]`: evaluate `data.jitssh.decision`
+//! - `diff OLD NEW [--count N] [--seed S]` (`PAB_REGEX=both`: NEW with the
+//!   server's per-thread `regex.match`, ca-server/src/policy/regex_match.rs): evaluate `data.jitssh.decision`
 //!   and `data.jitssh.deny_reasons` of both sets on N generated inputs
 //!   (humans, workloads, malformed documents) under 20 variants of data.json
 //!   (missing or broken settings); exit 1 on any difference, errors included.
 //! - `time DIR... [--rule R] [--tests no|yes|both] [--iters N] [--rounds N]
-//!   [--only NAME]`: per-evaluation CPU time (this thread's CPU clock, so a
+//!   [--only NAME]` (`PAB_REGEX=both`: each set also with the per-thread
+//!   `regex.match`): per-evaluation CPU time (this thread's CPU clock, so a
 //!   shared machine disturbs it less than wall time), the sets interleaved
 //!   round by round; median and minimum per input.
 //! - `show DIR [--rule R] [--only NAME]`: the value of a rule for the named inputs.
+//! - `threads DIR [--threads N] [--iters N] [--rounds N]`: N threads
+//!   evaluating the bench input at once, from one shared compiled policy
+//!   (what the server does) or from one compiled copy per thread (no shared
+//!   reference counts between cores); per-evaluation CPU time and wall-clock
+//!   throughput, the two interleaved round by round (`PAB_REGEX=on`: all
+//!   with the per-thread `regex.match`).
 //! - `rvm DIR` (build with `--features rvm`): regorus's bytecode VM against
 //!   its interpreter, results and time.
 //!
@@ -52,8 +60,20 @@ fn engine(dir: &Path, tests: bool, data: &J) -> Result<Engine> {
         e.add_policy(n.clone(), std::fs::read_to_string(dir.join(&n))?)?;
     }
     e.add_data(Value::deserialize(data)?)?;
+    if REGEX_OVERRIDE.with(|r| r.get()) {
+        regex_match::install(&mut e)?;
+    }
     Ok(e)
 }
+
+thread_local! {
+    /// Set by `PAB_REGEX=both`: engines built now get the extension.
+    static REGEX_OVERRIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The server's own module, so the harness measures and checks its code.
+#[path = "../../../ca-server/src/policy/regex_match.rs"]
+mod regex_match;
 
 fn compile(dir: &Path, tests: bool, data: &J, rule: &str) -> Result<CompiledPolicy> {
     let mut e = engine(dir, tests, data)?;
@@ -444,9 +464,12 @@ fn diff(a: &Path, b: &Path, count: usize, seed: u64) -> Result<()> {
     let mut inv = 0;
     for (name, data) in data_variants(&base) {
         let pa = compile(a, false, &data, "data.jitssh.decision")?;
+        let dra = compile(a, false, &data, "data.jitssh.deny_reasons")?;
+        // PAB_REGEX=both: B with the server's regex.match extension.
+        REGEX_OVERRIDE.with(|r| r.set(std::env::var("PAB_REGEX").as_deref() == Ok("both")));
         let pb = compile(b, false, &data, "data.jitssh.decision")?;
         let db = compile(b, false, &data, "data.jitssh.deny_reasons")?;
-        let dra = compile(a, false, &data, "data.jitssh.deny_reasons")?;
+        REGEX_OVERRIDE.with(|r| r.set(false));
         for i in &inputs {
             let (x, y) = (eval(&pa, i), eval(&pb, i));
             total += 1;
@@ -587,14 +610,28 @@ fn time(
 ) -> Result<()> {
     let base = base_data(dirs[0]);
     let mut pols = Vec::new();
+    let overrides: &[bool] = if std::env::var("PAB_REGEX").as_deref() == Ok("both") {
+        &[false, true]
+    } else {
+        &[false]
+    };
     for d in dirs {
         for &t in tests {
-            pols.push((
-                format!("{}{}", d.display(), if t { "+tests" } else { "" }),
-                compile(d, t, &base, rule)?,
-            ));
+            for &o in overrides {
+                REGEX_OVERRIDE.with(|r| r.set(o));
+                pols.push((
+                    format!(
+                        "{}{}{}",
+                        d.display(),
+                        if t { "+tests" } else { "" },
+                        if o { "+regex-override" } else { "" }
+                    ),
+                    compile(d, t, &base, rule)?,
+                ));
+            }
         }
     }
+    REGEX_OVERRIDE.with(|r| r.set(false));
     for (name, input) in named_inputs(dirs[0]) {
         if only.is_some_and(|o| !name.contains(o)) {
             continue;
@@ -632,6 +669,63 @@ fn time(
     for (n, _) in &pols {
         println!("  policies: {n}");
     }
+    Ok(())
+}
+
+fn threads(dir: &Path, n: usize, iters: usize, rounds: usize) -> Result<()> {
+    use std::sync::{Arc, Barrier};
+    let base = base_data(dir);
+    let input = named_inputs(dir)
+        .into_iter()
+        .find(|(name, _)| name.starts_with("bench"))
+        .map(|(_, i)| i)
+        .unwrap();
+    // PAB_REGEX=on: every policy here with the per-thread regex.match.
+    REGEX_OVERRIDE.with(|r| r.set(std::env::var("PAB_REGEX").as_deref() == Ok("on")));
+    let shared = Arc::new(compile(dir, false, &base, "data.jitssh.decision")?);
+    let own: Vec<Arc<CompiledPolicy>> = (0..n)
+        .map(|_| compile(dir, false, &base, "data.jitssh.decision").map(Arc::new))
+        .collect::<Result<_>>()?;
+    let run = |pols: Vec<Arc<CompiledPolicy>>| -> (f64, f64) {
+        let barrier = Arc::new(Barrier::new(n));
+        let wall = std::time::Instant::now();
+        let cpu: Vec<f64> = std::thread::scope(|s| {
+            let hs: Vec<_> = pols
+                .into_iter()
+                .map(|p| {
+                    // Each thread its own input, as each request builds one.
+                    let (barrier, input) = (barrier.clone(), rv(&input));
+                    s.spawn(move || {
+                        barrier.wait();
+                        let t0 = thread_cpu_ns();
+                        for _ in 0..iters {
+                            std::hint::black_box(p.eval_with_input(input.clone()).ok());
+                        }
+                        (thread_cpu_ns() - t0) as f64 / iters as f64 / 1000.0
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let per_s = (n * iters) as f64 / wall.elapsed().as_secs_f64();
+        (cpu.iter().sum::<f64>() / n as f64, per_s)
+    };
+    let (mut cs, mut ts, mut co, mut to) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let (c, t) = run((0..n).map(|_| shared.clone()).collect());
+        cs.push(c);
+        ts.push(t);
+        let (c, t) = run(own.clone());
+        co.push(c);
+        to.push(t);
+    }
+    println!(
+        "{n} threads, bench input: shared {:6.1} µs/eval CPU {:8.0} evals/s | per-thread copy {:6.1} µs/eval CPU {:8.0} evals/s",
+        median(&mut cs),
+        median(&mut ts),
+        median(&mut co),
+        median(&mut to)
+    );
     Ok(())
 }
 
@@ -752,6 +846,12 @@ fn main() -> Result<()> {
             Path::new(&args[2]),
             get("--count", "3000").parse()?,
             get("--iters", "200").parse()?,
+            get("--rounds", "9").parse()?,
+        ),
+        "threads" => threads(
+            Path::new(&args[2]),
+            get("--threads", "2").parse()?,
+            get("--iters", "2000").parse()?,
             get("--rounds", "9").parse()?,
         ),
         "show" => show_one(
