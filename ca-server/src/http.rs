@@ -537,6 +537,20 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
         e.close = true;
         e
     };
+    let too_large = |close: bool| {
+        let mut e = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("request body is larger than {limit} bytes"),
+        );
+        e.close = close;
+        e
+    };
+    // A Content-Length beyond what would be drained: answer at once.
+    let announced = usize::try_from(axum::body::HttpBody::size_hint(&body).lower());
+    if announced.map_or(true, |n| n > limit.saturating_add(OVERSIZED_DRAIN_BYTES)) {
+        return Err(too_large(true));
+    }
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(unreadable)?.into_data() else {
@@ -546,13 +560,7 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
             let ended = tokio::time::timeout(OVERSIZED_DRAIN_TIME, drain(body))
                 .await
                 .unwrap_or(false);
-            let mut e = ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                format!("request body is larger than {limit} bytes"),
-            );
-            e.close = !ended;
-            return Err(e);
+            return Err(too_large(!ended));
         }
         buf.extend_from_slice(&data);
     }

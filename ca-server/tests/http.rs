@@ -466,8 +466,9 @@ async fn oversize_body_is_413() {
 /// - a body somewhat over the limit, still on its way when the server has
 ///   seen enough, is read to its end: the client reads the 413 and the same
 ///   connection serves its next request;
-/// - a body that does not arrive in time is answered with
-///   `Connection: close`.
+/// - a body that does not arrive in time, or whose announced length is
+///   beyond what would be drained (answered without reading it), gets a 413
+///   with `Connection: close`.
 ///
 /// Before this, the server answered after 64 KiB and closed with the rest
 /// unread and no `Connection: close`: a client pool could reuse the
@@ -482,7 +483,7 @@ async fn oversize_bodies_get_a_readable_413_over_tcp() {
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let token = h.token();
-    let (modest, stalled) = tokio::task::spawn_blocking(move || {
+    let (modest, stalled, hostile) = tokio::task::spawn_blocking(move || {
         let connect = || {
             let s = std::net::TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -510,12 +511,17 @@ async fn oversize_bodies_get_a_readable_413_over_tcp() {
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let modest = read_all(&mut s);
-        // 4 MiB announced, 70 KiB sent, then nothing.
+        // 512 KiB announced, 70 KiB sent, then nothing: drained until the
+        // drain gives up.
         let mut s = connect();
-        s.write_all(head(4 << 20).as_bytes()).unwrap();
+        s.write_all(head(512 * 1024).as_bytes()).unwrap();
         s.write_all(&[b'['; 70 * 1024]).unwrap();
         let stalled = read_all(&mut s);
-        (modest, stalled)
+        // 10 MiB announced, nothing sent: answered without reading.
+        let mut s = connect();
+        s.write_all(head(10 << 20).as_bytes()).unwrap();
+        let hostile = read_all(&mut s);
+        (modest, stalled, hostile)
     })
     .await
     .unwrap();
@@ -530,12 +536,15 @@ async fn oversize_bodies_get_a_readable_413_over_tcp() {
         !modest_lc[..second].contains("connection: close"),
         "{modest}"
     );
-    assert!(stalled.starts_with("Ok("), "{stalled}");
-    assert!(stalled.contains("HTTP/1.1 413"), "{stalled}");
-    assert!(
-        stalled.to_ascii_lowercase().contains("connection: close"),
-        "{stalled}"
-    );
+    for answer in [stalled, hostile] {
+        assert!(answer.starts_with("Ok("), "{answer}");
+        assert!(answer.contains("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("request_too_large"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
 }
 
 async fn policy_denial_is_403_with_reasons() {
