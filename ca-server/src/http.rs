@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ca_core::wire::{CaKeys, ClientConfig, ErrorBody, ErrorDetail};
+use http_body_util::BodyExt as _;
 
 use crate::elevation::{Caller, ElevationOpError};
 use crate::hosts::HostError;
@@ -527,7 +528,6 @@ const OVERSIZED_DRAIN_BYTES: usize = 1024 * 1024;
 const OVERSIZED_DRAIN_TIME: Duration = Duration::from_secs(2);
 
 async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    use http_body_util::BodyExt;
     let unreadable = |e: axum::Error| {
         let mut e = ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -547,11 +547,13 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
         e
     };
     // A Content-Length beyond what would be drained: answer at once.
-    let announced = usize::try_from(axum::body::HttpBody::size_hint(&body).lower());
-    if announced.map_or(true, |n| n > limit.saturating_add(OVERSIZED_DRAIN_BYTES)) {
+    let Ok(announced) = usize::try_from(axum::body::HttpBody::size_hint(&body).lower()) else {
+        return Err(too_large(true));
+    };
+    if announced > limit.saturating_add(OVERSIZED_DRAIN_BYTES) {
         return Err(too_large(true));
     }
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(announced.min(limit));
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(unreadable)?.into_data() else {
             continue; // trailers carry nothing we read
@@ -570,7 +572,6 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
 /// Reads and discards up to [`OVERSIZED_DRAIN_BYTES`] of `body`; true when
 /// the body ended within that.
 async fn drain(mut body: Body) -> bool {
-    use http_body_util::BodyExt;
     let mut seen = 0usize;
     while seen <= OVERSIZED_DRAIN_BYTES {
         match body.frame().await {
