@@ -54,6 +54,8 @@ fn load_tool_in_process() {
     assert_clean(&r, 50, 5);
     assert_eq!(r["target"], "in-process");
     assert_eq!(r["audit"]["verified_by"], "AuditStore::verify");
+    // Closed loop: nothing is paced.
+    assert_eq!(r["pacing_lag_ms"], Value::Null, "{r:#}");
 }
 
 #[test]
@@ -100,6 +102,10 @@ fn load_tool_against_a_served_ca() {
     ]);
     assert_clean(&r, 50, 5);
     assert_eq!(r["mode"], "open");
+    // Paced, not sent at once: request 49 is due 245 ms after the first.
+    assert!(r["seconds"].as_f64().unwrap() >= 0.245, "{r:#}");
+    let lag = |k: &str| r["pacing_lag_ms"][k].as_f64().unwrap();
+    assert!(0.0 <= lag("p50") && lag("p50") <= lag("p99") && lag("p99") <= lag("max"));
     let by = r["audit"]["verified_by"].as_str().unwrap();
     assert!(by.contains("audit --db") && by.ends_with("verify"), "{by}");
 }
