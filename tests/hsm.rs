@@ -4,6 +4,7 @@
 //! goes away the CA answers 503 and signs nothing: there is no key file to
 //! fall back to.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use jitssh_e2e::*;
@@ -73,27 +74,8 @@ fn certificates_signed_in_the_hsm_log_in_and_a_lost_token_means_503() {
     let token = Token::new();
     let issuer = Issuer::start("jitssh-e2e", vec![]);
     let dir = tempfile::tempdir().unwrap();
-    let pin = dir.path().join("hsm.pin");
-    std::fs::write(&pin, "87654321\n").unwrap();
-    std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-
-    let init = ok(Command::new(bin("jitssh-ca"))
-        .args(["init", "--dir"])
-        .arg(dir.path())
-        .args([
-            "--issuer",
-            &issuer.url,
-            "--audience",
-            "jitssh-e2e",
-            "--pkcs11",
-            MODULE,
-            "--token-label",
-            &token.label,
-            "--pin-file",
-        ])
-        .arg(&pin)
-        .output()
-        .unwrap());
+    let pin = pin_file(dir.path());
+    let init = ok(init_pkcs11(dir.path(), &issuer, &token, &pin));
     let init = String::from_utf8_lossy(&init.stdout).into_owned();
     let user_line = init
         .lines()
@@ -172,15 +154,151 @@ fn certificates_signed_in_the_hsm_log_in_and_a_lost_token_means_503() {
     ok(ca.ca_command(&["audit", "verify"]));
 
     // A CA whose token is gone, or whose PIN is wrong, does not start.
-    let out = Command::new(bin("jitssh-ca"))
-        .args(["serve", "--config"])
-        .arg(ca.config())
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .output()
-        .unwrap();
+    let out = serve_once(&ca);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("PKCS#11"),
         "{out:?}"
     );
+}
+
+/// `jitssh-ca serve` on `ca`'s config, run to its end (a start that fails).
+fn serve_once(ca: &CaServer) -> Output {
+    Command::new(bin("jitssh-ca"))
+        .args(["serve", "--config"])
+        .arg(ca.config())
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap()
+}
+
+fn pin_file(dir: &Path) -> PathBuf {
+    let pin = dir.join("hsm.pin");
+    std::fs::write(&pin, "87654321\n").unwrap();
+    std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    pin
+}
+
+/// `jitssh-ca init --pkcs11` into `dir`: both CA keys created in `token`.
+fn init_pkcs11(dir: &Path, issuer: &Issuer, token: &Token, pin: &Path) -> Output {
+    Command::new(bin("jitssh-ca"))
+        .args(["init", "--dir"])
+        .arg(dir)
+        .args([
+            "--issuer",
+            &issuer.url,
+            "--audience",
+            "jitssh-e2e",
+            "--pkcs11",
+            MODULE,
+            "--token-label",
+            &token.label,
+            "--pin-file",
+        ])
+        .arg(pin)
+        .output()
+        .unwrap()
+}
+
+/// A CA serving with its keys in a fresh token.
+fn hsm_ca(issuer: &Issuer, token: &Token) -> CaServer {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = pin_file(dir.path());
+    ok(init_pkcs11(dir.path(), issuer, token, &pin));
+    CaServer::serve_dir(dir)
+}
+
+/// The token as the CA's config names it (for the test's own PKCS#11 calls).
+fn admin(ca: &CaServer) -> ca_server::hsm::TokenAdmin {
+    let config = ca_server::config::Config::load(&ca.config()).unwrap();
+    ca_server::hsm::TokenAdmin::open(config.pkcs11.as_ref().unwrap()).unwrap()
+}
+
+#[test]
+fn hsm_rotation_never_fails_a_login() {
+    require_e2e();
+    let token = Token::new();
+    let issuer = Issuer::start("jitssh-e2e", vec![]);
+    let mut ca = hsm_ca(&issuer, &token);
+    crate::rotation::rotation_never_fails_a_login(&mut ca, &issuer);
+    // Nothing but the token holds keys, and the retired key is gone from it.
+    assert!(!ca.dir.path().join("user_ca").exists());
+    let admin = admin(&ca);
+    assert_eq!(admin.has("jitssh-user-ca").unwrap(), (true, true));
+    assert_eq!(
+        admin.has("jitssh-user-ca.retiring").unwrap(),
+        (false, false)
+    );
+    assert_eq!(admin.has("jitssh-user-ca.next").unwrap(), (false, false));
+}
+
+/// A switch that stopped part-way — after renaming only the signing key's
+/// private half, or after its first rename — leaves no complete signing
+/// key: the CA refuses to start, and running `switch` again finishes it;
+/// the switch record written before the crash stands.
+#[test]
+fn an_interrupted_hsm_switch_is_finished_by_running_it_again() {
+    require_e2e();
+    use ca_server::hsm::KeyHalf;
+    let issuer = Issuer::start("jitssh-e2e", vec![]);
+    let crash_points: [&[KeyHalf]; 2] = [&[KeyHalf::Private], &[KeyHalf::Private, KeyHalf::Public]];
+    for renamed in crash_points {
+        let token = Token::new();
+        let mut ca = hsm_ca(&issuer, &token);
+        let before = crate::rotation::fingerprints(&ca);
+        ok(crate::rotation::rotate(&ca, &["--kind", "user", "next"]));
+        ca.restart();
+        let both = crate::rotation::fingerprints(&ca);
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0], before[0]);
+
+        // What `switch` does, stopped after renaming `renamed`.
+        let admin = admin(&ca);
+        admin
+            .write_data(
+                "jitssh-user-ca.rotation",
+                br#"{"switched_at":5,"retire_after":4000000000}"#,
+            )
+            .unwrap();
+        for half in renamed {
+            admin
+                .relabel_half(*half, "jitssh-user-ca", "jitssh-user-ca.retiring")
+                .unwrap();
+        }
+        assert_ne!(admin.has("jitssh-user-ca").unwrap(), (true, true));
+        drop(admin);
+
+        let refused = serve_once(&ca);
+        assert!(!refused.status.success(), "{renamed:?}: {refused:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("jitssh-user-ca"),
+            "{refused:?}"
+        );
+
+        ok(crate::rotation::rotate(&ca, &["--kind", "user", "switch"]));
+        ca.restart();
+        assert_eq!(
+            crate::rotation::fingerprints(&ca),
+            [both[1].clone(), both[0].clone()],
+            "{renamed:?}: the next key signs, the old one is published as retiring"
+        );
+        let status = ok(Command::new(bin("jitssh-ca"))
+            .args(["ca", "status", "--config"])
+            .arg(ca.config())
+            .output()
+            .unwrap());
+        let status = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert!(status.contains("user retiring"), "{status}");
+        assert!(
+            status.contains("retired after 2096"),
+            "the record written before the crash stands: {status}"
+        );
+        // Its retire_after is far away: refused without --force.
+        let early = crate::rotation::rotate(&ca, &["--kind", "user", "retire"]);
+        assert!(!early.status.success());
+        assert!(
+            String::from_utf8_lossy(&early.stderr).contains("--force"),
+            "{early:?}"
+        );
+    }
 }

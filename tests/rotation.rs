@@ -18,7 +18,7 @@ fn ok(out: Output) -> Output {
     out
 }
 
-fn rotate(ca: &CaServer, args: &[&str]) -> Output {
+pub(crate) fn rotate(ca: &CaServer, args: &[&str]) -> Output {
     Command::new(bin("jitssh-ca"))
         .args(["ca", "rotate", "--config"])
         .arg(ca.config())
@@ -82,7 +82,7 @@ fn cert(
     (key, cert, signer)
 }
 
-fn fingerprints(ca: &CaServer) -> Vec<String> {
+pub(crate) fn fingerprints(ca: &CaServer) -> Vec<String> {
     let keys: serde_json::Value = reqwest::blocking::get(format!("{}/v1/ca", ca.url))
         .unwrap()
         .json()
@@ -106,51 +106,58 @@ fn user_ca_rotation_never_fails_a_login() {
     ensure_user("e2e-rot");
     let issuer = Issuer::start("jitssh-e2e", vec![]);
     let mut ca = CaServer::start(&issuer.url, "jitssh-e2e");
+    rotation_never_fails_a_login(&mut ca, &issuer);
+}
+
+/// next → switch → retire on `ca` (key files or a PKCS#11 token), with a
+/// real sshd that trusts what `jitssh host sync` fetches after each step.
+pub(crate) fn rotation_never_fails_a_login(ca: &mut CaServer, issuer: &Issuer) {
+    ensure_user("e2e-rot");
     let sshd = Sshd::start(&ca.user_ca_pub(), &[]);
-    host_sync(&ca, &sshd);
+    host_sync(ca, &sshd);
     let work = tempfile::tempdir().unwrap();
     let login =
         |key: &Path, cert: &Path| sshd.login_with_files("e2e-rot", key, cert).status.success();
 
-    let old_fp = fingerprints(&ca);
+    let old_fp = fingerprints(ca);
     assert_eq!(old_fp.len(), 1);
-    let (ka, ca_, signer_a) = cert(&ca, &issuer, work.path(), "a");
+    let (ka, ca_, signer_a) = cert(ca, issuer, work.path(), "a");
     assert_eq!(signer_a, old_fp[0]);
     assert!(login(&ka, &ca_), "{}", sshd.log());
 
     // 1. next: published after the restart, hosts trust it, nothing signs with it yet.
     assert!(
-        !rotate(&ca, &["--kind", "user", "switch"]).status.success(),
+        !rotate(ca, &["--kind", "user", "switch"]).status.success(),
         "no next key yet"
     );
-    ok(rotate(&ca, &["--kind", "user", "next"]));
+    ok(rotate(ca, &["--kind", "user", "next"]));
     ca.restart();
-    let both = fingerprints(&ca);
+    let both = fingerprints(ca);
     assert_eq!(both.len(), 2);
     assert_eq!(both[0], old_fp[0], "the old key still signs");
-    host_sync(&ca, &sshd);
+    host_sync(ca, &sshd);
     assert_eq!(trusted(&sshd).len(), 2);
-    let (kb, cb, signer_b) = cert(&ca, &issuer, work.path(), "b");
+    let (kb, cb, signer_b) = cert(ca, issuer, work.path(), "b");
     assert_eq!(signer_b, old_fp[0]);
     assert!(login(&ka, &ca_) && login(&kb, &cb), "{}", sshd.log());
 
     // 2. switch: the new key signs; certificates from the old one still log in.
-    ok(rotate(&ca, &["--kind", "user", "switch"]));
+    ok(rotate(ca, &["--kind", "user", "switch"]));
     ca.restart();
-    let after = fingerprints(&ca);
+    let after = fingerprints(ca);
     assert_eq!(
         after,
         [both[1].clone(), both[0].clone()],
         "new key first, old still published"
     );
-    let (kc, cc, signer_c) = cert(&ca, &issuer, work.path(), "c");
+    let (kc, cc, signer_c) = cert(ca, issuer, work.path(), "c");
     assert_eq!(signer_c, both[1]);
     assert!(
         login(&kc, &cc),
         "new certificate before any sync: {}",
         sshd.log()
     );
-    host_sync(&ca, &sshd);
+    host_sync(ca, &sshd);
     assert!(
         login(&ka, &ca_) && login(&kb, &cb) && login(&kc, &cc),
         "{}",
@@ -160,17 +167,17 @@ fn user_ca_rotation_never_fails_a_login() {
     // 3. retire: refused while old certificates may be valid; forced here
     // (the test cannot wait out the hour), after which only the new key is
     // trusted and only certificates it signed log in.
-    let early = rotate(&ca, &["--kind", "user", "retire"]);
+    let early = rotate(ca, &["--kind", "user", "retire"]);
     assert!(!early.status.success());
     assert!(
         String::from_utf8_lossy(&early.stderr).contains("--force"),
         "{:?}",
         early
     );
-    ok(rotate(&ca, &["--kind", "user", "retire", "--force"]));
+    ok(rotate(ca, &["--kind", "user", "retire", "--force"]));
     ca.restart();
-    assert_eq!(fingerprints(&ca), [both[1].clone()]);
-    host_sync(&ca, &sshd);
+    assert_eq!(fingerprints(ca), [both[1].clone()]);
+    host_sync(ca, &sshd);
     assert_eq!(trusted(&sshd).len(), 1);
     assert!(login(&kc, &cc), "{}", sshd.log());
     assert!(

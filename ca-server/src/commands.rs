@@ -293,19 +293,28 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
         CaCommand::Status { config } => {
             let config = Config::load(&config)?;
             if let Some(p) = &config.pkcs11 {
-                let (user, host, _) = crate::serve::load_ca_keys(&config)?;
-                println!(
-                    "user signing {} (PKCS#11 token {:?}, key {:?})",
-                    user.fingerprint(),
-                    p.token_label,
-                    p.user_key_label
-                );
-                println!(
-                    "host signing {} (PKCS#11 token {:?}, key {:?})",
-                    host.fingerprint(),
-                    p.token_label,
-                    p.host_key_label
-                );
+                let admin = crate::hsm::TokenAdmin::open_read_only(p)?;
+                for (kind, label) in [("user", &p.user_key_label), ("host", &p.host_key_label)] {
+                    for k in rotation::token::published(&admin, label)? {
+                        println!(
+                            "{kind} {:<8} {} (PKCS#11 token {:?}, key {:?})",
+                            k.state,
+                            k.key.fingerprint(Default::default()),
+                            p.token_label,
+                            match k.state {
+                                "signing" => label.clone(),
+                                state => format!("{label}.{state}"),
+                            }
+                        );
+                    }
+                    if let Some(r) = rotation::token::last_switch(&admin, label)? {
+                        println!(
+                            "{kind} last switch {}; the retiring key may be retired after {}",
+                            crate::audit::format_time(r.switched_at),
+                            crate::audit::format_time(r.retire_after)
+                        );
+                    }
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             for (kind, path) in [("user", &config.user_ca_key), ("host", &config.host_ca_key)] {
@@ -333,20 +342,33 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
             force,
         } => {
             let config = Config::load(&config_path)?;
-            if config.pkcs11.is_some() {
-                bail!(
-                    "`ca rotate` rotates key files; this CA keeps its keys in a PKCS#11 token, whose rotation is not supported yet"
-                );
-            }
-            let (name, path, lifetime) = match kind {
-                KeyKind::User => ("user", &config.user_ca_key, config.limits.max_ttl.as_secs()),
-                KeyKind::Host => ("host", &config.host_ca_key, config.host_max_ttl.as_secs()),
+            let (name, path, label, lifetime) = match kind {
+                KeyKind::User => (
+                    "user",
+                    &config.user_ca_key,
+                    config.pkcs11.as_ref().map(|p| p.user_key_label.as_str()),
+                    config.limits.max_ttl.as_secs(),
+                ),
+                KeyKind::Host => (
+                    "host",
+                    &config.host_ca_key,
+                    config.pkcs11.as_ref().map(|p| p.host_key_label.as_str()),
+                    config.host_max_ttl.as_secs(),
+                ),
+            };
+            // Keys in a PKCS#11 token rotate by label (rotation::token).
+            let token = match (&config.pkcs11, label) {
+                (Some(p), Some(label)) => Some((crate::hsm::TokenAdmin::open(p)?, label)),
+                _ => None,
             };
             let lifetime = lifetime + ca_core::cert::BACKDATE_SECS;
             let now = crate::issue::now_unix();
             let (what, detail) = match step {
                 RotateStep::Next => {
-                    let k = rotation::add_next(path, &format!("jitssh {name} CA"))?;
+                    let k = match &token {
+                        Some((admin, label)) => rotation::token::add_next(admin, label)?,
+                        None => rotation::add_next(path, &format!("jitssh {name} CA"))?,
+                    };
                     let fp = k.fingerprint(Default::default()).to_string();
                     println!("created the next {name} CA key {fp}");
                     println!(
@@ -355,7 +377,12 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
                     ("next", serde_json::json!({"fingerprint": fp}))
                 }
                 RotateStep::Switch => {
-                    let r = rotation::switch(path, now, lifetime)?;
+                    let r = match &token {
+                        Some((admin, label)) => {
+                            rotation::token::switch(admin, label, now, lifetime)?
+                        }
+                        None => rotation::switch(path, now, lifetime)?,
+                    };
                     println!(
                         "the next {name} CA key signs from the next start of jitssh-ca; restart it now. The previous key stays published until {} (then: jitssh-ca ca rotate --kind {name} retire)",
                         crate::audit::format_time(r.retire_after)
@@ -366,13 +393,17 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
                     )
                 }
                 RotateStep::Retire => {
-                    rotation::retire(path, now, force)?;
+                    match &token {
+                        Some((admin, label)) => rotation::token::retire(admin, label, now, force)?,
+                        None => rotation::retire(path, now, force)?,
+                    }
                     println!(
                         "retired the previous {name} CA key; restart jitssh-ca to stop publishing it"
                     );
                     ("retire", serde_json::json!({"forced": force}))
                 }
             };
+            drop(token);
             let audit = AuditStore::open(config.database.open()?)?;
             let mut details = detail;
             details["kind"] = serde_json::json!(name);

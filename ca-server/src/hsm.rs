@@ -342,37 +342,182 @@ impl Pkcs11Signer {
 /// Create an Ed25519 key pair labelled `label` inside the token: private
 /// part sensitive and not extractable. Refuses an existing label.
 pub fn generate(config: &Pkcs11Config, label: &str) -> Result<KeyData, HsmError> {
-    let ctx = open_module(&config.module)?;
-    let session = login(&ctx, config, true)?;
-    if find_key(&session, ObjectClass::PRIVATE_KEY, label)?.is_some()
-        || find_key(&session, ObjectClass::PUBLIC_KEY, label)?.is_some()
-    {
-        return Err(HsmError::KeyExists(label.to_owned()));
+    TokenAdmin::open(config)?.generate(label)
+}
+
+/// The private or the public object of a key pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyHalf {
+    Private,
+    Public,
+}
+
+impl KeyHalf {
+    fn class(self) -> ObjectClass {
+        match self {
+            KeyHalf::Private => ObjectClass::PRIVATE_KEY,
+            KeyHalf::Public => ObjectClass::PUBLIC_KEY,
+        }
     }
-    let id = label.as_bytes().to_vec();
-    let public_template = vec![
-        Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::EcParams(ED25519_PARAMS.to_vec()),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id.clone()),
-    ];
-    let private_template = vec![
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id),
-    ];
-    session
-        .generate_key_pair(
-            &Mechanism::EccEdwardsKeyPairGen,
-            &public_template,
-            &private_template,
-        )
-        .map_err(call("generating the key pair"))?;
-    public_key(&session, label)
+}
+
+/// A read-write, logged-in session for managing the CA keys (`init`,
+/// `ca rotate`): create, find, rename and destroy key pairs, and keep small
+/// records as data objects in the token.
+pub struct TokenAdmin {
+    // Dropped before the module context that owns it.
+    session: Session,
+    _ctx: Pkcs11,
+}
+
+impl TokenAdmin {
+    /// A read-write session: may create, rename and destroy.
+    pub fn open(config: &Pkcs11Config) -> Result<Self, HsmError> {
+        Self::login(config, true)
+    }
+
+    /// A read-only session: finding keys and reading records only.
+    pub fn open_read_only(config: &Pkcs11Config) -> Result<Self, HsmError> {
+        Self::login(config, false)
+    }
+
+    fn login(config: &Pkcs11Config, rw: bool) -> Result<Self, HsmError> {
+        let ctx = open_module(&config.module)?;
+        let session = login(&ctx, config, rw)?;
+        Ok(TokenAdmin { session, _ctx: ctx })
+    }
+
+    /// Whether the private and the public key labelled `label` exist.
+    pub fn has(&self, label: &str) -> Result<(bool, bool), HsmError> {
+        Ok((
+            find_key(&self.session, ObjectClass::PRIVATE_KEY, label)?.is_some(),
+            find_key(&self.session, ObjectClass::PUBLIC_KEY, label)?.is_some(),
+        ))
+    }
+
+    /// The public key labelled `label`, if there is one.
+    pub fn public_key(&self, label: &str) -> Result<Option<KeyData>, HsmError> {
+        match public_key(&self.session, label) {
+            Ok(k) => Ok(Some(k)),
+            Err(HsmError::NoKey(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// See [`generate`].
+    pub fn generate(&self, label: &str) -> Result<KeyData, HsmError> {
+        if self.has(label)? != (false, false) {
+            return Err(HsmError::KeyExists(label.to_owned()));
+        }
+        let id = label.as_bytes().to_vec();
+        let public_template = vec![
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::EcParams(ED25519_PARAMS.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.clone()),
+        ];
+        let private_template = vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id),
+        ];
+        self.session
+            .generate_key_pair(
+                &Mechanism::EccEdwardsKeyPairGen,
+                &public_template,
+                &private_template,
+            )
+            .map_err(call("generating the key pair"))?;
+        public_key(&self.session, label)
+    }
+
+    /// Give the private and the public key labelled `from` the label `to`,
+    /// each half on its own: a half already renamed (an earlier, interrupted
+    /// call) is left alone, so the call can be repeated. Refused when a half
+    /// exists under both labels.
+    pub fn relabel(&self, from: &str, to: &str) -> Result<(), HsmError> {
+        self.relabel_half(KeyHalf::Private, from, to)?;
+        self.relabel_half(KeyHalf::Public, from, to)
+    }
+
+    /// One half of [`Self::relabel`].
+    pub fn relabel_half(&self, half: KeyHalf, from: &str, to: &str) -> Result<(), HsmError> {
+        let class = half.class();
+        let Some(handle) = find_key(&self.session, class, from)? else {
+            return Ok(());
+        };
+        if find_key(&self.session, class, to)?.is_some() {
+            return Err(HsmError::KeyExists(to.to_owned()));
+        }
+        self.session
+            .update_attributes(handle, &[Attribute::Label(to.as_bytes().to_vec())])
+            .map_err(call("renaming a key"))
+    }
+
+    /// Destroy both halves of the key labelled `label` (those that exist).
+    pub fn destroy(&self, label: &str) -> Result<(), HsmError> {
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            if let Some(handle) = find_key(&self.session, class, label)? {
+                self.session
+                    .destroy_object(handle)
+                    .map_err(call("destroying a key"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn data_objects(&self, label: &str) -> Result<Vec<ObjectHandle>, HsmError> {
+        self.session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(call("finding data objects"))
+    }
+
+    /// The values of the data objects labelled `label`: normally none or
+    /// one; two if [`Self::write_data`] was interrupted between writing the
+    /// new one and destroying the old.
+    pub fn read_data(&self, label: &str) -> Result<Vec<Vec<u8>>, HsmError> {
+        let mut out = Vec::new();
+        for handle in self.data_objects(label)? {
+            let attrs = self
+                .session
+                .get_attributes(handle, &[AttributeType::Value])
+                .map_err(call("reading a data object"))?;
+            out.extend(attrs.into_iter().find_map(|a| match a {
+                Attribute::Value(v) => Some(v),
+                _ => None,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Store `value` as the data object labelled `label` (public, on the
+    /// token), replacing any earlier one.
+    pub fn write_data(&self, label: &str, value: &[u8]) -> Result<(), HsmError> {
+        let old = self.data_objects(label)?;
+        self.session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Application(b"jitssh-ca".to_vec()),
+                Attribute::Value(value.to_vec()),
+            ])
+            .map_err(call("writing a data object"))?;
+        for handle in old {
+            self.session
+                .destroy_object(handle)
+                .map_err(call("replacing a data object"))?;
+        }
+        Ok(())
+    }
 }

@@ -12,6 +12,10 @@
 //! | `K.retiring`, `K.retiring.pub` | the previous key: published until `retire_after` |
 //! | `K.rotation.json` | `{"switched_at", "retire_after"}` of the last switch |
 //!
+//! With `[ca.pkcs11]` the same three keys live in the token under labels
+//! (`L`, `L.next`, `L.retiring` for the configured label `L`) and the switch
+//! record is a data object `L.rotation` there ([`token`]).
+//!
 //! The server reads them at start (`jitssh-ca serve` after each step;
 //! `systemctl restart` drains requests first). Every step is idempotent or
 //! refuses with what to do, and a switch interrupted by a crash resumes.
@@ -36,18 +40,26 @@ pub struct PublishedKey {
 pub enum RotationError {
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Hsm(#[from] crate::hsm::HsmError),
     #[error("a next key already exists ({0}); switch to it with `jitssh-ca ca rotate ... switch`")]
-    NextExists(PathBuf),
+    NextExists(String),
     #[error(
         "no next key ({0}); add one first with `jitssh-ca ca rotate ... next`, restart the CA and let hosts sync"
     )]
-    NoNext(PathBuf),
+    NoNext(String),
     #[error(
         "the previous key is still published ({0}); retire it first with `jitssh-ca ca rotate ... retire`"
     )]
-    RetiringExists(PathBuf),
+    RetiringExists(String),
     #[error("no retiring key ({0}); nothing to retire")]
-    NoRetiring(PathBuf),
+    NoRetiring(String),
+    #[error(
+        "no switch record ({0}): cannot tell when the retiring key's certificates expire; retire with --force once they have"
+    )]
+    NoRecord(String),
+    #[error("the switch record {what} is unreadable: {message}")]
+    BadRecord { what: String, message: String },
     #[error(
         "certificates signed by the retiring key may be valid until {retire_after} (unix); retiring it now would lock their holders out. Wait, or pass --force"
     )]
@@ -138,11 +150,13 @@ pub fn last_switch(key: &Path) -> Result<Option<SwitchRecord>, RotationError> {
 pub fn add_next(key: &Path, comment: &str) -> Result<PublicKey, RotationError> {
     let next = sibling(key, ".next");
     if next.exists() {
-        return Err(RotationError::NextExists(next));
+        return Err(RotationError::NextExists(next.display().to_string()));
     }
     let retiring = sibling(key, ".retiring.pub");
     if retiring.exists() {
-        return Err(RotationError::RetiringExists(retiring));
+        return Err(RotationError::RetiringExists(
+            retiring.display().to_string(),
+        ));
     }
     let signer = generate_at(&next, &sibling(key, ".next.pub"), comment)?;
     Ok(PublicKey::new(signer.public_key().clone(), comment))
@@ -160,10 +174,12 @@ pub fn switch(key: &Path, now: u64, lifetime: u64) -> Result<SwitchRecord, Rotat
     let resuming = !key.exists() && retiring.exists() && next.exists();
     if !resuming {
         if !next.exists() || !next_pub.exists() {
-            return Err(RotationError::NoNext(next));
+            return Err(RotationError::NoNext(next.display().to_string()));
         }
         if retiring_pub.exists() {
-            return Err(RotationError::RetiringExists(retiring_pub));
+            return Err(RotationError::RetiringExists(
+                retiring_pub.display().to_string(),
+            ));
         }
         // Both keys must load before anything moves.
         load(&next)?;
@@ -193,7 +209,9 @@ pub fn switch(key: &Path, now: u64, lifetime: u64) -> Result<SwitchRecord, Rotat
 pub fn retire(key: &Path, now: u64, force: bool) -> Result<(), RotationError> {
     let retiring_pub = sibling(key, ".retiring.pub");
     if !retiring_pub.exists() {
-        return Err(RotationError::NoRetiring(retiring_pub));
+        return Err(RotationError::NoRetiring(
+            retiring_pub.display().to_string(),
+        ));
     }
     if let Some(record) = last_switch(key)?
         && now < record.retire_after
@@ -231,6 +249,161 @@ fn sync_dir(key: &Path) -> Result<(), RotationError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))
+}
+
+/// The same rotation for keys in a PKCS#11 token. For the configured label
+/// `L`: `L` signs, `L.next` is published before it signs, `L.retiring` is
+/// published until its certificates have expired; the switch record is the
+/// data object `L.rotation`. A switch writes the record, renames `L` to
+/// `L.retiring` and then `L.next` to `L`, one key half at a time; run again
+/// after a crash it finishes what is left. Meanwhile `L` is incomplete and
+/// the server refuses to start, as with files.
+pub mod token {
+    use ssh_key::PublicKey;
+
+    use super::{PublishedKey, RotationError, SwitchRecord};
+    use crate::hsm::{HsmError, TokenAdmin};
+
+    fn next(label: &str) -> String {
+        format!("{label}.next")
+    }
+    fn retiring(label: &str) -> String {
+        format!("{label}.retiring")
+    }
+    fn record(label: &str) -> String {
+        format!("{label}.rotation")
+    }
+    fn describe(label: &str) -> String {
+        format!("key {label:?} in the PKCS#11 token")
+    }
+
+    const NONE: (bool, bool) = (false, false);
+    const BOTH: (bool, bool) = (true, true);
+
+    /// Every key to publish for `label`: the signing key first, then the
+    /// next and the retiring one when present.
+    pub fn published(admin: &TokenAdmin, label: &str) -> Result<Vec<PublishedKey>, RotationError> {
+        let signing = admin
+            .public_key(label)?
+            .ok_or_else(|| HsmError::NoKey(label.to_owned()))?;
+        let mut out = vec![PublishedKey {
+            key: PublicKey::new(signing, ""),
+            state: "signing",
+        }];
+        for (l, state) in [(next(label), "next"), (retiring(label), "retiring")] {
+            if let Some(k) = admin.public_key(&l)? {
+                out.push(PublishedKey {
+                    key: PublicKey::new(k, ""),
+                    state,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last switch (the latest, should an interrupted write have left two).
+    pub fn last_switch(
+        admin: &TokenAdmin,
+        label: &str,
+    ) -> Result<Option<SwitchRecord>, RotationError> {
+        let mut last: Option<SwitchRecord> = None;
+        for value in admin.read_data(&record(label))? {
+            let r: SwitchRecord =
+                serde_json::from_slice(&value).map_err(|e| RotationError::BadRecord {
+                    what: format!("{:?} in the PKCS#11 token", record(label)),
+                    message: e.to_string(),
+                })?;
+            if last.is_none_or(|l| r.retire_after > l.retire_after) {
+                last = Some(r);
+            }
+        }
+        Ok(last)
+    }
+
+    /// No previous key still published, and a complete signing key: where
+    /// `next` and a fresh `switch` start.
+    fn idle(admin: &TokenAdmin, label: &str, rt: &str) -> Result<(), RotationError> {
+        if admin.has(rt)? != NONE {
+            return Err(RotationError::RetiringExists(describe(rt)));
+        }
+        if admin.has(label)? != BOTH {
+            return Err(HsmError::NoKey(label.to_owned()).into());
+        }
+        Ok(())
+    }
+
+    /// Step 1: create the next key in the token.
+    pub fn add_next(admin: &TokenAdmin, label: &str) -> Result<PublicKey, RotationError> {
+        let (nx, rt) = (next(label), retiring(label));
+        if admin.has(&nx)? != NONE {
+            return Err(RotationError::NextExists(describe(&nx)));
+        }
+        idle(admin, label, &rt)?;
+        Ok(PublicKey::new(admin.generate(&nx)?, ""))
+    }
+
+    /// Step 2: `L.next` signs from now on; the previous key stays published
+    /// as `L.retiring` until `now + lifetime`. Resumes an interrupted switch.
+    pub fn switch(
+        admin: &TokenAdmin,
+        label: &str,
+        now: u64,
+        lifetime: u64,
+    ) -> Result<SwitchRecord, RotationError> {
+        let (nx, rt) = (next(label), retiring(label));
+        let resuming = admin.has(&rt)? != NONE && admin.has(&nx)? != NONE;
+        if !resuming {
+            if admin.has(&nx)? != BOTH {
+                return Err(RotationError::NoNext(describe(&nx)));
+            }
+            idle(admin, label, &rt)?;
+            let r = SwitchRecord {
+                switched_at: now,
+                retire_after: now.saturating_add(lifetime),
+            };
+            admin.write_data(&record(label), &serde_json::to_vec(&r).unwrap_or_default())?;
+        }
+        // Renaming `L` away is complete once both halves are `L.retiring`;
+        // only then does `L.next` take the label.
+        if admin.has(&rt)? != BOTH {
+            admin.relabel(label, &rt)?;
+        }
+        admin.relabel(&nx, label)?;
+        if admin.has(label)? != BOTH || admin.has(&rt)? != BOTH {
+            return Err(HsmError::Call(format!(
+                "after the switch {label:?} and {rt:?} should each be a complete key pair; check the token's objects"
+            ))
+            .into());
+        }
+        last_switch(admin, label)?.ok_or_else(|| RotationError::NoRecord(describe(&record(label))))
+    }
+
+    /// Step 3: destroy `L.retiring`. Refused before its certificates can
+    /// have expired (or with no switch record), unless `force`.
+    pub fn retire(
+        admin: &TokenAdmin,
+        label: &str,
+        now: u64,
+        force: bool,
+    ) -> Result<(), RotationError> {
+        let rt = retiring(label);
+        if admin.has(&rt)? == NONE {
+            return Err(RotationError::NoRetiring(describe(&rt)));
+        }
+        if !force {
+            match last_switch(admin, label)? {
+                None => return Err(RotationError::NoRecord(describe(&record(label)))),
+                Some(r) if now < r.retire_after => {
+                    return Err(RotationError::TooEarly {
+                        retire_after: r.retire_after,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        admin.destroy(&rt)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

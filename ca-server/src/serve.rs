@@ -96,9 +96,20 @@ pub fn load_ca_keys(
                 format!("host CA key {:?} in the PKCS#11 token", p.host_key_label)
             })?,
         ));
+        // The signing keys first, then the next and retiring ones of a
+        // rotation in progress (crate::rotation::token).
+        let admin = crate::hsm::TokenAdmin::open_read_only(p)?;
+        let keys = |label: &str, signing: &ssh_key::public::KeyData| -> anyhow::Result<Vec<_>> {
+            let all = crate::rotation::token::published(&admin, label)?;
+            anyhow::ensure!(
+                all.first().is_some_and(|k| k.key.key_data() == signing),
+                "the PKCS#11 key {label:?} changed while starting; start again"
+            );
+            Ok(all.into_iter().map(|k| k.key.key_data().clone()).collect())
+        };
         let published = crate::issue::PublishedKeys {
-            user: vec![user.public_key().clone()],
-            host: vec![host.public_key().clone()],
+            user: keys(&p.user_key_label, user.public_key())?,
+            host: keys(&p.host_key_label, host.public_key())?,
         };
         return Ok((user, host, published));
     }
