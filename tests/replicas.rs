@@ -376,3 +376,87 @@ fn killing_a_replica_mid_load_loses_nothing() {
     // The survivors still serve.
     assert_eq!(cert_request(&urls[0], &issuer.token(&rita)).unwrap().0, 200);
 }
+
+/// A CA that ran on its SQLite file moves to replicas: stop it, `jitssh-ca
+/// db migrate` into an empty PostgreSQL database, start replicas on it. The
+/// chain verifies and keeps growing, a token spent before the move is
+/// refused after it, new serials are above the old ones, and the migration
+/// refuses to run a second time into the same database.
+#[test]
+fn an_sqlite_ca_migrates_to_replicas() {
+    require_e2e();
+    let users = vec![user("mia", &["dev"])];
+    let issuer = Issuer::start(AUD, users.clone());
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new(bin("jitssh-ca"))
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args(["--issuer", &issuer.url, "--audience", AUD]),
+    );
+    let sqlite_config = dir.path().join("config.toml");
+    let spent = issuer.token(&users[0]);
+    let mut old_serials = Vec::new();
+    {
+        let single = Replica::start(&sqlite_config);
+        for token in [
+            spent.clone(),
+            issuer.token(&users[0]),
+            issuer.token(&users[0]),
+        ] {
+            let (status, body) = cert_request(&single.url, &token).unwrap();
+            assert_eq!(status, 200, "{body}");
+            old_serials.push(body["serial"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+    } // stopped
+
+    let url = pg::cluster().fresh_database();
+    let pg_config = dir.path().join("config-pg.toml");
+    let text = std::fs::read_to_string(&sqlite_config).unwrap();
+    let edited = text.replace("path = \"audit.db\"", &format!("url = \"{url}\""));
+    assert_ne!(text, edited);
+    std::fs::write(&pg_config, edited).unwrap();
+    let migrate = || {
+        Command::new(bin("jitssh-ca"))
+            .args(["db", "migrate", "--config"])
+            .arg(&pg_config)
+            .arg("--from")
+            .arg(dir.path().join("audit.db"))
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("audit chain verified there"), "{stdout}");
+
+    let replicas: Vec<Replica> = (0..2).map(|_| Replica::start(&pg_config)).collect();
+    let (status, body) = cert_request(&replicas[1].url, &spent).unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "token_replayed", "{body}");
+    let (status, body) = cert_request(&replicas[0].url, &issuer.token(&users[0])).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let new_serial: u64 = body["serial"].as_str().unwrap().parse().unwrap();
+    assert!(
+        old_serials.iter().all(|s| *s < new_serial),
+        "{new_serial} above {old_serials:?}"
+    );
+    let verified = run_ok(
+        Command::new(bin("jitssh-ca"))
+            .args(["audit", "--config"])
+            .arg(&pg_config)
+            .arg("verify"),
+    );
+    assert!(verified.status.success());
+
+    let again = migrate();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds data"),
+        "{again:?}"
+    );
+}

@@ -45,6 +45,22 @@ pub enum Command {
     /// CA keys: the published keys and their rotation.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The CA's database.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy a single-process CA's SQLite database (audit chain, spent tokens, elevations, join tokens, revocations, serial blocks) into the empty PostgreSQL database the config names. Stop the CA first.
+    Migrate {
+        /// Config file of the CA; its [database] is the PostgreSQL target.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The SQLite database the CA used until now.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 /// Which CA key.

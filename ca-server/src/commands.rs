@@ -33,6 +33,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Revoke(a) => revoke(a).await.map(|_| ExitCode::SUCCESS),
         Command::Elevation(e) => elevation(e).await,
         Command::Ca(c) => ca_keys(c).await,
+        Command::Db(c) => database(c),
         Command::Host(HostCommand::Token(HostTokenCommand::Create(a))) => {
             host_token_create(a).await.map(|_| ExitCode::SUCCESS)
         }
@@ -420,6 +421,29 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
                     None,
                 )
                 .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn database(command: crate::cli::DbCommand) -> anyhow::Result<ExitCode> {
+    use crate::cli::DbCommand;
+    match command {
+        DbCommand::Migrate { config, from } => {
+            let config = Config::load(&config)?;
+            let target = config.database.open()?;
+            let source = crate::db::Db::from(&from);
+            let report = crate::migrate::migrate(&source, &target)?;
+            for (table, rows) in &report.tables {
+                println!("{table:<18} {rows} rows");
+            }
+            println!(
+                "copied into {}; audit chain verified there over {} rows (last hash {}). Start the replicas on it; keep {} as the record of the move",
+                target.describe(),
+                report.chain_rows,
+                report.last_hash,
+                from.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -17,6 +17,7 @@ pub mod issue;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod oidc;
 pub mod policy;
 pub mod revocation;

@@ -10,8 +10,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use ca_core::audit::AuditEvent;
-use ca_server::audit::{AuditError, AuditStore, Filter, SERIAL_BLOCK_BITS, UsedToken};
+use ca_server::audit::{AuditError, AuditStore, Filter, SERIAL_BLOCK_BITS};
 use ca_server::db::{Backend, Db, Target, TlsMode, with_tls_params};
 use ca_server::hosts::JoinTokenStore;
 use ca_server::revocation::{RevocationStore, Target as Revoke};
@@ -26,27 +25,7 @@ fn databases() -> Vec<(Db, Option<tempfile::TempDir>)> {
     vec![(sqlite, Some(dir)), (pg, None)]
 }
 
-fn event(n: u64, who: &str) -> AuditEvent {
-    AuditEvent {
-        time: 1_700_000_000 + n,
-        action: "user_cert".into(),
-        outcome: "issued".into(),
-        issuer: Some("https://idp.example".into()),
-        subject: Some(who.into()),
-        requested_principals: Some(vec![format!("p{n}")]),
-        granted_principals: vec![format!("p{n}"), "shared".into()],
-        serial: Some(n.to_string()),
-        ttl_seconds: Some(600),
-        ..AuditEvent::default()
-    }
-}
-
-fn token(name: &str) -> UsedToken {
-    UsedToken {
-        token_hash: name.into(),
-        expires_at: common::now() + 600,
-    }
-}
+use common::{event, token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_writers_on_one_database_keep_one_chain() {

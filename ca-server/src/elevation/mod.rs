@@ -11,6 +11,11 @@
 //! the requester's grant is active ([`GrantIndex`], read by `issue`).
 
 mod store;
+
+/// Create the elevation tables if missing (as `Elevations::open` does).
+pub fn create_tables(db: &Db) -> Result<(), crate::db::DbError> {
+    store::create_tables(db)
+}
 pub mod webhook;
 
 use std::collections::HashMap;

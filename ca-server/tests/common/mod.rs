@@ -147,3 +147,28 @@ impl Harness {
         )
     }
 }
+
+/// An `issued` audit event numbered `n` for `who` (serial `n`), for the
+/// storage suites.
+pub fn event(n: u64, who: &str) -> ca_core::audit::AuditEvent {
+    ca_core::audit::AuditEvent {
+        time: 1_700_000_000 + n,
+        action: "user_cert".into(),
+        outcome: "issued".into(),
+        issuer: Some("https://idp.example".into()),
+        subject: Some(who.into()),
+        requested_principals: Some(vec![format!("p{n}")]),
+        granted_principals: vec![format!("p{n}"), "shared".into()],
+        serial: Some(n.to_string()),
+        ttl_seconds: Some(600),
+        ..ca_core::audit::AuditEvent::default()
+    }
+}
+
+/// A spent token `name` that expires in 10 minutes.
+pub fn token(name: &str) -> ca_server::audit::UsedToken {
+    ca_server::audit::UsedToken {
+        token_hash: name.into(),
+        expires_at: now() + 600,
+    }
+}
