@@ -63,6 +63,10 @@ pub enum MigrateError {
         copied: u64,
         expected: u64,
     },
+    #[error(
+        "the source has a table this version does not know ({0}); migrate with the jitssh-ca version that wrote it"
+    )]
+    UnknownTable(String),
     #[error("creating the tables: {0}")]
     Schema(String),
     #[error(transparent)]
@@ -173,6 +177,17 @@ fn copy_all(
     dst: &mut dyn Conn,
     shown: &str,
 ) -> Result<Vec<(&'static str, u64)>, MigrateError> {
+    // Everything is copied or nothing: a table this list does not name
+    // (written by a newer version) would otherwise be left behind.
+    for row in src.query(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        &[],
+    )? {
+        let name = row.text(0)?;
+        if !TABLES.iter().any(|(t, _)| *t == name) {
+            return Err(MigrateError::UnknownTable(name));
+        }
+    }
     for (table, _) in TABLES {
         let rows = count(dst, table)?;
         if rows > 0 {

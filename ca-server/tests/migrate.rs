@@ -195,6 +195,18 @@ async fn refusals_leave_the_target_empty() {
     );
     assert_eq!(rows(&busy, "audit"), 0);
 
+    // A table this version does not know is not left behind silently.
+    let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    conn.execute_batch("CREATE TABLE future_feature (x INTEGER)")
+        .unwrap();
+    let e = migrate(&source, &target).unwrap_err();
+    assert!(
+        matches!(&e, MigrateError::UnknownTable(t) if t == "future_feature"),
+        "{e}"
+    );
+    conn.execute_batch("DROP TABLE future_feature").unwrap();
+    drop(conn);
+
     // A source whose chain was edited is not migrated.
     AuditStore::open(&target).unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
