@@ -361,9 +361,9 @@ impl KeyHalf {
     }
 }
 
-/// A read-write, logged-in session for managing the CA keys (`init`,
-/// `ca rotate`): create, find, rename and destroy key pairs, and keep small
-/// records as data objects in the token.
+/// A logged-in session for managing the CA keys (`init`, `ca rotate`,
+/// `ca status`, the published key list at start): find, create, rename and
+/// destroy key pairs, and keep small records as data objects in the token.
 pub struct TokenAdmin {
     // Dropped before the module context that owns it.
     session: Session,

@@ -110,9 +110,23 @@ fn count(c: &mut dyn Conn, table: &str) -> Result<u64, DbError> {
         .u64(0)
 }
 
+/// Rows per INSERT statement: PostgreSQL takes at most 65,535 parameters,
+/// and the widest table has 19 columns.
+pub const ROWS_PER_INSERT: usize = 500;
+
 /// Copy `source` (an SQLite file) into `target` (an empty PostgreSQL
 /// database).
 pub fn migrate(source: &Db, target: &Db) -> Result<MigrateReport, MigrateError> {
+    migrate_with(source, target, ROWS_PER_INSERT)
+}
+
+/// [`migrate`] with another batch size (tests use small ones, so that full
+/// and partial batches both occur).
+pub fn migrate_with(
+    source: &Db,
+    target: &Db,
+    rows_per_insert: usize,
+) -> Result<MigrateReport, MigrateError> {
     let Some(path) = source.sqlite_path() else {
         return Err(MigrateError::SourceNotSqlite(source.describe()));
     };
@@ -131,11 +145,12 @@ pub fn migrate(source: &Db, target: &Db) -> Result<MigrateReport, MigrateError> 
     create_tables(target)?;
 
     // The PostgreSQL client must not run on an async runtime's thread.
-    let tables = crate::db::off_runtime(|| copy(source, target)).unwrap_or_else(|| {
-        Err(MigrateError::Db(DbError::unavailable(
-            "internal error: the migration thread panicked",
-        )))
-    })?;
+    let tables = crate::db::off_runtime(|| copy(source, target, rows_per_insert.max(1)))
+        .unwrap_or_else(|| {
+            Err(MigrateError::Db(DbError::unavailable(
+                "internal error: the migration thread panicked",
+            )))
+        })?;
 
     let check = AuditStore::open_read_only(target.clone())?.verify()?;
     if let Some(why) = chain_problem(&check) {
@@ -150,15 +165,23 @@ pub fn migrate(source: &Db, target: &Db) -> Result<MigrateReport, MigrateError> 
 
 /// The source in one snapshot, the target in one transaction (rolled back
 /// on any error: a failed migration leaves the target empty).
-fn copy(source: &Db, target: &Db) -> Result<Vec<(&'static str, u64)>, MigrateError> {
+fn copy(
+    source: &Db,
+    target: &Db,
+    rows_per_insert: usize,
+) -> Result<Vec<(&'static str, u64)>, MigrateError> {
     let mut src = source.connect()?;
     let mut dst = target.connect()?;
     src.begin(TxMode::Snapshot)?;
     dst.begin(TxMode::Write)?;
-    let result = dst
-        .lock_chain()
-        .map_err(MigrateError::from)
-        .and_then(|()| copy_all(src.as_mut(), dst.as_mut(), &target.describe()));
+    let result = dst.lock_chain().map_err(MigrateError::from).and_then(|()| {
+        copy_all(
+            src.as_mut(),
+            dst.as_mut(),
+            &target.describe(),
+            rows_per_insert,
+        )
+    });
     let _ = src.rollback();
     match result {
         Ok(tables) => {
@@ -176,6 +199,7 @@ fn copy_all(
     src: &mut dyn Conn,
     dst: &mut dyn Conn,
     shown: &str,
+    rows_per_insert: usize,
 ) -> Result<Vec<(&'static str, u64)>, MigrateError> {
     // Everything is copied or nothing: a table this list does not name
     // (written by a newer version) would otherwise be left behind.
@@ -209,10 +233,6 @@ fn copy_all(
             .map(|r| r.text(0))
             .collect::<Result<_, _>>()?;
         let list = columns.join(", ");
-        let placeholders = (1..=columns.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         // `revocations.id` is an identity column on PostgreSQL: keep the
         // ids, then move the sequence past them.
         let overriding = if *table == "revocations" {
@@ -220,26 +240,50 @@ fn copy_all(
         } else {
             ""
         };
-        let insert = format!("INSERT INTO {table} ({list}){overriding} VALUES ({placeholders})");
+        let insert = |rows: usize| {
+            format!(
+                "INSERT INTO {table} ({list}){overriding} VALUES {}",
+                crate::db::placeholders(rows, columns.len())
+            )
+        };
+        // Many rows per statement: one round trip per batch, not per row.
+        let full = insert(rows_per_insert);
+        let mut pending: Vec<Value> = Vec::with_capacity(rows_per_insert * columns.len());
+        let flush = |dst: &mut dyn Conn, pending: &mut Vec<Value>| -> Result<u64, DbError> {
+            let rows = pending.len() / columns.len().max(1);
+            if rows == 0 {
+                return Ok(0);
+            }
+            let params: Vec<Param<'_>> = pending
+                .iter()
+                .map(|v| match v {
+                    Value::Null => Param::Null,
+                    Value::Int(i) => Param::Int(*i),
+                    Value::Text(s) => Param::Text(s),
+                })
+                .collect();
+            let sql = if rows == rows_per_insert {
+                full.clone()
+            } else {
+                insert(rows)
+            };
+            let n = dst.execute(&sql, &params)?;
+            pending.clear();
+            Ok(n)
+        };
         let mut copied = 0u64;
         src.query_each(
             &format!("SELECT {list} FROM {table} ORDER BY {order}"),
             &[],
             &mut |row| {
-                let params: Vec<Param<'_>> = row
-                    .0
-                    .iter()
-                    .map(|v| match v {
-                        Value::Null => Param::Null,
-                        Value::Int(i) => Param::Int(*i),
-                        Value::Text(s) => Param::Text(s),
-                    })
-                    .collect();
-                dst.execute(&insert, &params)?;
-                copied += 1;
+                pending.extend(row.0);
+                if pending.len() >= rows_per_insert * columns.len() {
+                    copied += flush(&mut *dst, &mut pending)?;
+                }
                 Ok(())
             },
         )?;
+        copied += flush(dst, &mut pending)?;
         let expected = count(src, table)?;
         if copied != expected || count(dst, table)? != expected {
             return Err(MigrateError::Count {

@@ -147,6 +147,7 @@ impl AuditStore {
             .with(|c| {
                 // One snapshot for both queries.
                 c.begin(TxMode::Snapshot)?;
+                unbounded_statements(c)?;
                 let report = verify_in(c);
                 let _ = c.rollback();
                 report
@@ -165,13 +166,18 @@ impl AuditStore {
         let mut failed = None;
         let result = self.db().with(|c| {
             let params: Vec<Param<'_>> = values.iter().map(Param::from).collect();
-            c.query_each(&sql, &params, &mut |r| {
-                let raw = RawRow::from_row(&r)?;
-                f(raw).map_err(|e| {
-                    failed = Some(e);
-                    DbError::unavailable("stopped")
+            c.begin(TxMode::Snapshot)?;
+            let read = unbounded_statements(c).and_then(|()| {
+                c.query_each(&sql, &params, &mut |r| {
+                    let raw = RawRow::from_row(&r)?;
+                    f(raw).map_err(|e| {
+                        failed = Some(e);
+                        DbError::unavailable("stopped")
+                    })
                 })
-            })
+            });
+            let _ = c.rollback();
+            read
         });
         if let Some(e) = failed {
             return Err(e);
@@ -199,11 +205,27 @@ impl AuditStore {
     }
 }
 
+/// Lift PostgreSQL's statement timeout for the rest of this transaction.
+/// The server's 30 s bound keeps requests from hanging on a stuck database;
+/// the operator's whole-log reads (`audit list/export/verify`, `db
+/// migrate`) stream one query over every row, which takes longer than that
+/// on a large log (100,000 rows took over 30 s to verify in a debug build).
+fn unbounded_statements(c: &mut dyn Conn) -> Result<(), DbError> {
+    match c.backend() {
+        Backend::Sqlite => Ok(()),
+        Backend::Postgres => c.batch("SET LOCAL statement_timeout = 0"),
+    }
+}
+
 /// [`AuditStore::verify`] inside its snapshot.
 fn verify_in(c: &mut dyn Conn) -> Result<VerifyReport, DbError> {
     let orphan = c
         .query_one(
-            "SELECT min(seq) FROM audit_principals WHERE seq NOT IN (SELECT seq FROM audit)",
+            // NOT EXISTS, not NOT IN: an anti-join on the primary key, where
+            // PostgreSQL runs NOT IN as a subplan per row once the seqs no
+            // longer fit in work_mem.
+            "SELECT min(p.seq) FROM audit_principals p
+             WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.seq = p.seq)",
             &[],
         )?
         .opt_u64(0)?;

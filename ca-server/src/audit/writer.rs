@@ -1,6 +1,7 @@
 //! The single writer thread: group commit of queued appends, one transaction
 //! per batch, replies only after COMMIT.
 
+use crate::db::placeholders;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -317,25 +318,6 @@ fn write_rows(
         )?;
     }
     Ok(out)
-}
-
-/// `($1, $2), ($3, $4), …`: `rows` tuples of `width` parameters.
-fn placeholders(rows: usize, width: usize) -> String {
-    let mut out = String::with_capacity(rows * width * 5);
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for c in 0..width {
-            if c > 0 {
-                out.push_str(", ");
-            }
-            out.push_str(&format!("${}", r * width + c + 1));
-        }
-        out.push(')');
-    }
-    out
 }
 
 /// Delete used tokens that expired more than the grace period before `now`.

@@ -589,6 +589,25 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
     std::thread::scope(|s| s.spawn(f).join().ok())
 }
 
+/// `($1, $2), ($3, $4), …`: `rows` tuples of `width` parameters.
+pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * width + c + 1));
+        }
+        out.push(')');
+    }
+    out
+}
+
 /// Rewrite `$1, $2, …` to SQLite's `?1, ?2, …`, leaving string literals and
 /// quoted identifiers alone.
 pub(crate) fn to_sqlite_params(sql: &str) -> String {
