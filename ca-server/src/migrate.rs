@@ -254,20 +254,12 @@ fn copy_all(
             if rows == 0 {
                 return Ok(0);
             }
-            let params: Vec<Param<'_>> = pending
-                .iter()
-                .map(|v| match v {
-                    Value::Null => Param::Null,
-                    Value::Int(i) => Param::Int(*i),
-                    Value::Text(s) => Param::Text(s),
-                })
-                .collect();
-            let sql = if rows == rows_per_insert {
-                full.clone()
+            let params: Vec<Param<'_>> = pending.iter().map(Param::from).collect();
+            let n = if rows == rows_per_insert {
+                dst.execute(&full, &params)?
             } else {
-                insert(rows)
+                dst.execute(&insert(rows), &params)?
             };
-            let n = dst.execute(&sql, &params)?;
             pending.clear();
             Ok(n)
         };

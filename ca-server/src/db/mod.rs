@@ -112,6 +112,17 @@ pub enum Value {
     Text(String),
 }
 
+impl<'a> From<&'a Value> for Param<'a> {
+    /// A value read back, bound again (copying rows between databases).
+    fn from(v: &'a Value) -> Self {
+        match v {
+            Value::Null => Param::Null,
+            Value::Int(i) => Param::Int(*i),
+            Value::Text(s) => Param::Text(s),
+        }
+    }
+}
+
 /// One result row.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Row(pub Vec<Value>);
