@@ -213,13 +213,22 @@ pub fn retire(key: &Path, now: u64, force: bool) -> Result<(), RotationError> {
             retiring_pub.display().to_string(),
         ));
     }
-    if let Some(record) = last_switch(key)?
-        && now < record.retire_after
-        && !force
-    {
-        return Err(RotationError::TooEarly {
-            retire_after: record.retire_after,
-        });
+    if !force {
+        // Without the record nothing says when the old key's certificates
+        // expire: refuse, as for keys in a token.
+        match last_switch(key)? {
+            None => {
+                return Err(RotationError::NoRecord(
+                    sibling(key, ".rotation.json").display().to_string(),
+                ));
+            }
+            Some(r) if now < r.retire_after => {
+                return Err(RotationError::TooEarly {
+                    retire_after: r.retire_after,
+                });
+            }
+            Some(_) => {}
+        }
     }
     for path in [sibling(key, ".retiring"), retiring_pub] {
         match std::fs::remove_file(&path) {
@@ -476,6 +485,17 @@ mod tests {
             Err(RotationError::TooEarly { retire_after: 4600 })
         ));
         retire(&k, 4600, false).unwrap();
+        assert_eq!(published(&k).unwrap().len(), 1);
+
+        // A retiring key whose switch record is gone: refused unless forced.
+        add_next(&k, "third").unwrap();
+        switch(&k, 5000, 10).unwrap();
+        std::fs::remove_file(sibling(&k, ".rotation.json")).unwrap();
+        assert!(matches!(
+            retire(&k, 1_000_000, false),
+            Err(RotationError::NoRecord(_))
+        ));
+        retire(&k, 1_000_000, true).unwrap();
         assert_eq!(published(&k).unwrap().len(), 1);
         assert!(!sibling(&k, ".retiring").exists());
     }
