@@ -143,6 +143,15 @@ fn serve_speaks_tls_and_stops_on_sigterm() {
         .replace("# tls_cert = \"tls.crt\"", "tls_cert = \"tls.crt\"")
         .replace("# tls_key = \"tls.key\"", "tls_key = \"tls.key\"");
     std::fs::write(&config, text).unwrap();
+    // The TLS key is checked like a CA key.
+    let tls_key = dir.path().join("tls.key");
+    std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = serve_fails(&config, &format!("127.0.0.1:{}", free_port()));
+    assert!(
+        err.contains("server.tls_key") && err.contains("chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let port = free_port();
     let mut child = Command::new(bin("jitssh-ca"))
         .args([

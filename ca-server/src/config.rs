@@ -226,17 +226,9 @@ impl Database {
             Database::Postgres { url, password_file } => {
                 let password = password_file
                     .as_ref()
-                    .map(|f| {
-                        std::fs::read_to_string(f)
-                            .map(|p| p.trim_end_matches(['\n', '\r']).to_owned())
-                            .map_err(|e| {
-                                ConfigError::Invalid(format!(
-                                    "[database] password_file {}: {e}",
-                                    f.display()
-                                ))
-                            })
-                    })
-                    .transpose()?;
+                    .map(|f| crate::secret_file::read_line(f, "[database] password_file"))
+                    .transpose()
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
                 // The messages name the [database] key at fault.
                 let target = Target::postgres(url, password.as_deref())
                     .map_err(|e| ConfigError::Invalid(e.message))?;
@@ -418,11 +410,7 @@ fn resolve_elevation(
             let url = reqwest::Url::parse(&url).map_err(|e| {
                 ConfigError::Invalid(format!("elevation.webhook_url {url:?} is not a URL: {e}"))
             })?;
-            if !matches!(url.scheme(), "https" | "http") {
-                return Err(ConfigError::Invalid(
-                    "elevation.webhook_url must be an http(s) URL".into(),
-                ));
-            }
+            crate::elevation::webhook::check_url(&url).map_err(ConfigError::Invalid)?;
             if !(1..=60).contains(&raw.webhook_timeout_seconds) || raw.webhook_retries > 10 {
                 return Err(ConfigError::Invalid(
                     "elevation.webhook_timeout_seconds must be 1-60 and webhook_retries 0-10"
@@ -928,6 +916,7 @@ mod tests {
         for bad in [
             "webhook_url = \"not a url\"",
             "webhook_url = \"ftp://x/y\"",
+            "webhook_url = \"http://hooks.example.com/x\"",
             "webhook_secret_file = \"s\"",
             "webhook_url = \"https://x/\"\nwebhook_timeout_seconds = 0",
             "webhook_url = \"https://x/\"\nwebhook_retries = 99",
@@ -1050,6 +1039,23 @@ mod tests {
         .unwrap();
         let msg = c.database.open().unwrap_err().to_string();
         assert!(msg.contains("/nonexistent/pw"), "{msg}");
+        // ... and refused, like a CA key, when others may read it.
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "hunter2\n").unwrap();
+        let open = |mode| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+            let extra = format!("password_file = {:?}\ntls = \"require\"", pw.display());
+            with_postgres(REMOTE, &extra).unwrap().database.open()
+        };
+        let msg = open(0o640).unwrap_err().to_string();
+        assert!(
+            msg.contains("[database] password_file")
+                && msg.contains(&format!("chmod 600 {}", pw.display())),
+            "{msg}"
+        );
+        assert!(open(0o600).is_ok());
         // A user without a password in the url is fine.
         assert!(with_postgres(REMOTE, "tls = \"require\"").is_ok());
     }

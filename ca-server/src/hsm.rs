@@ -83,25 +83,8 @@ impl Pkcs11Config {
     pub fn pin(&self) -> Result<AuthPin, HsmError> {
         match (&self.pin_file, &self.pin_env) {
             (Some(path), None) => {
-                use std::os::unix::fs::MetadataExt as _;
-                let meta = std::fs::metadata(path)
-                    .map_err(|e| HsmError::Pin(format!("cannot read {}: {e}", path.display())))?;
-                if meta.mode() & 0o077 != 0 {
-                    return Err(HsmError::Pin(format!(
-                        "{} is readable by group or others; run `chmod 600 {}`",
-                        path.display(),
-                        path.display()
-                    )));
-                }
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| HsmError::Pin(format!("cannot read {}: {e}", path.display())))?;
-                let pin = text.trim_end_matches(['\n', '\r']);
-                if pin.is_empty() || pin.contains('\n') {
-                    return Err(HsmError::Pin(format!(
-                        "{} must hold the PIN on one line",
-                        path.display()
-                    )));
-                }
+                let pin = crate::secret_file::read_line(path, "[ca.pkcs11] pin_file")
+                    .map_err(|e| HsmError::Pin(e.to_string()))?;
                 Ok(AuthPin::new(pin.into()))
             }
             (None, Some(var)) => match std::env::var(var) {

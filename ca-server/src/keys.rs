@@ -2,23 +2,22 @@
 //! Only this module reads CA private keys.
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ca_core::CaSigner;
 use rand_core::OsRng;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 
+use crate::secret_file::{self, SecretFileError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("CA key {0} does not exist; create keys with `jitssh-ca init --dir DIR`")]
     Missing(PathBuf),
-    #[error("CA key {0} is a symbolic link; point the config at the real file")]
-    Symlink(PathBuf),
-    #[error("CA key {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
-    Permissions { path: PathBuf, mode: u32 },
-    #[error("CA key {0} is not a regular file")]
-    NotAFile(PathBuf),
+    /// Symlink, permissions, not a file, unreadable.
+    #[error(transparent)]
+    File(SecretFileError),
     #[error("CA key {path} does not parse as an OpenSSH private key: {message}")]
     Parse { path: PathBuf, message: String },
     #[error(
@@ -90,29 +89,13 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
 /// Load a CA key, refusing symlinks, group/other-readable files, encrypted
 /// keys and anything but Ed25519.
 pub fn load(path: &Path) -> Result<CaSigner, KeyError> {
-    let meta = std::fs::symlink_metadata(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => KeyError::Missing(path.to_owned()),
-        _ => KeyError::Io {
-            path: path.to_owned(),
-            source,
-        },
+    let bytes = secret_file::read(path, "CA key").map_err(|e| match e {
+        SecretFileError::Missing { .. } => KeyError::Missing(path.to_owned()),
+        e => KeyError::File(e),
     })?;
-    if meta.file_type().is_symlink() {
-        return Err(KeyError::Symlink(path.to_owned()));
-    }
-    if !meta.is_file() {
-        return Err(KeyError::NotAFile(path.to_owned()));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+    let text = String::from_utf8(bytes).map_err(|_| KeyError::Parse {
         path: path.to_owned(),
-        source,
+        message: "not UTF-8 text".into(),
     })?;
     let key = PrivateKey::from_openssh(&text).map_err(|e| KeyError::Parse {
         path: path.to_owned(),
@@ -214,7 +197,7 @@ impl From<&CaKey> for ssh_key::public::KeyData {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn generate_then_load_round_trips() {
@@ -234,11 +217,17 @@ mod tests {
         let p = dir.path().join("k");
         generate(&p, "t").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(load(&p), Err(KeyError::Permissions { .. })));
+        assert!(matches!(
+            load(&p),
+            Err(KeyError::File(SecretFileError::Permissions { .. }))
+        ));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&p, &link).unwrap();
-        assert!(matches!(load(&link), Err(KeyError::Symlink(_))));
+        assert!(matches!(
+            load(&link),
+            Err(KeyError::File(SecretFileError::Symlink { .. }))
+        ));
         let junk = dir.path().join("junk");
         write_new(&junk, b"not a key", 0o600).unwrap();
         assert!(matches!(load(&junk), Err(KeyError::Parse { .. })));

@@ -22,4 +22,5 @@ pub mod oidc;
 pub mod policy;
 pub mod revocation;
 pub mod rotation;
+pub mod secret_file;
 pub mod serve;

@@ -187,6 +187,32 @@ pub fn app_state(
     })
 }
 
+/// The server's TLS certificate and key (`server.tls_cert`, `server.tls_key`),
+/// HTTP/1.1 only (see `conn`: no h2 in ALPN). The key file is checked like a
+/// CA key (regular file, not a link, mode 0600 or stricter).
+pub async fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    let key_pem = crate::secret_file::read(key, "server.tls_key")?;
+    let cert_pem = std::fs::read(cert)
+        .with_context(|| format!("reading server.tls_cert {}", cert.display()))?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem, key_pem)
+        .await
+        .with_context(|| {
+            format!(
+                "loading TLS certificate {} and key {}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    let mut rustls = (*tls.get_inner()).clone();
+    rustls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
+        Arc::new(rustls),
+    ))
+}
+
 /// Serve `state` on `listener` until `shutdown` resolves, then drain
 /// in-flight requests for up to 10 s.
 pub async fn run(
@@ -229,19 +255,7 @@ pub async fn run(
     tracing::debug!(?limits, "connection limits");
     match &config.tls {
         Some((cert, key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "loading TLS certificate {} and key {}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            // HTTP/1.1 only (see `conn`): do not offer h2 in ALPN.
-            let mut rustls = (*tls.get_inner()).clone();
-            rustls.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(rustls));
+            let tls = load_tls(cert, key).await?;
             let mut server = axum_server::from_tcp_rustls(listener, tls)?
                 .map(|tls| {
                     conn::ConnAcceptor::new(tls.handshake_timeout(TLS_HANDSHAKE_TIMEOUT), limits)
@@ -298,5 +312,30 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[tokio::test]
+    async fn refuses_a_tls_key_others_can_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, "").unwrap();
+        std::fs::write(&key, "").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = format!("{:#}", super::load_tls(&cert, &key).await.unwrap_err());
+        assert!(
+            e.contains("server.tls_key") && e.contains(&format!("chmod 600 {}", key.display())),
+            "{e}"
+        );
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&key, &link).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = format!("{:#}", super::load_tls(&cert, &link).await.unwrap_err());
+        assert!(e.contains("symbolic link"), "{e}");
     }
 }

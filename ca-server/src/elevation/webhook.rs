@@ -44,20 +44,8 @@ impl Notifier {
     pub fn new(config: WebhookConfig) -> anyhow::Result<Self> {
         let secret = match &config.secret_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot read elevation.webhook_secret_file {}: {e}",
-                        path.display()
-                    )
-                })?;
-                let text = text.trim();
-                if text.is_empty() {
-                    anyhow::bail!(
-                        "elevation.webhook_secret_file {} is empty; put a random secret in it",
-                        path.display()
-                    );
-                }
-                Some(text.as_bytes().to_vec())
+                let text = crate::secret_file::read_line(path, "elevation.webhook_secret_file")?;
+                Some(text.trim().as_bytes().to_vec())
             }
             None => None,
         };
@@ -101,6 +89,27 @@ impl Notifier {
                 deliver(&client, &config, secret.as_deref(), &n).await;
             }
         });
+    }
+}
+
+/// Notifications name the requester, the role and the reason: they go
+/// only over HTTPS, or over plain HTTP to this host (loopback: `localhost`,
+/// 127.0.0.0/8, ::1), say to a local relay.
+pub fn check_url(url: &reqwest::Url) -> Result<(), String> {
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!(
+            "elevation.webhook_url {url} is plain http: notifications carry who asked for what and why; \
+             use an https URL (plain http only to loopback: localhost, 127.0.0.1, [::1])"
+        )),
+        _ => Err("elevation.webhook_url must be an https URL".into()),
     }
 }
 
@@ -155,8 +164,57 @@ async fn deliver(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requester_details_go_only_over_https_or_to_loopback() {
+        for ok in [
+            "https://hooks.example.com/x",
+            "http://127.0.0.1:9000/hook",
+            "http://127.8.9.10/hook",
+            "http://localhost/hook",
+            "http://[::1]:8080/hook",
+        ] {
+            assert_eq!(check_url(&ok.parse().unwrap()), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://hooks.example.com/x",
+            "http://10.0.0.1/hook",
+            "http://[::ffff:10.0.0.1]/hook",
+            "http://localhost.example.com/hook",
+            "ftp://hooks.example.com/x",
+        ] {
+            let e = check_url(&bad.parse().unwrap()).unwrap_err();
+            assert!(e.contains("https"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_secret_file_is_checked_like_a_ca_key() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhook.secret");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let config = |mode| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            WebhookConfig {
+                url: "https://hooks.example.com/x".parse().unwrap(),
+                timeout: Duration::from_secs(1),
+                retries: 0,
+                secret_file: Some(path.clone()),
+            }
+        };
+        let e = Notifier::new(config(0o644)).err().unwrap().to_string();
+        assert!(
+            e.contains("elevation.webhook_secret_file")
+                && e.contains(&format!("chmod 600 {}", path.display())),
+            "{e}"
+        );
+        let n = Notifier::new(config(0o600)).unwrap();
+        assert_eq!(n.secret.as_deref(), Some(&b"s3cret"[..]));
+    }
 
     #[test]
     fn signature_is_hmac_sha256() {
