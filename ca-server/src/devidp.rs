@@ -153,7 +153,8 @@ impl std::fmt::Debug for DevIdp {
 }
 
 impl DevIdp {
-    /// A provider with fresh ES256 (P-256) and EdDSA (Ed25519) keys.
+    /// A provider with fresh ES256 (P-256), ES384 (P-384) and EdDSA
+    /// (Ed25519) keys; ID tokens are ES256.
     /// `issuer` is the exact `iss` of its tokens and the base of its endpoints.
     pub fn new(issuer: String, client_id: String, users: Vec<DevUser>) -> Arc<Self> {
         let p256 = p256::ecdsa::SigningKey::random(&mut OsRng);
@@ -166,6 +167,23 @@ impl DevIdp {
             key: EncodingKey::from_ec_der(&p256_pkcs8(&p256.to_bytes())),
             jwk: json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}),
         };
+        let p384 = p384::SecretKey::random(&mut OsRng);
+        let point =
+            p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&p384.public_key(), false);
+        let (x, y) = point.as_bytes()[1..].split_at(48);
+        let es384 = DevKey {
+            alg: Algorithm::ES384,
+            kid: random_kid("es384"),
+            // PKCS#8 of a valid scalar always encodes; an empty key would
+            // only fail at signing, with an error.
+            key: EncodingKey::from_ec_der(
+                p384::pkcs8::EncodePrivateKey::to_pkcs8_der(&p384)
+                    .map(|d| d.as_bytes().to_vec())
+                    .unwrap_or_default()
+                    .as_slice(),
+            ),
+            jwk: json!({"kty": "EC", "crv": "P-384", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}),
+        };
         let ed = ed25519_dalek::SigningKey::generate(&mut OsRng);
         let eddsa = DevKey {
             alg: Algorithm::EdDSA,
@@ -177,7 +195,11 @@ impl DevIdp {
             issuer,
             client_id,
             users,
-            keys: RwLock::new(vec![finish_jwk(es256), finish_jwk(eddsa)]),
+            keys: RwLock::new(vec![
+                finish_jwk(es256),
+                finish_jwk(es384),
+                finish_jwk(eddsa),
+            ]),
             grants: Mutex::new(Grants::default()),
         })
     }
@@ -197,24 +219,31 @@ impl DevIdp {
     /// `kid`. It replaces an earlier RSA key, which is a key rotation as
     /// verifiers see it: the old `kid` disappears from `/jwks`.
     pub fn add_rsa_pem(&self, pem: &str) -> Result<String, DevIdpError> {
+        self.add_rsa_pem_for(Algorithm::RS256, pem)
+    }
+
+    /// [`DevIdp::add_rsa_pem`] for another RSA algorithm (RS384/512,
+    /// PS256/384/512): the key is published with that `alg` under its own
+    /// new `kid`, replacing an earlier key for the same algorithm.
+    pub fn add_rsa_pem_for(&self, alg: Algorithm, pem: &str) -> Result<String, DevIdpError> {
         let key = EncodingKey::from_rsa_pem(pem.as_bytes())
             .map_err(|e| DevIdpError::RsaKey(e.to_string()))?;
-        let jwk = Jwk::from_encoding_key(&key, Algorithm::RS256)
-            .map_err(|e| DevIdpError::RsaKey(e.to_string()))?;
+        let jwk =
+            Jwk::from_encoding_key(&key, alg).map_err(|e| DevIdpError::RsaKey(e.to_string()))?;
         let mut jwk = serde_json::to_value(jwk).map_err(|e| DevIdpError::RsaKey(e.to_string()))?;
         if let Some(obj) = jwk.as_object_mut() {
             // from_encoding_key adds alg; finish_jwk sets it uniformly.
             obj.remove("alg");
         }
-        let kid = random_kid("rs256");
+        let kid = random_kid(&format!("{alg:?}").to_ascii_lowercase());
         let key = finish_jwk(DevKey {
-            alg: Algorithm::RS256,
+            alg,
             kid: kid.clone(),
             key,
             jwk,
         });
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        keys.retain(|k| k.alg != Algorithm::RS256);
+        keys.retain(|k| k.alg != alg);
         keys.push(key);
         Ok(kid)
     }

@@ -258,9 +258,12 @@ impl Authority {
             .check(&format!("{}\0{}", identity.issuer, identity.subject))
             .map_err(|retry_after_secs| IssueError::RateLimited { retry_after_secs })?;
 
-        // 4. Replay: claim the token; it is spent only if a certificate is issued.
+        // 4. Replay: claim the token's signed content (whatever the spelling
+        // of its signature); it is spent only if a certificate is issued.
         let token_hash = verified.token_hash.clone();
-        if !self.replay.claim(&token_hash, verified.exp, now) {
+        if self.replay.spent_before_upgrade(token, now)
+            || !self.replay.claim(&token_hash, verified.exp, now)
+        {
             return Err(IssueError::Replay);
         }
         let claim = ReplayClaim {
@@ -457,7 +460,9 @@ impl Pruning {
 }
 
 /// One ID token, one certificate. In memory for speed, seeded at start from
-/// the `used_tokens` rows the audit store commits with each issuance.
+/// the `used_tokens` rows the audit store commits with each issuance. Keyed
+/// by [`crate::oidc::token_hash`], a digest of the signed content, so a
+/// token re-spelled with another valid signature is the same token.
 struct ReplayGuard {
     /// Token digest → the token's expiry. The 32 bytes rather than their hex
     /// string: ~half the memory of a guard that holds every live token (one
@@ -465,6 +470,10 @@ struct ReplayGuard {
     /// allocation per request.
     seen: Mutex<HashMap<[u8; 32], u64>>,
     pruning: Pruning,
+    /// Until when seeded rows may name tokens by their whole string (as
+    /// versions before the content key wrote them): while any can still be
+    /// presented, a token is also looked up under that older name.
+    legacy_until: AtomicU64,
 }
 
 impl Default for ReplayGuard {
@@ -472,6 +481,7 @@ impl Default for ReplayGuard {
         ReplayGuard {
             seen: Mutex::default(),
             pruning: Pruning::new(Pruning::FLOOR),
+            legacy_until: AtomicU64::new(0),
         }
     }
 }
@@ -479,9 +489,26 @@ impl Default for ReplayGuard {
 impl ReplayGuard {
     fn seed(&self, tokens: Vec<UsedToken>) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut until = 0;
         for t in tokens {
+            until = until.max(t.expires_at.saturating_add(120));
             seen.insert(replay_key(&t.token_hash), t.expires_at);
         }
+        self.legacy_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// True if the token was spent under its older name (the digest of the
+    /// whole string) by a version before the content key. Costs one more
+    /// digest only until the last seeded token expires.
+    fn spent_before_upgrade(&self, token: &str, now: u64) -> bool {
+        if now > self.legacy_until.load(Ordering::Relaxed) {
+            return false;
+        }
+        let key = replay_key(&crate::oidc::legacy_token_hash(token));
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key)
     }
 
     /// True if the token was not seen before (and is now held).
@@ -667,6 +694,35 @@ mod tests {
     }
 
     #[test]
+    fn tokens_spent_under_the_older_whole_string_name_stay_spent() {
+        let token = "header.payload.signature";
+        let g = ReplayGuard::default();
+        assert!(!g.spent_before_upgrade(token, 0), "nothing seeded");
+        g.seed(vec![UsedToken {
+            token_hash: crate::oidc::legacy_token_hash(token),
+            expires_at: 1_000,
+        }]);
+        assert!(g.spent_before_upgrade(token, 1_000));
+        assert!(
+            !g.spent_before_upgrade("header.payload.other", 1_000),
+            "another token"
+        );
+        assert!(
+            !g.spent_before_upgrade(token, 1_121),
+            "no older name can be live once every seeded token expired"
+        );
+        assert_ne!(
+            crate::oidc::token_hash(token),
+            crate::oidc::legacy_token_hash(token)
+        );
+        assert_eq!(
+            crate::oidc::token_hash(token),
+            crate::oidc::token_hash("header.payload.another-signature"),
+            "the content key ignores the signature"
+        );
+    }
+
+    #[test]
     fn pruning_waits_for_the_map_to_double() {
         let p = Pruning::new(4);
         assert!(!p.due(4));
@@ -683,8 +739,8 @@ mod tests {
     #[test]
     fn replay_guard_prunes_expired_tokens_amortized() {
         let g = ReplayGuard {
-            seen: Mutex::default(),
             pruning: Pruning::new(4),
+            ..ReplayGuard::default()
         };
         let len = |g: &ReplayGuard| g.seen.lock().unwrap().len();
         // Live tokens are kept however many there are.

@@ -22,8 +22,8 @@
 //!
 //! The claim checks use the `now_unix` the caller passes, never the clock
 //! (jsonwebtoken's `decode` reads the system clock itself, so it is not used).
-//! Signatures are checked against keys decoded once per fetch: RS256 and
-//! ES256 with ring, EdDSA with ed25519-dalek. (jsonwebtoken's pure-Rust RSA and
+//! Signatures are checked against keys decoded once per fetch: RS256/384/512,
+//! PS256/384/512, ES256 and ES384 with ring, EdDSA with ed25519-dalek. (jsonwebtoken's pure-Rust RSA and
 //! P-256 backends cost ~300 µs per token on the reference machine, more than
 //! the rest of an issuance; see docs/performance.md.)
 
@@ -177,7 +177,7 @@ pub enum TokenError {
     #[error("the token is not a signed JWT ({0}); send the ID token from `jitssh login`")]
     Malformed(&'static str),
     #[error(
-        "tokens signed with {0:?} are refused (only RS256, ES256 and EdDSA are accepted); log in again with `jitssh login`"
+        "tokens signed with {0:?} are refused (only RS256/384/512, PS256/384/512, ES256, ES384 and EdDSA are accepted); log in again with `jitssh login`"
     )]
     AlgorithmNotAllowed(String),
     #[error(
@@ -272,9 +272,30 @@ pub struct Verified {
     pub token_hash: String,
 }
 
-/// Hex SHA-256 of the raw token string: lets audit rows and replay checks
-/// name a token without storing a bearer credential.
+/// Hex SHA-256 of what the issuer signed (`header.payload`, the JWS signing
+/// input): names a token in audit rows and replay checks without storing a
+/// bearer credential.
+///
+/// The signature is left out on purpose. One signed content has many valid
+/// signatures: ECDSA's (r, s) and (r, n − s) both verify, PSS and most
+/// ECDSA signers are randomised, so the same claims can come back under
+/// another signature. A key over the whole string would let each spelling
+/// buy its own certificate; the signing input cannot be re-spelled without
+/// the issuer's key, because it is exactly the bytes the signature covers.
 pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(signing_input(token).as_bytes()))
+}
+
+/// The part of a compact JWS before its last dot: the signed bytes (the
+/// whole string when there is no dot, for audit rows of malformed tokens).
+fn signing_input(token: &str) -> &str {
+    token.rsplit_once('.').map_or(token, |(signed, _)| signed)
+}
+
+/// Hex SHA-256 of the whole token string, as versions before the content
+/// key named spent tokens: `used_tokens` rows written by them stay spent
+/// until they expire (see `issue::ReplayGuard`).
+pub fn legacy_token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -359,7 +380,11 @@ impl TokenVerifier {
         };
 
         let key = issuer.key_for(&parsed.kid, parsed.alg).await?;
-        if !key.verify(parsed.signing_input.as_bytes(), parsed.signature) {
+        if !key.verify(
+            parsed.alg,
+            parsed.signing_input.as_bytes(),
+            parsed.signature,
+        ) {
             return Err(TokenError::SignatureInvalid);
         }
 
@@ -431,12 +456,8 @@ fn parse_unverified(token: &str) -> Result<Unverified<'_>, TokenError> {
     let header = decode_json_object(header_b64, "the header is not base64url JSON")?;
 
     let alg = match header.get("alg") {
-        Some(Value::String(alg)) => match alg.as_str() {
-            "RS256" => Algorithm::RS256,
-            "ES256" => Algorithm::ES256,
-            "EdDSA" => Algorithm::EdDSA,
-            other => return Err(TokenError::AlgorithmNotAllowed(printable(other))),
-        },
+        Some(Value::String(alg)) => accepted_algorithm(alg)
+            .ok_or_else(|| TokenError::AlgorithmNotAllowed(printable(alg)))?,
         Some(_) => return Err(TokenError::Malformed("the header alg is not a string")),
         None => return Err(TokenError::Malformed("the header has no alg")),
     };
@@ -482,6 +503,36 @@ fn parse_unverified(token: &str) -> Result<Unverified<'_>, TokenError> {
         signing_input: &token[..header_b64.len() + 1 + payload.len()],
         signature,
         claims,
+    })
+}
+
+/// The JWS algorithms we verify: the asymmetric ones IdPs sign ID tokens
+/// with. Never `none` nor an HMAC (a public key would become a shared secret).
+pub const ACCEPTED_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// One of [`ACCEPTED_ALGORITHMS`] by its exact registered name.
+fn accepted_algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
     })
 }
 
@@ -661,6 +712,7 @@ fn identity(cfg: &IssuerConfig, claims: Map<String, Value>, subject: String) -> 
 enum KeyKind {
     Rsa,
     P256,
+    P384,
     Ed25519,
 }
 
@@ -668,8 +720,16 @@ impl KeyKind {
     fn fits(self, alg: Algorithm) -> bool {
         matches!(
             (self, alg),
-            (KeyKind::Rsa, Algorithm::RS256)
-                | (KeyKind::P256, Algorithm::ES256)
+            (
+                KeyKind::Rsa,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ) | (KeyKind::P256, Algorithm::ES256)
+                | (KeyKind::P384, Algorithm::ES384)
                 | (KeyKind::Ed25519, Algorithm::EdDSA)
         )
     }
@@ -683,26 +743,35 @@ enum VerifyKey {
     Rsa(Arc<ring::signature::RsaPublicKeyComponents<Vec<u8>>>),
     /// Uncompressed SEC1 point, checked to be on the curve.
     P256(Arc<ring::signature::UnparsedPublicKey<Vec<u8>>>),
+    /// Uncompressed SEC1 point, checked to be on the curve.
+    P384(Arc<ring::signature::UnparsedPublicKey<Vec<u8>>>),
     Ed25519(Arc<ed25519_dalek::VerifyingKey>),
 }
 
 impl VerifyKey {
-    /// True if `signature` (base64url, as in the JWS) signs `message`:
-    /// RSASSA-PKCS1-v1_5 with SHA-256, ECDSA P-256 with SHA-256 over the
-    /// fixed-length `r || s` form, or Ed25519, as the key's type says.
-    fn verify(&self, message: &[u8], signature: &str) -> bool {
+    /// True if `signature` (base64url, as in the JWS) signs `message` with
+    /// `alg` (already matched to the key's type by [`KeyKind::fits`]):
+    /// RSASSA-PKCS1-v1_5 or RSASSA-PSS with the named SHA-2, ECDSA over the
+    /// fixed-length `r || s` form, or Ed25519.
+    fn verify(&self, alg: Algorithm, message: &[u8], signature: &str) -> bool {
+        use ring::signature as rs;
         let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else {
             return false;
         };
         match self {
-            VerifyKey::Rsa(key) => key
-                .verify(
-                    &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-                    message,
-                    &signature,
-                )
-                .is_ok(),
-            VerifyKey::P256(key) => key.verify(message, &signature).is_ok(),
+            VerifyKey::Rsa(key) => {
+                let params: &rs::RsaParameters = match alg {
+                    Algorithm::RS256 => &rs::RSA_PKCS1_2048_8192_SHA256,
+                    Algorithm::RS384 => &rs::RSA_PKCS1_2048_8192_SHA384,
+                    Algorithm::RS512 => &rs::RSA_PKCS1_2048_8192_SHA512,
+                    Algorithm::PS256 => &rs::RSA_PSS_2048_8192_SHA256,
+                    Algorithm::PS384 => &rs::RSA_PSS_2048_8192_SHA384,
+                    Algorithm::PS512 => &rs::RSA_PSS_2048_8192_SHA512,
+                    _ => return false,
+                };
+                key.verify(params, message, &signature).is_ok()
+            }
+            VerifyKey::P256(key) | VerifyKey::P384(key) => key.verify(message, &signature).is_ok(),
             VerifyKey::Ed25519(key) => ed25519_dalek::Signature::from_slice(&signature)
                 .is_ok_and(|s| ed25519_dalek::Verifier::verify(key.as_ref(), message, &s).is_ok()),
         }
@@ -961,7 +1030,9 @@ impl IssuerState {
             }
         }
         if keys.is_empty() {
-            return Err("the key set has no usable RS256, ES256 or EdDSA signing key".into());
+            return Err(
+                "the key set has no usable RSA, P-256, P-384 or Ed25519 signing key".into(),
+            );
         }
         Ok(KeySet {
             keys,
@@ -999,12 +1070,7 @@ fn parse_jwk(v: &Value) -> Result<CachedKey, &'static str> {
     }
     let alg = match obj.get("alg") {
         None => None,
-        Some(Value::String(a)) => Some(match a.as_str() {
-            "RS256" => Algorithm::RS256,
-            "ES256" => Algorithm::ES256,
-            "EdDSA" => Algorithm::EdDSA,
-            _ => return Err("algorithm not accepted"),
-        }),
+        Some(Value::String(a)) => Some(accepted_algorithm(a).ok_or("algorithm not accepted")?),
         Some(_) => return Err("alg is not a string"),
     };
     let b64 = |name: &str| -> Result<Vec<u8>, &'static str> {
@@ -1044,23 +1110,34 @@ fn parse_jwk(v: &Value) -> Result<CachedKey, &'static str> {
             (KeyKind::Rsa, VerifyKey::Rsa(Arc::new(key)))
         }
         Some("EC") => {
-            if str_field("crv") != Some("P-256") {
-                return Err("EC curve is not P-256");
-            }
+            let (kind, len) = match str_field("crv") {
+                Some("P-256") => (KeyKind::P256, 32),
+                Some("P-384") => (KeyKind::P384, 48),
+                _ => return Err("EC curve is not P-256 or P-384"),
+            };
             let (x, y) = (b64("x")?, b64("y")?);
-            if x.len() != 32 || y.len() != 32 {
-                return Err("P-256 coordinates are not 32 bytes");
+            if x.len() != len || y.len() != len {
+                return Err("EC coordinates are not the curve's length");
             }
-            let mut point = Vec::with_capacity(65);
+            let mut point = Vec::with_capacity(1 + 2 * len);
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            p256::PublicKey::from_sec1_bytes(&point).map_err(|_| "not a P-256 point")?;
-            let key = ring::signature::UnparsedPublicKey::new(
-                &ring::signature::ECDSA_P256_SHA256_FIXED,
-                point,
-            );
-            (KeyKind::P256, VerifyKey::P256(Arc::new(key)))
+            if kind == KeyKind::P256 {
+                p256::PublicKey::from_sec1_bytes(&point).map_err(|_| "not a P-256 point")?;
+                let key = ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED,
+                    point,
+                );
+                (kind, VerifyKey::P256(Arc::new(key)))
+            } else {
+                p384::PublicKey::from_sec1_bytes(&point).map_err(|_| "not a P-384 point")?;
+                let key = ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::ECDSA_P384_SHA384_FIXED,
+                    point,
+                );
+                (kind, VerifyKey::P384(Arc::new(key)))
+            }
         }
         Some("OKP") => {
             if str_field("crv") != Some("Ed25519") {
@@ -1234,6 +1311,9 @@ mod tests {
         };
         let idp =
             DevIdp::new(format!("http://{addr}"), AUD.into(), vec![user]).with_rsa_pem(RSA_PEM);
+        for alg in &ALGORITHMS[1..6] {
+            idp.add_rsa_pem_for(*alg, RSA_PEM).unwrap();
+        }
         let m = Arc::new(Mock {
             idp,
             port: addr.port(),
@@ -1351,11 +1431,21 @@ mod tests {
         format!("{input}.{sig}")
     }
 
+    const ALGORITHMS: [Algorithm; 9] = ACCEPTED_ALGORITHMS;
+
+    #[test]
+    fn accepted_algorithms_are_named_by_their_registered_names() {
+        for alg in ACCEPTED_ALGORITHMS {
+            let name = serde_json::to_value(alg).unwrap();
+            assert_eq!(accepted_algorithm(name.as_str().unwrap()), Some(alg));
+        }
+    }
+
     #[tokio::test]
-    async fn accepts_rs256_es256_eddsa() {
+    async fn accepts_every_asymmetric_algorithm_idps_use() {
         let m = mock().await;
         let v = verifier(&m);
-        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        for alg in ALGORITHMS {
             let token = m.idp.mint(alg, m.claims());
             let got = v
                 .verify_full(&token, NOW)
@@ -1416,8 +1506,8 @@ mod tests {
         let v = verifier(&m);
         let kid = m.idp.kid(Algorithm::ES256).unwrap();
         for alg in [
-            "none", "None", "NONE", "", "HS256", "RS384", "RS512", "PS256", "ES384", "ES512",
-            "EdDSA2",
+            "none", "None", "NONE", "", "HS256", "HS384", "HS512", "rs256", "RS256 ", "ES512",
+            "ES256K", "PS256K", "EdDSA2", "Ed25519",
         ] {
             let header = json!({"alg": alg, "kid": kid});
             let unsigned = format!("{}.{}.", b64(&header), b64(&m.claims()));
@@ -2230,7 +2320,8 @@ mod tests {
                 k["n"] = json!(URL_SAFE_NO_PAD.encode([0xffu8; 128]))
             }),
             patched("RSA", &|k| k["n"] = json!("not base64!")),
-            patched("RSA", &|k| k["alg"] = json!("PS256")),
+            patched("RSA", &|k| k["alg"] = json!("ES256")),
+            patched("RSA", &|k| k["alg"] = json!("HS256")),
             json!({"kty": "oct", "kid": "h", "k": URL_SAFE_NO_PAD.encode(b"secret")}),
             json!("a string"),
         ];
@@ -2238,6 +2329,7 @@ mod tests {
             assert!(parse_jwk(&k).is_err(), "{k}");
         }
         assert!(parse_jwk(&patched("EC", &|k| k["key_ops"] = json!(["verify"]))).is_ok());
+        assert!(parse_jwk(&patched("RSA", &|k| k["alg"] = json!("PS512"))).is_ok());
         assert!(
             parse_jwk(&patched("RSA", &|k| {
                 k.as_object_mut().unwrap().remove("alg");
@@ -2250,7 +2342,7 @@ mod tests {
     async fn every_algorithm_checks_its_signature() {
         let m = mock().await;
         let v = verifier(&m);
-        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        for alg in ALGORITHMS {
             let good = m.idp.mint(alg, m.claims());
             assert_eq!(code(&v, &good).await, "ok", "{alg:?}");
             let (input, sig) = good.rsplit_once('.').unwrap();
@@ -2273,10 +2365,7 @@ mod tests {
             let mut longer = raw.clone();
             longer.push(0);
             bad.push(format!("{input}.{}", URL_SAFE_NO_PAD.encode(&longer)));
-            bad.push(format!(
-                "{input}.{}",
-                base64::engine::general_purpose::URL_SAFE.encode(&raw)
-            ));
+            bad.push(format!("{input}.{sig}=="));
             for t in bad {
                 assert_eq!(
                     code(&v, &t).await,
@@ -2286,7 +2375,7 @@ mod tests {
             }
             // The same kid, signed by another key of the same type (the dev
             // IdP makes fresh EC and Ed25519 keys; it has one RSA fixture).
-            if alg != Algorithm::RS256 {
+            if matches!(alg, Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA) {
                 let impostor = DevIdp::new(m.issuer(), AUD.into(), vec![]);
                 let t = impostor.mint_raw(m.header(alg), m.claims(), alg);
                 assert_eq!(code(&v, &t).await, "token_signature_invalid", "{alg:?}");
@@ -2437,10 +2526,16 @@ mod tests {
     }
 
     #[test]
-    fn token_hash_is_hex_sha256() {
+    fn token_hash_is_hex_sha256_of_the_signed_part() {
         assert_eq!(
             token_hash("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(token_hash("abc.signature"), token_hash("abc"));
+        assert_eq!(token_hash("a.b.c"), hex::encode(Sha256::digest(b"a.b")));
+        assert_eq!(
+            legacy_token_hash("abc.signature"),
+            hex::encode(Sha256::digest(b"abc.signature"))
         );
     }
 

@@ -47,6 +47,8 @@ pub struct Harness {
     pub idp: Arc<DevIdp>,
     pub dir: tempfile::TempDir,
     pub state: Arc<ca_server::http::AppState>,
+    /// What the CA was built from (for [`Harness::another_ca`]).
+    pub config: ca_server::config::Config,
 }
 
 /// A CA with `policy`, trusting a fresh dev provider that knows `users`
@@ -91,6 +93,7 @@ pub async fn build(
         idp,
         dir,
         state,
+        config,
     }
 }
 
@@ -99,6 +102,14 @@ pub fn now() -> u64 {
 }
 
 impl Harness {
+    /// A second CA on the same configuration and database, trusting the
+    /// same provider: another replica, or this CA after a restart (its
+    /// in-memory state is built anew from the database). Its router.
+    pub fn another_ca(&self, policy: PolicyEngine) -> axum::Router {
+        let authority = ca_server::serve::build_authority(&self.config, Arc::new(policy)).unwrap();
+        app(ca_server::serve::app_state(&self.config, authority, None))
+    }
+
     /// One request through the router: status, body bytes, headers.
     pub async fn request(
         &self,
