@@ -435,13 +435,13 @@ mod tests {
             issuer: "https://idp".into(),
             subject: "bob".into(),
             email: Some("bob@example.com".into()),
-            comment: Some("use the replica\u{1b}[2J".into()),
+            comment: Some("use the replica\u{1b}[2J \u{202e}kcab\u{2069}\u{200b}".into()),
             time: now,
         });
         let d = describe(&d, now);
         assert_eq!(
             d,
-            "el_1 db-admin (postgres): denied by bob@example.com: use the replica\\u{1b}[2J"
+            "el_1 db-admin (postgres): denied by bob@example.com: use the replica\\u{1b}[2J \\u{202e}kcab\\u{2069}\\u{200b}"
         );
     }
 

@@ -110,7 +110,7 @@ impl RoleTable {
             }
             let max_ttl = Ttl::from_secs(r.max_ttl_seconds)
                 .map_err(|e| format!("role {name}: max_ttl_seconds: {e}"))?;
-            if crate::has_control_chars(&r.description) || r.description.len() > 500 {
+            if crate::has_hidden_chars(&r.description) || r.description.len() > 500 {
                 return Err(format!(
                     "role {name}: description must be printable, at most 500 bytes"
                 ));
@@ -160,9 +160,13 @@ pub enum ElevationError {
     InvalidRole(String),
     #[error("reason is required: say why you need the role (e.g. the ticket), 1-500 characters")]
     MissingReason,
-    #[error("reason must be at most 500 bytes of printable text")]
+    #[error(
+        "reason must be at most 500 bytes of printable text, without control or invisible formatting characters (bidi overrides, zero-width)"
+    )]
     BadReason,
-    #[error("comment must be at most 500 bytes of printable text")]
+    #[error(
+        "comment must be at most 500 bytes of printable text, without control or invisible formatting characters (bidi overrides, zero-width)"
+    )]
     BadComment,
     #[error("invalid ttl_seconds: {0}")]
     BadTtl(String),
@@ -196,7 +200,7 @@ impl ElevationRequest {
         if reason.is_empty() {
             return Err(ElevationError::MissingReason);
         }
-        if reason.len() > MAX_TEXT || crate::has_control_chars(reason) {
+        if reason.len() > MAX_TEXT || crate::has_hidden_chars(reason) {
             return Err(ElevationError::BadReason);
         }
         let ttl = body
@@ -216,7 +220,7 @@ impl ElevationRequest {
 pub fn parse_comment(comment: Option<&str>) -> Result<Option<String>, ElevationError> {
     match comment.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(c) if c.len() > MAX_TEXT || crate::has_control_chars(c) => {
+        Some(c) if c.len() > MAX_TEXT || crate::has_hidden_chars(c) => {
             Err(ElevationError::BadComment)
         }
         Some(c) => Ok(Some(c.to_owned())),
@@ -536,6 +540,25 @@ mod tests {
         assert!(parse_comment(Some("ok")).unwrap().is_some());
         assert!(parse_comment(Some("")).unwrap().is_none());
         assert!(parse_comment(Some("\u{1b}[31m")).is_err());
+        // Bidi and invisible characters: what the approver reads must be
+        // what was written.
+        for hidden in [
+            "fix \u{202e}gnitset\u{202c} db",
+            "INC\u{2066}-1\u{2069}",
+            "INC-1\u{200b}",
+            "\u{feff}INC-1",
+            "INC\u{ad}1",
+            "INC-1\u{e0041}",
+            "a\u{2029}b",
+        ] {
+            assert_eq!(
+                parse(hidden).unwrap_err(),
+                ElevationError::BadReason,
+                "{hidden:?}"
+            );
+            assert!(parse_comment(Some(hidden)).is_err(), "{hidden:?}");
+        }
+        assert_eq!(parse("Störung 中 ✅").unwrap().reason, "Störung 中 ✅");
     }
 
     #[test]

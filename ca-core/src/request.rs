@@ -32,7 +32,9 @@ pub enum RequestError {
     Ttl(#[from] TtlError),
     #[error("reason is longer than {max} characters", max = CertRequest::MAX_REASON)]
     ReasonTooLong,
-    #[error("reason contains control characters; send plain text on one line")]
+    #[error(
+        "reason contains control or invisible formatting characters (bidi overrides, zero-width); send plain text on one line"
+    )]
     ReasonControl,
 }
 
@@ -97,7 +99,7 @@ pub fn parse_reason(s: &str) -> Result<String, RequestError> {
     if s.chars().count() > CertRequest::MAX_REASON {
         return Err(RequestError::ReasonTooLong);
     }
-    if crate::has_control_chars(s) {
+    if crate::has_hidden_chars(s) {
         return Err(RequestError::ReasonControl);
     }
     Ok(s.to_owned())
@@ -158,5 +160,17 @@ mod tests {
             body(None, None, Some(&"r".repeat(1025))),
             Some("invalid_reason"),
         );
+        // Text that reads differently from what it is: bidi controls,
+        // invisible characters.
+        for hidden in [
+            "\u{202e}gnitset",
+            "in\u{2066}c\u{2069}",
+            "a\u{200b}b",
+            "\u{feff}x",
+            "a\u{2028}b",
+        ] {
+            check(body(None, None, Some(hidden)), Some("invalid_reason"));
+        }
+        check(body(None, None, Some("INC-1 für Café 中")), None);
     }
 }
