@@ -256,6 +256,76 @@ async fn an_unreachable_postgres_is_unavailable_with_a_hint() {
 }
 
 /// The same target again, for a second independent handle (own pool).
+/// One caller's failing state change (here a statement the database
+/// refuses) rolls back alone: the appends and changes group-committed with
+/// it succeed, the chain stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_state_change_fails_only_its_caller() {
+    use ca_server::audit::TxOutcome;
+    for (db, _guard) in databases() {
+        let name = format!("{:?}", db.backend());
+        let store = AuditStore::open(&db).unwrap();
+        let mut appends = Vec::new();
+        let mut bad = Vec::new();
+        let mut good = Vec::new();
+        for n in 0..300u64 {
+            let s = store.clone();
+            appends.push(tokio::spawn(async move {
+                s.append(event(n, "alice"), None).await
+            }));
+            if n % 30 == 15 {
+                let s = store.clone();
+                bad.push(tokio::spawn(async move {
+                    s.transact(move |c| {
+                        c.execute("INSERT INTO no_such_table (x) VALUES (1)", &[])?;
+                        Ok(TxOutcome {
+                            events: vec![event(1_000 + n, "mallory")],
+                            keep: true,
+                            value: (),
+                        })
+                    })
+                    .await
+                }));
+                let s = store.clone();
+                good.push(tokio::spawn(async move {
+                    s.transact(move |_| {
+                        Ok(TxOutcome {
+                            events: vec![event(2_000 + n, "bob")],
+                            keep: true,
+                            value: n,
+                        })
+                    })
+                    .await
+                }));
+            }
+        }
+        for t in appends {
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{name}: an append failed: {e}"));
+        }
+        for t in good {
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{name}: a good change failed: {e}"));
+        }
+        for t in bad {
+            assert!(
+                t.await.unwrap().is_err(),
+                "{name}: the failing change succeeded"
+            );
+        }
+        let report = store.verify().unwrap();
+        assert!(report.is_ok(), "{name}: {report:?}");
+        assert_eq!(report.rows, 310, "{name}: 300 appends and 10 good changes");
+        let mallory = Filter {
+            subject: Some("mallory".into()),
+            ..Filter::default()
+        };
+        assert!(store.list(&mallory).unwrap().is_empty(), "{name}");
+    }
+}
+
 fn target_of(db: &Db) -> Target {
     db.target().clone()
 }

@@ -60,6 +60,8 @@ pub struct TxOutcome<T> {
 struct TxJobImpl<T, F> {
     op: Option<F>,
     value: Option<T>,
+    /// Set when the change failed alone inside its batch.
+    error: Option<AuditError>,
     reply: oneshot::Sender<Result<T, AuditError>>,
 }
 
@@ -84,9 +86,15 @@ where
         Ok((rows, out.keep))
     }
 
+    fn failed(&mut self, error: AuditError) {
+        self.value = None;
+        self.error = Some(error);
+    }
+
     fn reply(self: Box<Self>, result: Result<(), AuditError>) {
         let this = *self;
-        let answer = result.and_then(|()| {
+        let answer = result.and(this.error.map_or(Ok(()), Err));
+        let answer = answer.and_then(|()| {
             this.value.ok_or_else(|| {
                 AuditError::Unavailable("internal error: transaction did not run".into())
             })
@@ -332,6 +340,7 @@ impl AuditStore {
         let job = TxJobImpl {
             op: Some(op),
             value: None,
+            error: None,
             reply,
         };
         self.send(writer::Job::Transact(Box::new(job))).await?;

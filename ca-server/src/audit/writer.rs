@@ -64,6 +64,9 @@ pub(super) trait TxJob: Send {
     /// rows to append and whether to keep the state change (`false` rolls it
     /// back; the rows are appended either way, so refusals are audited).
     fn run(&mut self, conn: &mut dyn Conn) -> Result<(Vec<NewRow>, bool), DbError>;
+    /// The change failed inside the batch and was rolled back alone: the
+    /// caller gets `error` whether or not the batch commits.
+    fn failed(&mut self, error: AuditError);
     /// After COMMIT (or the batch's failure): answer the caller.
     fn reply(self: Box<Self>, result: Result<(), AuditError>);
 }
@@ -477,17 +480,28 @@ impl Writer {
         // State changes, each in a savepoint: a refused change rolls back
         // alone while its refusal rows still join the batch. (Their rows
         // follow the appends of this batch in the chain: order between
-        // concurrent callers is the writer's to choose.)
+        // concurrent callers is the writer's to choose.) A change that
+        // fails (its statement or its rows: one caller's bad input) rolls
+        // back alone too and fails that caller only; only an error the
+        // rollback itself hits fails the batch.
         for job in batch.iter_mut() {
             if let Job::Transact(tx) = job {
                 conn.batch("SAVEPOINT jitssh_tx")?;
-                let (rows, keep) = tx.run(conn)?;
-                if !keep {
+                let before = chain.clone();
+                let result = tx.run(conn).and_then(|(rows, keep)| {
+                    if !keep {
+                        conn.batch("ROLLBACK TO SAVEPOINT jitssh_tx")?;
+                    }
+                    let rows: Vec<&NewRow> = rows.iter().collect();
+                    write_rows(conn, &mut chain, &rows).map(drop)
+                });
+                if let Err(e) = result {
                     conn.batch("ROLLBACK TO SAVEPOINT jitssh_tx")?;
+                    chain = before;
+                    tracing::warn!(error = %e, "an audited state change failed alone; the rest of its batch goes on");
+                    tx.failed(AuditError::unavailable(&e));
                 }
                 conn.batch("RELEASE SAVEPOINT jitssh_tx")?;
-                let rows: Vec<&NewRow> = rows.iter().collect();
-                write_rows(conn, &mut chain, &rows)?;
             }
         }
         if ping {
