@@ -389,6 +389,44 @@ fn audit_commands_list_export_and_detect_tampering() {
 }
 
 #[test]
+fn dev_refuses_a_directory_holding_another_ca() {
+    let dev = |dir: &std::path::Path| {
+        let mut child = Command::new(bin("jitssh-ca"))
+            .args(["dev", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("dev is serving {}", dir.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "dev should refuse {}", dir.display());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A CA made by `init`: production keys must not go behind the dev IdP.
+    let prod = tempfile::tempdir().unwrap();
+    init(prod.path());
+    let err = dev(prod.path());
+    assert!(err.contains("config.toml"), "{err}");
+    // Keys without a config, or anything else that is not a dev directory.
+    std::fs::remove_file(prod.path().join("config.toml")).unwrap();
+    let err = dev(prod.path());
+    assert!(
+        err.contains("not a jitssh-ca dev directory") && err.contains("host_ca"),
+        "{err}"
+    );
+    assert!(!prod.path().join("jitssh-dev-ca").exists());
+}
+
+#[test]
 fn dev_mode_issues_certificates_with_its_own_idp() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin("jitssh-ca"))

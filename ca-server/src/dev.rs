@@ -26,7 +26,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     // A throw-away directory lives as long as this process.
     let (_tmp, dir) = match &a.dir {
         Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            claim_dir(d)?;
             (None, d.clone())
         }
         None => {
@@ -99,6 +99,56 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     crate::serve::run(&config, state, listener, crate::serve::shutdown_signal()).await
 }
 
+/// The file `dev` writes into a `--dir` it creates; only a directory that
+/// holds it (or is empty) is used again.
+pub const DEV_MARKER: &str = "jitssh-dev-ca";
+
+/// Make `dir` a dev directory, or check that it already is one. A
+/// directory with anything else in it (a CA made by `jitssh-ca init`, its
+/// keys, config or database) is refused: `dev` would serve those keys behind
+/// an OpenID provider that logs anyone in.
+pub fn claim_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let marker = dir.join(DEV_MARKER);
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    let refuse = |why: String| -> anyhow::Result<()> {
+        bail!(
+            "refusing to run `jitssh-ca dev` on {}: {why}. Its built-in OpenID provider logs \
+             anyone in, so it must never hold a real CA's keys; give --dir a new or empty directory",
+            dir.display()
+        )
+    };
+    if entries.iter().any(|e| e == "config.toml") {
+        return refuse("it holds a config.toml (a CA made by `jitssh-ca init`)".into());
+    }
+    match std::fs::symlink_metadata(&marker) {
+        Ok(m) if m.is_file() => return Ok(()),
+        Ok(_) => return refuse(format!("{DEV_MARKER} is not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", marker.display())),
+    }
+    if !entries.is_empty() {
+        let mut names = entries;
+        names.sort();
+        names.truncate(5);
+        return refuse(format!(
+            "it is not a jitssh-ca dev directory (no {DEV_MARKER} file) and is not empty ({}{})",
+            names.join(", "),
+            if names.len() == 5 { ", ..." } else { "" }
+        ));
+    }
+    std::fs::write(
+        &marker,
+        "Made by `jitssh-ca dev`: development keys behind an OpenID provider that logs anyone in.\n\
+         Never trust these CA keys on a real host.\n",
+    )
+    .with_context(|| format!("writing {}", marker.display()))
+}
+
 fn default_user() -> String {
     std::env::var("USER")
         .ok()
@@ -151,4 +201,38 @@ pub fn dev_config(
         rate_burst: 20,
         elevation: crate::config::ElevationConfig::default(),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_uses_only_new_empty_or_its_own_directories() {
+        let root = tempfile::tempdir().unwrap();
+        // New, then empty: claimed, and again later.
+        let new = root.path().join("new");
+        claim_dir(&new).unwrap();
+        assert!(new.join(DEV_MARKER).is_file());
+        crate::keys::generate(&new.join("user_ca"), "jitssh dev user CA").unwrap();
+        claim_dir(&new).unwrap();
+        let empty = root.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        claim_dir(&empty).unwrap();
+        // Anything else: refused, nothing written.
+        let prod = root.path().join("prod");
+        std::fs::create_dir(&prod).unwrap();
+        crate::keys::generate(&prod.join("user_ca"), "jitssh user CA").unwrap();
+        let e = claim_dir(&prod).unwrap_err().to_string();
+        assert!(
+            e.contains("not a jitssh-ca dev directory") && e.contains("user_ca"),
+            "{e}"
+        );
+        assert!(!prod.join(DEV_MARKER).exists());
+        // A config.toml means `jitssh-ca init`, even beside a marker.
+        std::fs::write(new.join("config.toml"), "").unwrap();
+        let e = claim_dir(&new).unwrap_err().to_string();
+        assert!(e.contains("config.toml"), "{e}");
+    }
 }
