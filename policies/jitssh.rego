@@ -7,7 +7,7 @@
 # costs a few microseconds per rule it evaluates, whatever the rule does, and
 # a little per reference to a rule (docs/performance.md). So the allow path
 # is a handful of rules and functions working on local variables
-# (`user_principal`, `login`, `shared_account`, `principals_for`,
+# (`user_principal`, `shared_account`, `principals_for`,
 # `requested_subset`, `ttl_choice`, `extensions`), it reads
 # data.jitssh_config directly rather than through `config`, and the
 # finer-grained rules that explain a refusal run only on the deny path.
@@ -20,7 +20,8 @@ default config := {}
 
 config := data.jitssh_config
 
-# The login-name rule, applied after lowercasing (see README.md).
+# The login-name shape the server already enforces (see README.md); checked
+# again here so a policy never signs anything else as a personal principal.
 username_pattern := `^[a-z_][a-z0-9_.-]{0,31}$`
 
 # ---------------------------------------------------------------------------
@@ -75,7 +76,7 @@ decision := workload_decision if {
 	]
 	reasons := [r |
 		some part in [
-			[sprintf("%v: the user's own login, from the %v", [name, login[1]])],
+			[sprintf("%v: the user's own login name", [name])],
 			group_reasons, grant_reasons, not_granted_reasons, [ttl_reason],
 		]
 		some r in part
@@ -106,36 +107,24 @@ deny_reasons contains msg if {
 deny_reasons contains "the input has no identity.kind" if not input.identity.kind
 
 # ---------------------------------------------------------------------------
-# The user's own login name: the preferred_username claim, else the local part
-# of the verified email (the server sets input.identity.email only when the
-# IdP said email_verified). Lowercased, never otherwise rewritten. A present
-# but unusable preferred_username does not fall back to the email.
-
-# [name as given, where it came from], when there is one.
-login := [name, "preferred_username claim"] if {
-	name := input.identity.claims.preferred_username
-	is_string(name)
-	name != ""
-} else := [local, "verified email"] if {
-	not input.identity.claims.preferred_username != null
-	input.identity.email_verified == true
-	is_string(input.identity.email)
-	parts := split(input.identity.email, "@")
-	count(parts) == 2
-	local := parts[0]
-	local != ""
-}
+# The user's own login name. The server derives it, per issuer, by the rule
+# the operator configured ([[issuers]] login_claim, email_domains: never from
+# just any claim or email domain), and binds each name to the first issuer +
+# subject that uses it (another identity deriving it is refused before it
+# gets here). input.identity.login is null when there is none, and
+# input.identity.login_problem then says which setting or claim is missing.
 
 # The personal principal, defined only when every username check passes:
-# a valid login name, not reserved (the list is lowercase, and
-# jitssh_test.rego checks the data, so a plain membership test is enough),
-# and not a shared account. Without the reserved list no username can be
-# checked against it: fail closed.
+# a login name, not reserved (the list is lowercase, and jitssh_test.rego
+# checks the data, so a plain membership test is enough), and not a shared
+# account. Without the reserved list no username can be checked against it:
+# fail closed.
 user_principal := name if {
 	input.identity.kind == "human"
 	reserved := data.jitssh_config.reserved_usernames
 	is_array(reserved)
-	name := lower(login[0])
+	name := input.identity.login
+	is_string(name)
 
 	# username_pattern, spelt out: cheaper than a reference to the rule.
 	regex.match(`^[a-z_][a-z0-9_.-]{0,31}$`, name)
@@ -157,27 +146,7 @@ shared_account(name) if {
 
 # The same checks, one rule each, to say which failed (deny path only).
 
-has_preferred_username if input.identity.claims.preferred_username != null
-
-raw_username := login[0]
-
-username_source := "preferred_username claim" if has_preferred_username
-
-username_source := "verified email" if not has_preferred_username
-
-verified_email_present if {
-	input.identity.email_verified == true
-	is_string(input.identity.email)
-}
-
-email_local_part := parts[0] if {
-	verified_email_present
-	parts := split(input.identity.email, "@")
-	count(parts) == 2
-	parts[0] != ""
-}
-
-username := lower(raw_username)
+username := input.identity.login if is_string(input.identity.login)
 
 username_valid if regex.match(username_pattern, username)
 
@@ -185,41 +154,32 @@ is_reserved if username in config.reserved_usernames
 
 is_shared_account if shared_account(username)
 
-deny_reasons contains "the preferred_username claim must be a non-empty string" if {
+deny_reasons contains msg if {
 	is_human
-	has_preferred_username
-	not raw_username
+	not username
+	problem := object.get(input.identity, "login_problem", null)
+	is_string(problem)
+	msg := sprintf("no personal login name: %v", [problem])
+}
+
+deny_reasons contains "no personal login name: the server gave no input.identity.login (check this issuer's login_claim in the CA config)" if {
+	is_human
+	not username
+	not is_string(object.get(input.identity, "login_problem", null))
 }
 
 deny_reasons contains msg if {
 	is_human
-	not has_preferred_username
-	verified_email_present
-	not email_local_part
-	msg := sprintf("cannot derive a username: the verified email \"%v\" is not of the form local@domain", [input.identity.email])
-}
-
-deny_reasons contains "cannot derive a username: the token has no preferred_username claim and no verified email" if {
-	is_human
-	not has_preferred_username
-	not verified_email_present
-}
-
-deny_reasons contains msg if {
-	is_human
-	raw_username
+	username
 	not username_valid
-	msg := sprintf(
-		"username \"%v\" (from the %v) is not a valid login name: after lowercasing it must match %v",
-		[raw_username, username_source, username_pattern],
-	)
+	msg := sprintf("login name \"%v\" is not a valid login name: it must match %v", [username, username_pattern])
 }
 
 deny_reasons contains msg if {
 	is_human
 	username_valid
 	is_reserved
-	msg := sprintf("username \"%v\" (from the %v) is reserved and is never derived from a token", [username, username_source])
+	msg := sprintf("login name \"%v\" is reserved and is never derived from a token", [username])
 }
 
 deny_reasons contains msg if {
@@ -227,7 +187,7 @@ deny_reasons contains msg if {
 	username_valid
 	is_shared_account
 	not is_reserved
-	msg := sprintf("username \"%v\" (from the %v) is a shared account, granted only through groups", [username, username_source])
+	msg := sprintf("login name \"%v\" is a shared account, granted only through groups", [username])
 }
 
 # Fail closed: without the list, no username can be checked against it.

@@ -13,6 +13,8 @@ base_identity := {
 	"email": null,
 	"email_verified": false,
 	"groups": [],
+	"login": null,
+	"login_problem": null,
 	"claims": {},
 }
 
@@ -32,17 +34,21 @@ make_input(identity, request) := {
 	"time": {"unix": 1767225600, "unix_ns": 1767225600000000000},
 }
 
-# A human whose token carries preferred_username `name` and `groups`.
-user(name, groups) := make_input({"claims": {"preferred_username": name}, "groups": groups}, {})
+# A human whose login name (derived and bound by the server) is `name`.
+user(name, groups) := make_input({"login": name, "groups": groups}, {})
 
 # The same, asking for `principals` (null: everything) and `ttl` (null: default).
 user_asking(name, groups, principals, ttl) := make_input(
-	{"claims": {"preferred_username": name}, "groups": groups},
+	{"login": name, "groups": groups},
 	{"principals": principals, "ttl_seconds": ttl},
 )
 
-# A human known only by a verified email.
-email_user(email) := make_input({"email": email, "email_verified": true}, {})
+# A human the server gave no login name, and why (as the server words it).
+no_login(problem) := make_input({"login_problem": problem}, {})
+
+no_rule := `issuer "https://idp2.example.com": this issuer has no rule for login names: add login_claim (e.g. login_claim = "email" with email_domains = ["example.com"]) to its [[issuers]] entry in the CA config`
+
+foreign_domain := `issuer "https://idp.example.com": the verified email's domain "anything.example" is not among this issuer's email_domains (example.com)`
 
 allowed(d) if {
 	d.allow == true
@@ -66,74 +72,51 @@ test_alice_gets_username if {
 	d.extensions == ["permit-pty", "permit-port-forwarding", "permit-agent-forwarding"]
 	d.critical_options == {}
 	some reason in d.reasons
-	contains(reason, "preferred_username")
+	contains(reason, "alice: the user's own login name")
 }
 
-test_username_is_lowercased if {
-	d := decision with input as user("Alice.Smith", [])
-	d.principals == ["alice.smith"]
+# Claims never name a user here: only the server's input.identity.login,
+# derived by the issuer's rule. A preferred_username or a verified email
+# (from any domain) without it gets nothing.
+test_claims_and_email_never_name_a_user if {
+	every identity in [
+		{"claims": {"preferred_username": "alice"}},
+		{"email": "alice@anything.example", "email_verified": true},
+		{"email": "alice@example.com", "email_verified": true, "claims": {"preferred_username": "alice"}, "groups": ["sre"]},
+	] {
+		d := decision with input as make_input(identity, {})
+		denied_because(d, "no personal login name")
+	}
 }
 
-test_username_from_verified_email if {
-	d := decision with input as email_user("bob@example.com")
-	allowed(d)
-	d.principals == ["bob"]
-	some reason in d.reasons
-	contains(reason, "verified email")
+test_the_server_says_which_setting_is_missing if {
+	d := decision with input as no_login(no_rule)
+	denied_because(d, "add login_claim")
+	d2 := decision with input as no_login(foreign_domain)
+	denied_because(d2, "not among this issuer's email_domains")
 }
 
-test_preferred_username_wins_over_email if {
-	i := make_input({"email": "bob@example.com", "email_verified": true, "claims": {"preferred_username": "robert"}}, {})
-	d := decision with input as i
-	d.principals == ["robert"]
+test_no_login_name_denied_even_with_groups if {
+	d := decision with input as make_input({"groups": ["sre"], "login_problem": no_rule}, {})
+	denied_because(d, "no personal login name")
 }
 
-test_unverified_email_is_ignored if {
-	# The server never sets an unverified email; if one slips through, it
-	# must not name a user.
-	i := make_input({"email": "bob@example.com", "email_verified": false}, {})
-	d := decision with input as i
-	denied_because(d, "no verified email")
-}
-
-test_malformed_email_denied if {
-	d := decision with input as email_user("not-an-email")
-	denied_because(d, "not of the form local@domain")
-}
-
-test_no_username_at_all_denied if {
-	d := decision with input as make_input({}, {})
-	denied_because(d, "no preferred_username claim and no verified email")
-}
-
-test_no_username_denied_even_with_groups if {
-	d := decision with input as make_input({"groups": ["sre"]}, {})
-	denied_because(d, "cannot derive a username")
-}
-
-test_empty_preferred_username_denied if {
-	d := decision with input as user("", [])
-	denied_because(d, "non-empty string")
-}
-
-test_non_string_preferred_username_denied if {
-	d := decision with input as user(42, [])
-	denied_because(d, "non-empty string")
-}
-
-test_invalid_preferred_username_does_not_fall_back_to_email if {
-	i := make_input({"email": "bob@example.com", "email_verified": true, "claims": {"preferred_username": "bob smith"}}, {})
-	d := decision with input as i
-	denied_because(d, "not a valid login name")
+test_non_string_login_denied if {
+	every login in [42, true, ["alice"], {"name": "alice"}] {
+		d := decision with input as user(login, [])
+		denied_because(d, "no personal login name")
+	}
 }
 
 # ---------------------------------------------------------------------------
 # Names that cannot be sanitised are refused, never rewritten.
 
+# The server refuses these already (ca-core login::tests); the policy checks
+# again, so a server bug cannot sign them.
 test_unsanitisable_names_denied if {
 	every name in [
-		"bob smith", "bob,root", "-bob", "1bob", "bob@example.com", "bob*",
-		"bob\n", "bob/..", "émile", "a234567890123456789012345678901234",
+		"", "bob smith", "bob,root", "-bob", "1bob", "bob@example.com", "bob*",
+		"bob\n", "bob/..", "émile", "Alice", "a234567890123456789012345678901234",
 	] {
 		d := decision with input as user(name, [])
 		denied_because(d, "not a valid login name")
@@ -152,24 +135,14 @@ test_underscore_start_allowed if {
 	d.principals == ["_svc.backup-1"]
 }
 
-test_email_local_part_is_checked if {
-	d := decision with input as email_user("bob+ssh@example.com")
-	denied_because(d, "not a valid login name")
-}
-
 # ---------------------------------------------------------------------------
 # Reserved and shared names are never derived from a claim.
 
 test_reserved_name_denied if {
-	every name in ["root", "ROOT", "Admin", "administrator", "toor", "daemon", "bin", "sys", "sync", "sshd", "nobody", "operator"] {
+	every name in ["root", "admin", "administrator", "toor", "daemon", "bin", "sys", "sync", "sshd", "nobody", "operator"] {
 		d := decision with input as user(name, ["sre"])
 		denied_because(d, "is reserved")
 	}
-}
-
-test_reserved_name_from_email_denied if {
-	d := decision with input as email_user("root@example.com")
-	denied_because(d, "is reserved")
 }
 
 test_reserved_list_comes_from_data if {
@@ -211,7 +184,7 @@ test_unknown_group_grants_nothing if {
 }
 
 test_null_groups if {
-	d := decision with input as make_input({"claims": {"preferred_username": "alice"}, "groups": null}, {})
+	d := decision with input as make_input({"login": "alice", "groups": null}, {})
 	d.principals == ["alice"]
 }
 
@@ -359,10 +332,9 @@ sample_inputs := [
 	user("bob smith", []),
 	user("", []),
 	user(7, []),
-	email_user("bob@example.com"),
-	email_user("root@example.com"),
-	email_user("no-at-sign"),
-	make_input({"email": "bob@example.com", "email_verified": false}, {}),
+	no_login(no_rule),
+	no_login(foreign_domain),
+	make_input({"email": "bob@example.com", "email_verified": true, "claims": {"preferred_username": "bob"}}, {}),
 	user_asking("alice", ["sre"], ["web"], null),
 	user_asking("alice", ["sre"], ["root"], null),
 	user_asking("alice", [], ["alice", "web"], 60),

@@ -54,7 +54,7 @@ test_other_issuer_with_same_claims_denied if {
 }
 
 test_human_with_workload_claims_is_not_a_workload if {
-	i := make_input({"kind": "human", "issuer": gh, "claims": object.union(main_claims, {"preferred_username": "alice"}), "groups": []}, {})
+	i := make_input({"kind": "human", "issuer": gh, "login": "alice", "claims": object.union(main_claims, {"preferred_username": "alice"}), "groups": []}, {})
 	d := decision with input as i
 	not "deploy" in d.principals
 }

@@ -184,6 +184,7 @@ fn init_pkcs11(dir: &Path, issuer: &Issuer, token: &Token, pin: &Path) -> Output
     Command::new(bin("jitssh-ca"))
         .args(["init", "--dir"])
         .arg(dir)
+        .args(["--login-claim", "preferred_username"])
         .args([
             "--issuer",
             &issuer.url,

@@ -110,6 +110,8 @@ fn serve_speaks_tls_and_stops_on_sigterm() {
         &issuer.url,
         "--audience",
         "jitssh-e2e",
+        "--login-claim",
+        "preferred_username",
     ]);
     assert!(out.status.success());
     run_ok(

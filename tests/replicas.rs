@@ -61,7 +61,8 @@ impl Cluster {
             Command::new(bin("jitssh-ca"))
                 .args(["init", "--dir"])
                 .arg(dir.path())
-                .args(["--issuer", issuer, "--audience", AUD]),
+                .args(["--issuer", issuer, "--audience", AUD])
+                .args(["--login-claim", "preferred_username"]),
         );
         let url = pg::cluster().fresh_database();
         let config = dir.path().join("config.toml");
@@ -392,7 +393,8 @@ fn an_sqlite_ca_migrates_to_replicas() {
         Command::new(bin("jitssh-ca"))
             .args(["init", "--dir"])
             .arg(dir.path())
-            .args(["--issuer", &issuer.url, "--audience", AUD]),
+            .args(["--issuer", &issuer.url, "--audience", AUD])
+            .args(["--login-claim", "preferred_username"]),
     );
     let sqlite_config = dir.path().join("config.toml");
     let spent = issuer.token(&users[0]);

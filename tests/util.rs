@@ -194,6 +194,8 @@ impl CaServer {
             .args(["init", "--dir"])
             .arg(dir.path())
             .args(["--issuer", issuer, "--audience", audience])
+            // The test issuers' usernames are set by the tests.
+            .args(["--login-claim", "preferred_username"])
             .output()
             .unwrap();
         assert!(

@@ -371,6 +371,20 @@ impl Party {
             || matches!((&self.email, &other.email),
                 (Some(a), Some(b)) if a.eq_ignore_ascii_case(b))
     }
+
+    /// [`Party::same_person`], or sharing a login name: `mine` and `theirs`
+    /// are the login names the CA knows for each (derived from the token now,
+    /// bound to the identity in the login-name table). A login name is one
+    /// account on every host, so two identities holding one are one person
+    /// for approvals, whatever their issuers and emails.
+    pub fn same_person_with_logins(
+        &self,
+        other: &Party,
+        mine: &[String],
+        theirs: &[String],
+    ) -> bool {
+        self.same_person(other) || mine.iter().any(|l| theirs.contains(l))
+    }
 }
 
 /// What an approval is bound to: the hash of everything that defines the
@@ -671,6 +685,14 @@ mod tests {
             !a.same_person(&b),
             "same subject at another issuer is someone else"
         );
+        let alice = ["alice".to_owned()];
+        assert!(
+            a.same_person_with_logins(&b, &alice, &alice),
+            "one login name at two issuers is one person"
+        );
+        assert!(!a.same_person_with_logins(&b, &alice, &["bob".to_owned()]));
+        assert!(!a.same_person_with_logins(&b, &[], &[]));
+        assert!(a.same_person_with_logins(&a.clone(), &[], &[]));
     }
 
     #[test]

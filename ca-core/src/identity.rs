@@ -23,6 +23,13 @@ pub struct VerifiedIdentity {
     pub email: Option<String>,
     pub email_verified: bool,
     pub groups: Vec<String>,
+    /// The personal login name, derived by the issuer's configured rule
+    /// ([`crate::login::LoginRule`]); `None` for workloads, and for people
+    /// whose issuer has no rule or whose token does not satisfy it.
+    pub login: Option<crate::LoginName>,
+    /// Why a person has no `login` (says which setting to add or claim to
+    /// fix); `None` when there is a login name, and for workloads.
+    pub login_problem: Option<String>,
     /// Every claim of the token, for policies that need more.
     pub claims: serde_json::Map<String, serde_json::Value>,
 }

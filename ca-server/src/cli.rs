@@ -48,6 +48,9 @@ pub enum Command {
     /// The CA's database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Login names: which identity (issuer + subject) each belongs to.
+    #[command(subcommand)]
+    LoginName(LoginNameCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +202,17 @@ pub struct InitArgs {
     /// OAuth client ID of jitssh at the provider (the ID token audience).
     #[arg(long, default_value = "jitssh")]
     pub audience: String,
+    /// A domain whose verified emails name people: the local part of
+    /// `alice@DOMAIN` becomes the login name `alice` (repeatable). Emails in
+    /// other domains give no login name.
+    #[arg(long = "email-domain", value_name = "DOMAIN")]
+    pub email_domains: Vec<String>,
+    /// The claim login names come from: `email` (the default with
+    /// --email-domain), `preferred_username` (only if users cannot edit it
+    /// at your IdP) or another claim. Without this and --email-domain,
+    /// nobody gets a personal principal until `login_claim` is set.
+    #[arg(long, value_name = "CLAIM")]
+    pub login_claim: Option<String>,
     /// Create the CA keys inside a PKCS#11 token (HSM) instead of files: the module (shared library).
     #[arg(long, value_name = "MODULE", requires = "token_label")]
     pub pkcs11: Option<PathBuf>,
@@ -312,4 +326,47 @@ pub struct AuditFilter {
     /// At most this many events (the newest).
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+/// `jitssh-ca login-name`: a login name belongs to the first identity that
+/// uses it; these show and change that. Each change is audited, and counts
+/// on running servers within about a second.
+#[derive(Debug, Subcommand)]
+pub enum LoginNameCommand {
+    /// Every login name and the identity holding it.
+    List {
+        /// Config file of the CA.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Free NAME: the next identity that uses it gets it.
+    Release {
+        /// Config file of the CA.
+        #[arg(long, short)]
+        config: PathBuf,
+        name: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Give NAME to one identity (whoever held it loses it): a person who
+    /// moved to another issuer, or an account reassigned at the IdP.
+    Map {
+        /// Config file of the CA.
+        #[arg(long, short)]
+        config: PathBuf,
+        name: String,
+        /// The identity's issuer, exactly as in [[issuers]].
+        #[arg(long)]
+        issuer: String,
+        /// The identity's subject (the token's `sub`).
+        #[arg(long)]
+        subject: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }

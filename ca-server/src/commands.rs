@@ -34,6 +34,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Elevation(e) => elevation(e).await,
         Command::Ca(c) => ca_keys(c).await,
         Command::Db(c) => database(c),
+        Command::LoginName(c) => login_name(c).await,
         Command::Host(HostCommand::Token(HostTokenCommand::Create(a))) => {
             host_token_create(a).await.map(|_| ExitCode::SUCCESS)
         }
@@ -74,6 +75,11 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
             config_path.display()
         );
     }
+    // The login rule is checked before any key is made.
+    let login_rule = |template: String| {
+        crate::config::with_login_rule(&template, a.login_claim.as_deref(), &a.email_domains)
+    };
+    login_rule(crate::config::template(&a.issuer, &a.audience))?;
     let (user, host, template) = match &a.pkcs11 {
         None => {
             let user = crate::keys::generate(&a.dir.join("user_ca"), "jitssh user CA")?;
@@ -110,6 +116,7 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
             )
         }
     };
+    let template = login_rule(template)?;
     write_policies(&a.dir.join("policies"))?;
     std::fs::write(&config_path, template)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -124,6 +131,11 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
         "  1. Edit [login] and [[issuers]] in {} for your OpenID provider.",
         config_path.display()
     );
+    if a.login_claim.is_none() && a.email_domains.is_empty() {
+        println!(
+            "     Set login_claim (and email_domains) there too, or rerun with --email-domain: until then nobody gets a personal principal."
+        );
+    }
     println!("  2. Add TLS (server.tls_cert / tls_key) before listening beyond loopback.");
     println!(
         "  3. jitssh-ca policy test {}",
@@ -606,4 +618,85 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
         "In force within a second on the CA; hosts pick it up with their next KRL sync (GET /v1/krl)."
     );
     Ok(())
+}
+
+async fn login_name(command: crate::cli::LoginNameCommand) -> anyhow::Result<ExitCode> {
+    use crate::cli::LoginNameCommand;
+    use crate::logins::LoginNames;
+    let open = |config: &Path| -> anyhow::Result<(Config, LoginNames)> {
+        let config = Config::load(config)?;
+        let audit = AuditStore::open(config.database.open()?)?;
+        let names = LoginNames::open(audit)?;
+        Ok((config, names))
+    };
+    let reason = |r: Option<String>| r.as_deref().map(ca_core::request::parse_reason).transpose();
+    let now = crate::issue::now_unix();
+    match command {
+        LoginNameCommand::List { config, json } => {
+            let (_, names) = open(&config)?;
+            for b in names.list()? {
+                if json {
+                    println!("{}", serde_json::to_string(&b)?);
+                } else {
+                    println!(
+                        "{} {} {} {} since {}",
+                        b.login,
+                        ca_core::escape_control(&b.issuer),
+                        ca_core::escape_control(&b.subject),
+                        b.bound_by,
+                        crate::audit::format_time(b.bound_at),
+                    );
+                }
+            }
+        }
+        LoginNameCommand::Release {
+            config,
+            name,
+            reason: why,
+        } => {
+            let why = reason(why)?;
+            let (_, names) = open(&config)?;
+            let old = names.release(&name, why, now).await?;
+            println!(
+                "released {} (held by {} {}); the next identity to use it gets it, on running servers within a second",
+                old.login,
+                ca_core::escape_control(&old.issuer),
+                ca_core::escape_control(&old.subject)
+            );
+        }
+        LoginNameCommand::Map {
+            config,
+            name,
+            issuer,
+            subject,
+            reason: why,
+        } => {
+            let why = reason(why)?;
+            let (config, names) = open(&config)?;
+            if !config.issuers.iter().any(|i| i.issuer == issuer) {
+                bail!(
+                    "--issuer {:?} is not one of the configured [[issuers]]",
+                    ca_core::escape_control(&issuer)
+                );
+            }
+            let previous = names.map(&name, &issuer, &subject, why, now).await?;
+            let before = previous.map_or_else(
+                || "nobody".to_owned(),
+                |p| {
+                    format!(
+                        "{} {}",
+                        ca_core::escape_control(&p.issuer),
+                        ca_core::escape_control(&p.subject)
+                    )
+                },
+            );
+            println!(
+                "{} now belongs to {} {} (before: {before}); on running servers within a second",
+                name.to_ascii_lowercase(),
+                ca_core::escape_control(&issuer),
+                ca_core::escape_control(&subject)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

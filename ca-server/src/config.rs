@@ -312,6 +312,12 @@ pub struct RawIssuer {
     pub accept_access_tokens: bool,
     /// The resource indicator the access tokens carry in `aud`.
     pub access_token_audience: Option<String>,
+    /// Where people's login names come from: `"email"` (the verified
+    /// email's local part, only in `email_domains`), `"preferred_username"`
+    /// or another claim. Unset: no personal login name from this issuer.
+    pub login_claim: Option<String>,
+    #[serde(default)]
+    pub email_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -564,6 +570,7 @@ impl Config {
             .into_iter()
             .map(|i| {
                 let access_token_audience = access_token_audience(&i)?;
+                let login = login_rule(&i)?;
                 Ok(crate::oidc::IssuerConfig {
                     issuer: i.issuer,
                     audiences: i.audiences,
@@ -574,6 +581,7 @@ impl Config {
                         RawKind::Workload => IdentityKind::Workload,
                     },
                     access_token_audience,
+                    login,
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
@@ -692,6 +700,22 @@ fn postgres_tls(
         })
         .transpose()?;
     Ok(crate::db::with_tls_params(url, tls, ca_file))
+}
+
+/// `login_claim` and `email_domains` → the issuer's login-name rule. People
+/// need one (else they get no personal principal, and the denial says to add
+/// it); workloads never have login names, so a rule there is a mistake.
+fn login_rule(i: &RawIssuer) -> Result<ca_core::LoginRule, ConfigError> {
+    let invalid = |why: &str| ConfigError::Invalid(format!("[[issuers]] {:?}: {why}", i.issuer));
+    if matches!(i.kind, RawKind::Workload) {
+        if i.login_claim.is_some() || !i.email_domains.is_empty() {
+            return Err(invalid(
+                "login_claim and email_domains are for kind = \"human\" issuers: workloads get principals from their policy bindings, never login names",
+            ));
+        }
+        return Ok(ca_core::LoginRule::none());
+    }
+    ca_core::LoginRule::new(i.login_claim.as_deref(), &i.email_domains).map_err(|e| invalid(&e))
 }
 
 /// `accept_access_tokens` + `access_token_audience` → the audience access
@@ -817,12 +841,48 @@ audiences = ["{audience}"]
 groups_claim = "groups"
 # ca_bundle = "idp-ca.pem"   # PEM bundle for a private IdP's TLS certificate
 kind = "human"               # "workload" for CI/service token issuers
+# How a person's login name (their own principal) is derived. Required for kind = "human":
+# without it nobody from this issuer gets a personal principal. "email" takes the local part
+# of a verified email, only for email_domains (exact, case-insensitive; no subdomains);
+# "preferred_username" only if users cannot edit it at this IdP. A login name belongs to the
+# first issuer + subject that receives it (`jitssh-ca login-name` lists, releases, maps).
+# login_claim = "email"
+# email_domains = ["example.com"]
 # Workload issuers only: also accept RFC 9068 JWT access tokens (`typ: at+jwt`, e.g. from
 # `jitssh cert --client-id`) whose `aud` contains access_token_audience (the resource indicator).
 # accept_access_tokens = false
 # access_token_audience = "urn:jitssh:ca"
 "#
     )
+}
+
+/// The commented-out login rule [`template`] writes.
+const TEMPLATE_LOGIN_RULE: &str =
+    "# login_claim = \"email\"\n# email_domains = [\"example.com\"]\n";
+
+/// `template` with the login rule set (`jitssh-ca init --login-claim
+/// --email-domain`): `claim` defaults to `"email"` when domains are given.
+/// Checked as the config load checks it. Without either, the template is
+/// unchanged (the rule stays commented out: people get no personal principal).
+pub fn with_login_rule(
+    template: &str,
+    claim: Option<&str>,
+    email_domains: &[String],
+) -> Result<String, ConfigError> {
+    let claim = match claim {
+        None if email_domains.is_empty() => return Ok(template.to_owned()),
+        None => "email",
+        Some(c) => c,
+    };
+    let rule = ca_core::LoginRule::new(Some(claim), email_domains)
+        .map_err(|e| ConfigError::Invalid(format!("[[issuers]]: {e}")))?;
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let mut lines = format!("login_claim = {}\n", quote(claim));
+    if !rule.email_domains().is_empty() {
+        let domains: Vec<String> = rule.email_domains().iter().map(|d| quote(d)).collect();
+        lines.push_str(&format!("email_domains = [{}]\n", domains.join(", ")));
+    }
+    Ok(template.replacen(TEMPLATE_LOGIN_RULE, &lines, 1))
 }
 
 /// [`template`] for CA keys inside a PKCS#11 token (`jitssh-ca init --pkcs11`).
@@ -933,6 +993,55 @@ mod tests {
         assert_eq!(c.limits.max_ttl.as_secs(), 3600);
         assert_eq!(c.host_max_ttl.as_secs(), 7 * 86400);
         assert_eq!(c.issuers.len(), 1);
+        assert!(
+            c.issuers[0].login.is_none(),
+            "no login rule until one is set"
+        );
+    }
+
+    #[test]
+    fn login_rules_per_issuer() {
+        let t = template("https://idp.example.com", "jitssh");
+        let set = with_login_rule(&t, None, &["Example.COM".into()]).unwrap();
+        let c = parse(&set).unwrap();
+        assert_eq!(
+            c.issuers[0].login,
+            ca_core::LoginRule::new(Some("email"), &["example.com".into()]).unwrap()
+        );
+        let pu = parse(&with_login_rule(&t, Some("preferred_username"), &[]).unwrap()).unwrap();
+        assert_eq!(
+            pu.issuers[0].login,
+            ca_core::LoginRule::claim("preferred_username")
+        );
+        assert_eq!(with_login_rule(&t, None, &[]).unwrap(), t);
+        for (claim, domains, why) in [
+            (Some("email"), vec![], "needs email_domains"),
+            (None, vec!["*.example.com".to_owned()], "not a domain name"),
+            (
+                Some("preferred_username"),
+                vec!["example.com".into()],
+                "only with login_claim",
+            ),
+        ] {
+            let e = with_login_rule(&t, claim, &domains)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let with = |extra: &str| {
+            parse(&format!(
+                "{t}\n[[issuers]]\nissuer = \"https://ci.example.com\"\naudiences = [\"jitssh-ca\"]\n{extra}\n"
+            ))
+        };
+        let e = with("kind = \"workload\"\nlogin_claim = \"preferred_username\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kind = \"human\" issuers"), "{e}");
+        let e = with("login_claim = \"email\"").unwrap_err().to_string();
+        assert!(
+            e.contains("https://ci.example.com") && e.contains("email_domains"),
+            "{e}"
+        );
     }
 
     #[test]

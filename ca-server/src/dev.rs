@@ -196,6 +196,8 @@ pub fn dev_config(
             ca_bundle: None,
             kind: ca_core::IdentityKind::Human,
             access_token_audience: None,
+            // The built-in IdP's usernames are set by whoever runs `dev`.
+            login: ca_core::LoginRule::claim("preferred_username"),
         }],
         rate_per_minute: 60,
         rate_burst: 20,

@@ -130,6 +130,8 @@ impl From<IssueError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             IssueError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IssueError::LoginName(l) if l.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            IssueError::LoginName(_) => StatusCode::FORBIDDEN,
             IssueError::Denied { .. } | IssueError::PolicyError(_) | IssueError::Revoked(_) => {
                 StatusCode::FORBIDDEN
             }
@@ -216,6 +218,8 @@ impl From<ElevationOpError> for ApiError {
             | ElevationOpError::NotApprover { .. }
             | ElevationOpError::NotRequester(_)
             | ElevationOpError::WorkloadApprover => StatusCode::FORBIDDEN,
+            ElevationOpError::LoginName(l) if l.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            ElevationOpError::LoginName(_) => StatusCode::FORBIDDEN,
             ElevationOpError::NotPending { .. }
             | ElevationOpError::NotCancellable { .. }
             | ElevationOpError::AlreadyApproved(_)

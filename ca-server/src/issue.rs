@@ -50,6 +50,8 @@ pub enum IssueError {
     Denied { reasons: Vec<String> },
     #[error("{0} has been revoked at this CA; ask your administrator")]
     Revoked(&'static str),
+    #[error("{0}")]
+    LoginName(#[from] crate::logins::LoginNameError),
     #[error(
         "the CA's policy could not decide ({0}); no certificate was issued. Ask the CA operator to check the policy"
     )]
@@ -77,6 +79,7 @@ impl IssueError {
             IssueError::RateLimited { .. } => "rate_limited",
             IssueError::Denied { .. } => "denied_by_policy",
             IssueError::Revoked(_) => "revoked",
+            IssueError::LoginName(e) => e.code(),
             IssueError::PolicyError(_) => "policy_error",
             IssueError::AuditUnavailable(_) => "audit_unavailable",
             IssueError::Internal(_) => "internal_error",
@@ -122,6 +125,8 @@ pub struct Authority {
     pub hosts: crate::hosts::Hosts,
     /// Just-in-time role grants (`elevation`); its index gates role principals.
     pub elevations: std::sync::Arc<crate::elevation::Elevations>,
+    /// Which identity each login name belongs to (`logins`).
+    pub logins: std::sync::Arc<crate::logins::LoginNames>,
     pub metrics: Metrics,
     replay: ReplayGuard,
     rate: RateLimiter,
@@ -140,6 +145,7 @@ impl Authority {
         revocations: std::sync::Arc<RevocationCache>,
         hosts: crate::hosts::Hosts,
         elevations: std::sync::Arc<crate::elevation::Elevations>,
+        logins: std::sync::Arc<crate::logins::LoginNames>,
         rate_per_minute: u32,
         rate_burst: u32,
     ) -> Result<Self, AuditError> {
@@ -161,6 +167,7 @@ impl Authority {
             revocations,
             hosts,
             elevations,
+            logins,
             metrics: Metrics::new(),
             replay,
             rate: RateLimiter::new(rate_per_minute, rate_burst),
@@ -279,6 +286,9 @@ impl Authority {
             .await
             .map_err(|e| IssueError::AuditUnavailable(AuditError::Unavailable(e.to_string())))?;
         let grant = self.decide(identity, &req, &ctx.source_ip, now, grants, event)?;
+
+        // 5b. The login name is this identity's, or free and now bound to it.
+        self.logins.claim(identity, now).await?;
 
         // 6. Sign.
         let serial = self.next_serial()?;

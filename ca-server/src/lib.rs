@@ -16,6 +16,7 @@ pub mod http;
 pub mod issue;
 pub mod keys;
 pub mod logging;
+pub mod logins;
 pub mod metrics;
 pub mod migrate;
 pub mod oidc;

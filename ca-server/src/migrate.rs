@@ -5,11 +5,11 @@
 //! seqs, hashes and events, so it verifies unchanged), spent tokens (a token
 //! used before the move is still refused after it), serial blocks (new
 //! serials stay above every issued one), elevations and votes, join tokens,
-//! revocations (same ids) and the shared secrets. The source is read in one
-//! snapshot and the target written in one transaction: a failed migration
-//! leaves the target empty. The target must hold no data, so a migration
-//! never merges two histories; the source chain must verify first, and the
-//! target's after.
+//! revocations (same ids), login-name bindings and the shared secrets. The
+//! source is read in one snapshot and the target written in one transaction:
+//! a failed migration leaves the target empty. The target must hold no data,
+//! so a migration never merges two histories; the source chain must verify
+//! first, and the target's after.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,9 @@ const TABLES: &[(&str, &str)] = &[
     ("elevations", "id"),
     ("elevation_votes", "elevation_id, issuer, subject"),
     ("host_join_tokens", "token_hash"),
+    ("login_names", "login"),
+    ("login_name_holders", "login, issuer, subject"),
+    ("login_names_version", "id"),
 ];
 
 /// Why a migration did not happen (the target is unchanged).
@@ -93,6 +96,7 @@ fn create_tables(db: &Db) -> Result<(), MigrateError> {
     crate::revocation::RevocationStore::open(db.clone()).map_err(|e| schema(&e))?;
     crate::hosts::JoinTokenStore::open(db.clone()).map_err(|e| schema(&e))?;
     crate::elevation::create_tables(db).map_err(|e| schema(&e))?;
+    crate::logins::create_tables(db).map_err(|e| schema(&e))?;
     Ok(())
 }
 

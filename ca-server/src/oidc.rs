@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ca_core::{IdentityKind, VerifiedIdentity};
+use ca_core::{IdentityKind, LoginRule, VerifiedIdentity};
 use jsonwebtoken::Algorithm;
 use reqwest::Url;
 use serde_json::{Map, Value};
@@ -85,6 +85,10 @@ pub struct IssuerConfig {
     /// token says which client asked, not that a person signed in. `None`:
     /// access tokens are refused, so one cannot pass for an ID token.
     pub access_token_audience: Option<String>,
+    /// How this issuer's people get their login name (`login_claim`,
+    /// `email_domains`). [`LoginRule::none`] (the default): none at all, so
+    /// no personal principal; ignored for workloads.
+    pub login: LoginRule,
 }
 
 impl IssuerConfig {
@@ -97,6 +101,7 @@ impl IssuerConfig {
             ca_bundle: None,
             kind,
             access_token_audience: None,
+            login: LoginRule::none(),
         }
     }
 }
@@ -694,6 +699,14 @@ fn identity(cfg: &IssuerConfig, claims: Map<String, Value>, subject: String) -> 
             .collect(),
         _ => Vec::new(),
     };
+    // People only: the issuer's login rule, or why there is no login name.
+    let (login, login_problem) = match cfg.kind {
+        IdentityKind::Workload => (None, None),
+        IdentityKind::Human => match cfg.login.derive(&claims, email.as_deref()) {
+            Ok(name) => (Some(name), None),
+            Err(e) => (None, Some(format!("issuer {:?}: {e}", cfg.issuer))),
+        },
+    };
     VerifiedIdentity {
         kind: cfg.kind,
         issuer: cfg.issuer.clone(),
@@ -701,6 +714,8 @@ fn identity(cfg: &IssuerConfig, claims: Map<String, Value>, subject: String) -> 
         email,
         email_verified,
         groups,
+        login,
+        login_problem,
         claims,
     }
 }

@@ -1134,7 +1134,7 @@ mod tests {
             "identity": {
                 "kind": "human", "issuer": "https://idp.example.com", "subject": "u1",
                 "email": "alice@example.com", "email_verified": true,
-                "groups": ["sre"], "claims": {}
+                "groups": ["sre"], "login": "alice", "login_problem": null, "claims": {}
             },
             "request": {
                 "kind": "user_cert", "principals": null, "ttl_seconds": null,

@@ -145,13 +145,17 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         config.host_max_ttl,
         audit.shared_secret("host-challenge")?,
     );
-    let elevations = Arc::new(crate::elevation::Elevations::open(
-        &db,
-        audit.clone(),
-        policy.clone(),
-        config.elevation.clone(),
-        crate::issue::now_unix(),
-    )?);
+    let logins = Arc::new(crate::logins::LoginNames::open(audit.clone())?);
+    let elevations = Arc::new(
+        crate::elevation::Elevations::open(
+            &db,
+            audit.clone(),
+            policy.clone(),
+            config.elevation.clone(),
+            crate::issue::now_unix(),
+        )?
+        .with_logins(logins.clone()),
+    );
     let mut authority = Authority::new(
         config.limits.clone(),
         user_ca,
@@ -162,6 +166,7 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         revocations,
         hosts,
         elevations,
+        logins,
         config.rate_per_minute,
         config.rate_burst,
     )?;
@@ -242,6 +247,11 @@ pub async fn run(
         .clone()
         .spawn_refresher(Duration::from_secs(1));
     state.authority.elevations.spawn_background();
+    state
+        .authority
+        .logins
+        .clone()
+        .spawn_refresher(Duration::from_secs(1));
 
     let handle = axum_server::Handle::<SocketAddr>::new();
     let h = handle.clone();

@@ -131,7 +131,16 @@ async fn issues_certificate_for_verified_user() {
             .fingerprint(Default::default());
         cert.validate_at(now(), &[ca_fp]).unwrap();
     }
-    let rows = h.audit_rows();
+    let mut rows = h.audit_rows();
+    // The first certificate bound the login name to alice's identity.
+    let bind = rows.remove(0);
+    assert_eq!(
+        (bind.event.action.as_str(), bind.event.details.clone()),
+        (
+            "login_name_bind",
+            Some(json!({"login": "alice", "bound_by": "first_use"}))
+        )
+    );
     assert_eq!(rows.len(), 3);
     assert!(
         rows.iter()

@@ -32,12 +32,25 @@ fn copy_of_shipped() -> tempfile::TempDir {
     dir
 }
 
+/// A person as the server sees them: with a username, from an issuer trusted
+/// for `preferred_username`; without, from one whose login names are the
+/// local parts of verified emails in example.com.
 fn identity(username: Option<&str>, email: Option<&str>, groups: &[&str]) -> VerifiedIdentity {
     let mut claims = serde_json::Map::new();
     if let Some(u) = username {
         claims.insert("preferred_username".into(), json!(u));
     }
+    let rule = match username {
+        Some(_) => ca_core::LoginRule::claim("preferred_username"),
+        None => ca_core::LoginRule::new(Some("email"), &["example.com".into()]).unwrap(),
+    };
+    let (login, login_problem) = match rule.derive(&claims, email) {
+        Ok(l) => (Some(l), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     VerifiedIdentity {
+        login,
+        login_problem,
         kind: IdentityKind::Human,
         issuer: "https://idp.example.com".into(),
         subject: "00u1a2b3c4".into(),
@@ -124,6 +137,20 @@ fn decisions_for_real_inputs_survive_enforce() {
     assert_eq!(
         granted(&engine, &bob, &request(None, Some(60))),
         (vec!["bob".into()], 60)
+    );
+
+    // An email outside the issuer's domains names nobody: the server's
+    // reason reaches the caller.
+    let foreign = identity(None, Some("bob@anything.example"), &["sre"]);
+    let eval = engine
+        .evaluate(&input(&foreign, &request(None, None)))
+        .unwrap();
+    let limits = Limits::new(Ttl::from_secs(3600).unwrap());
+    let refusal = enforce(eval.decision.as_ref(), &request(None, None), &limits).unwrap_err();
+    assert!(
+        refusal.to_string().contains("no personal login name")
+            && refusal.to_string().contains("email_domains"),
+        "{refusal}"
     );
 
     // Denials carry the policy's reasons through enforce.

@@ -10,6 +10,7 @@
 //! `[elevation] max_grant`. Certificates carry a role's principals only while
 //! the requester's grant is active ([`GrantIndex`], read by `issue`).
 
+mod people;
 mod store;
 
 /// Create the elevation tables if missing (as `Elevations::open` does).
@@ -85,6 +86,8 @@ pub enum ElevationOpError {
     NotRequester(String),
     #[error("only people can approve or deny elevations; workload identities cannot")]
     WorkloadApprover,
+    #[error("{0}")]
+    LoginName(#[from] crate::logins::LoginNameError),
     #[error(
         "you already have {0} pending elevation requests; cancel some (`jitssh cancel ID`) or wait for a decision"
     )]
@@ -118,6 +121,7 @@ impl ElevationOpError {
             ElevationOpError::NotApprover { .. } => "not_an_approver",
             ElevationOpError::NotRequester(_) => "not_the_requester",
             ElevationOpError::WorkloadApprover => "workload_approver",
+            ElevationOpError::LoginName(e) => e.code(),
             ElevationOpError::TooManyPending(_) => "too_many_pending",
             ElevationOpError::RateLimited(_) => "rate_limited",
             ElevationOpError::AuditUnavailable(_) => "audit_unavailable",
@@ -189,6 +193,9 @@ pub struct Elevations {
     config: ElevationConfig,
     grants: Arc<GrantIndex>,
     notifier: Option<Notifier>,
+    /// Login-name bindings (`people`); `None` in operator commands, where
+    /// only derived login names are compared.
+    logins: Option<Arc<crate::logins::LoginNames>>,
 }
 
 /// What a request's caller is: the verified identity and where it came from.
@@ -250,6 +257,7 @@ impl Elevations {
             config,
             grants: Arc::new(GrantIndex::default()),
             notifier,
+            logins: None,
         };
         this.refresh(now)
             .map_err(|e| anyhow::anyhow!("cannot load active elevation grants: {e}"))?;
@@ -445,6 +453,8 @@ impl Elevations {
                 reasons,
             } => ("pending", ttl, approvals, reasons),
         };
+        // A person acting: their login name is theirs, or now becomes theirs.
+        self.claim_login(caller, now).await?;
         let hash = request_hash(
             &id,
             &requester,
@@ -543,7 +553,7 @@ impl Elevations {
         if who.identity.kind != IdentityKind::Human {
             return Err(ElevationOpError::WorkloadApprover);
         }
-        if row.requester.same_person(&who.party()) {
+        if self.same_person_as_requester(who.identity, row) {
             return Err(ElevationOpError::SelfApproval);
         }
         let (roles, _) = self.policy.roles();
@@ -793,6 +803,9 @@ impl Elevations {
         {
             return Err(ElevationOpError::RequestChanged(id.to_owned()));
         }
+        self.claim_login(who, now).await?;
+        let voter_logins = self.logins_of(who.identity);
+        let bound = self.login_lookup();
         let me = who.party();
         let vote = ElevationVote {
             issuer: me.issuer.clone(),
@@ -853,12 +866,18 @@ impl Elevations {
                     subject: vote.subject.clone(),
                     email: vote.email.clone(),
                 };
+                // One vote per person: by identity, verified email, or a
+                // login name bound to the earlier voter.
                 if prior.iter().any(|(v, _)| {
-                    me.same_person(&Party {
-                        issuer: v.issuer.clone(),
-                        subject: v.subject.clone(),
-                        email: v.email.clone(),
-                    })
+                    me.same_person_with_logins(
+                        &Party {
+                            issuer: v.issuer.clone(),
+                            subject: v.subject.clone(),
+                            email: v.email.clone(),
+                        },
+                        &voter_logins,
+                        &bound(&v.issuer, &v.subject),
+                    )
                 }) {
                     return refuse(ev, ElevationOpError::AlreadyApproved(id_owned.clone()));
                 }
