@@ -335,6 +335,11 @@ pub struct RawRateLimit {
     pub per_identity_per_minute: u32,
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// Refusals before authentication (no or an unverifiable token, an
+    /// unknown join token) one source address (an IPv6 /64) may cause per
+    /// minute before it is answered 429; valid credentials always pass.
+    #[serde(default = "default_unauthenticated_rate")]
+    pub unauthenticated_per_source_per_minute: u32,
 }
 
 impl Default for RawRateLimit {
@@ -342,8 +347,13 @@ impl Default for RawRateLimit {
         RawRateLimit {
             per_identity_per_minute: default_rate(),
             burst: default_burst(),
+            unauthenticated_per_source_per_minute: default_unauthenticated_rate(),
         }
     }
+}
+
+fn default_unauthenticated_rate() -> u32 {
+    crate::issue::DEFAULT_UNAUTHENTICATED_PER_MINUTE
 }
 
 fn default_listen() -> String {
@@ -465,6 +475,8 @@ pub struct Config {
     pub issuers: Vec<crate::oidc::IssuerConfig>,
     pub rate_per_minute: u32,
     pub rate_burst: u32,
+    /// `[rate_limit] unauthenticated_per_source_per_minute`.
+    pub unauthenticated_per_minute: u32,
     pub elevation: ElevationConfig,
 }
 
@@ -653,6 +665,7 @@ impl Config {
             issuers,
             rate_per_minute: raw.rate_limit.per_identity_per_minute,
             rate_burst: raw.rate_limit.burst.max(1),
+            unauthenticated_per_minute: raw.rate_limit.unauthenticated_per_source_per_minute,
             elevation: resolve_elevation(raw.elevation, &abs)?,
         })
     }
@@ -815,6 +828,10 @@ allowed_critical_options = ["force-command", "source-address", "verify-required"
 # Certificate requests per identity per minute (0 disables), and the burst allowed.
 per_identity_per_minute = 60
 burst = 20
+# Refused requests without valid credentials one address may send per minute before
+# it gets 429 (valid credentials always pass); such refusals are summarised in the
+# audit log once a minute per address, never one row each.
+unauthenticated_per_source_per_minute = 120
 
 [elevation]
 # Just-in-time roles are defined in the policy (data.json -> roles). An undecided

@@ -1125,11 +1125,11 @@ mod tests {
         );
         assert_eq!(
             doc["id_token_signing_alg_values_supported"],
-            json!(["ES256", "EdDSA", "RS256"])
+            json!(["ES256", "ES384", "EdDSA", "RS256"])
         );
         let jwks = get(&idp, "/jwks", &[]).await.json();
         let keys = jwks["keys"].as_array().unwrap();
-        assert_eq!(keys.len(), 3);
+        assert_eq!(keys.len(), 4);
         for k in keys {
             assert_eq!(k["use"], "sig");
             assert!(k["kid"].as_str().unwrap().len() > 10);

@@ -94,6 +94,10 @@ pub enum HostError {
     ChallengeInvalid,
     #[error("{0}")]
     Renewal(#[from] RenewalError),
+    #[error(
+        "too many requests without a valid join token or renewal proof from this address; retry in {retry_after_secs} s"
+    )]
+    SourceRateLimited { retry_after_secs: u64 },
     #[error("denied by the host policy: {}", .reasons.join("; "))]
     Denied { reasons: Vec<String> },
     #[error(
@@ -109,6 +113,19 @@ pub enum HostError {
 }
 
 impl HostError {
+    /// True when the request showed no credential this CA knows: no known
+    /// join token, or no valid renewal proof (so far as it got).
+    pub fn before_authentication(&self) -> bool {
+        matches!(
+            self,
+            HostError::BadBody(_)
+                | HostError::Request(_)
+                | HostError::TokenUnknown
+                | HostError::ChallengeInvalid
+                | HostError::Renewal(_)
+        )
+    }
+
     /// Stable snake_case code, shared by the HTTP body, metrics and audit.
     pub fn code(&self) -> &'static str {
         match self {
@@ -122,6 +139,7 @@ impl HostError {
             HostError::Revoked(_) => "revoked",
             HostError::ChallengeInvalid => "challenge_invalid",
             HostError::Renewal(e) => e.code(),
+            HostError::SourceRateLimited { .. } => "rate_limited",
             HostError::Denied { .. } => "denied_by_policy",
             HostError::PolicyError(_) => "policy_error",
             HostError::AuditUnavailable(_) => "audit_unavailable",
@@ -457,6 +475,18 @@ impl Authority {
             return result;
         };
         self.metrics.deny(e.code());
+        if e.before_authentication() {
+            // No known join token or renewal proof: counted per source and
+            // summarised (`unauthenticated`), never one audit row each.
+            if let Some(retry_after_secs) = self.refused_unauthenticated(
+                &event.source_ip.unwrap_or_default(),
+                e.code(),
+                event.time,
+            ) {
+                return Err(HostError::SourceRateLimited { retry_after_secs });
+            }
+            return result;
+        }
         if !matches!(e, HostError::AuditUnavailable(_)) {
             event.outcome = "denied".into();
             event.code = Some(e.code().into());
@@ -488,7 +518,6 @@ impl Authority {
             .hostnames
             .as_ref()
             .map(|v| v.iter().map(|h| h.to_string()).collect());
-        self.check_key(&req.public_key)?;
 
         // 2. The token: known, unexpired, unused, and naming every host asked for.
         let lookup_hash = token_hash.clone();
@@ -505,6 +534,9 @@ impl Authority {
         if stored.expires_at <= now {
             return Err(HostError::TokenExpired);
         }
+        // After the token: a refusal before it is anonymous (counted, not
+        // audited one by one), and this one is worth a row.
+        self.check_key(&req.public_key)?;
         let requested = match req.hostnames {
             Some(asked) => {
                 let extra: Vec<String> = asked

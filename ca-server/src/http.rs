@@ -129,7 +129,9 @@ impl From<IssueError> for ApiError {
             IssueError::BadBody(_) | IssueError::Request(_) | IssueError::CaKey => {
                 StatusCode::BAD_REQUEST
             }
-            IssueError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IssueError::RateLimited { .. } | IssueError::SourceRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             IssueError::LoginName(l) if l.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             IssueError::LoginName(_) => StatusCode::FORBIDDEN,
             IssueError::Denied { .. } | IssueError::PolicyError(_) | IssueError::Revoked(_) => {
@@ -149,7 +151,8 @@ impl From<IssueError> for ApiError {
         }
         match e {
             IssueError::Denied { reasons } => api.body.error.reasons = reasons,
-            IssueError::RateLimited { retry_after_secs } => {
+            IssueError::RateLimited { retry_after_secs }
+            | IssueError::SourceRateLimited { retry_after_secs } => {
                 api.retry_after = Some(retry_after_secs)
             }
             _ => {}
@@ -187,6 +190,7 @@ impl From<HostError> for ApiError {
             | HostError::Denied { .. }
             | HostError::PolicyError(_) => StatusCode::FORBIDDEN,
             HostError::AuditUnavailable(_) | HostError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HostError::SourceRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -196,8 +200,12 @@ impl From<HostError> for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             api.retry_after = Some(5);
         }
-        if let HostError::Denied { reasons } = e {
-            api.body.error.reasons = reasons;
+        match e {
+            HostError::Denied { reasons } => api.body.error.reasons = reasons,
+            HostError::SourceRateLimited { retry_after_secs } => {
+                api.retry_after = Some(retry_after_secs)
+            }
+            _ => {}
         }
         api
     }
@@ -253,15 +261,21 @@ impl From<ElevationOpError> for ApiError {
 /// issues nothing.
 async fn caller_identity(
     s: &AppState,
-    bearer: Option<String>,
+    source_ip: &str,
+    headers: &HeaderMap,
 ) -> Result<ca_core::VerifiedIdentity, ApiError> {
-    let token = bearer.ok_or(IssueError::MissingToken)?;
-    let verified = s
-        .authority
-        .verifier
-        .verify_full(&token, crate::issue::now_unix())
-        .await
-        .map_err(IssueError::Token)?;
+    let verified = async {
+        let token = bearer_token(headers)?.ok_or(IssueError::MissingToken)?;
+        Ok::<_, ApiError>(
+            s.authority
+                .verifier
+                .verify_full(&token, crate::issue::now_unix())
+                .await
+                .map_err(IssueError::Token)?,
+        )
+    }
+    .await
+    .map_err(|e| unauthenticated(s, source_ip, e))?;
     // Elevation calls share the per-identity limit's rate, in their own bucket.
     s.authority
         .check_rate(&format!(
@@ -277,8 +291,7 @@ async fn elevation_create(
     req: Request,
 ) -> Result<(StatusCode, axum::Json<ca_core::wire::Elevation>), ApiError> {
     let ip = source_ip(&req);
-    let bearer = bearer_token(req.headers())?;
-    let identity = caller_identity(&s, bearer).await?;
+    let identity = caller_identity(&s, &ip, req.headers()).await?;
     let body = read_body(req.into_body(), s.max_body_bytes).await?;
     let caller = Caller {
         identity: &identity,
@@ -310,8 +323,7 @@ async fn elevation_list(
         )
     })?;
     let ip = source_ip(&req);
-    let bearer = bearer_token(req.headers())?;
-    let identity = caller_identity(&s, bearer).await?;
+    let identity = caller_identity(&s, &ip, req.headers()).await?;
     let caller = Caller {
         identity: &identity,
         source_ip: &ip,
@@ -329,8 +341,7 @@ async fn elevation_get(
     req: Request,
 ) -> Result<axum::Json<ca_core::wire::Elevation>, ApiError> {
     let ip = source_ip(&req);
-    let bearer = bearer_token(req.headers())?;
-    let identity = caller_identity(&s, bearer).await?;
+    let identity = caller_identity(&s, &ip, req.headers()).await?;
     let caller = Caller {
         identity: &identity,
         source_ip: &ip,
@@ -355,8 +366,7 @@ async fn elevation_action(
         ));
     }
     let ip = source_ip(&req);
-    let bearer = bearer_token(req.headers())?;
-    let identity = caller_identity(&s, bearer).await?;
+    let identity = caller_identity(&s, &ip, req.headers()).await?;
     let body = read_body(req.into_body(), s.max_body_bytes).await?;
     let caller = Caller {
         identity: &identity,
@@ -446,7 +456,7 @@ async fn user_cert(
     let ctx = RequestContext {
         source_ip: source_ip(&req),
     };
-    let bearer = bearer_token(req.headers())?;
+    let bearer = bearer_token(req.headers()).map_err(|e| unauthenticated(&s, &ctx.source_ip, e))?;
     let body = read_body(req.into_body(), s.max_body_bytes).await?;
     let resp = s
         .authority
@@ -493,6 +503,21 @@ fn source_ip(req: &Request) -> String {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ci| ci.0.ip().to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// A refusal before authentication found here (a malformed Authorization
+/// header, an elevation call whose token does not verify): counted for its
+/// source like the issuance path's own, never an audit row each; 429 once
+/// the source is past its limit.
+fn unauthenticated(s: &AppState, source_ip: &str, e: ApiError) -> ApiError {
+    match s.authority.refused_unauthenticated(
+        source_ip,
+        &e.body.error.code,
+        crate::issue::now_unix(),
+    ) {
+        Some(retry_after_secs) => IssueError::SourceRateLimited { retry_after_secs }.into(),
+        None => e,
+    }
 }
 
 /// `Authorization: Bearer <token>`; absent → `None`, malformed → 401.

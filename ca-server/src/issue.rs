@@ -46,6 +46,10 @@ pub enum IssueError {
     CaKey,
     #[error("too many certificate requests for this identity; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error(
+        "too many requests without valid credentials from this address; retry in {retry_after_secs} s with a fresh token from `jitssh login`"
+    )]
+    SourceRateLimited { retry_after_secs: u64 },
     #[error("denied by policy: {}", .reasons.join("; "))]
     Denied { reasons: Vec<String> },
     #[error("{0} has been revoked at this CA; ask your administrator")]
@@ -67,6 +71,13 @@ pub enum IssueError {
 }
 
 impl IssueError {
+    /// True when the caller never authenticated (no token, or one that does
+    /// not verify): such refusals are counted per source, not audited one
+    /// row each.
+    pub fn before_authentication(&self) -> bool {
+        matches!(self, IssueError::MissingToken | IssueError::Token(_))
+    }
+
     /// Stable snake_case code, shared by the HTTP body, metrics and audit.
     pub fn code(&self) -> &'static str {
         match self {
@@ -76,7 +87,7 @@ impl IssueError {
             IssueError::BadBody(_) => "invalid_request",
             IssueError::Request(e) => e.code(),
             IssueError::CaKey => "invalid_public_key",
-            IssueError::RateLimited { .. } => "rate_limited",
+            IssueError::RateLimited { .. } | IssueError::SourceRateLimited { .. } => "rate_limited",
             IssueError::Denied { .. } => "denied_by_policy",
             IssueError::Revoked(_) => "revoked",
             IssueError::LoginName(e) => e.code(),
@@ -87,6 +98,15 @@ impl IssueError {
         }
     }
 }
+
+/// How long a successful `/readyz` write probe stands for the next calls.
+const PROBE_OK_FOR: Duration = Duration::from_secs(5);
+/// How long a failed one does (short: recovery shows up soon).
+const PROBE_FAILED_FOR: Duration = Duration::from_secs(1);
+
+/// Refusals before authentication one source may cause per minute before
+/// it is answered 429 (`[rate_limit] unauthenticated_per_source_per_minute`).
+pub const DEFAULT_UNAUTHENTICATED_PER_MINUTE: u32 = 120;
 
 /// The CA public keys to publish, per kind; the signing key first.
 #[derive(Clone, Debug, Default)]
@@ -128,6 +148,10 @@ pub struct Authority {
     /// Which identity each login name belongs to (`logins`).
     pub logins: std::sync::Arc<crate::logins::LoginNames>,
     pub metrics: Metrics,
+    /// Refusals before authentication, counted per source (`unauthenticated`).
+    pub unauthenticated: crate::unauthenticated::Unauthenticated,
+    /// The last `/readyz` write probe and when it ran.
+    last_probe: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
     replay: ReplayGuard,
     rate: RateLimiter,
     serials: SerialAllocator,
@@ -169,6 +193,10 @@ impl Authority {
             elevations,
             logins,
             metrics: Metrics::new(),
+            unauthenticated: crate::unauthenticated::Unauthenticated::new(
+                DEFAULT_UNAUTHENTICATED_PER_MINUTE,
+            ),
+            last_probe: tokio::sync::Mutex::new(None),
             replay,
             rate: RateLimiter::new(rate_per_minute, rate_burst),
             serials,
@@ -198,10 +226,21 @@ impl Authority {
             Ok(_) => {
                 self.metrics.issued.inc();
             }
+            Err(e) if e.before_authentication() => {
+                self.metrics.deny(e.code());
+                // Nobody to hold to account: counted per source, summarised
+                // in the audit log once per interval (`unauthenticated`).
+                if let Some(retry_after_secs) =
+                    self.refused_unauthenticated(&ctx.source_ip, e.code(), now)
+                {
+                    return Err(IssueError::SourceRateLimited { retry_after_secs });
+                }
+            }
             Err(e) => {
                 self.metrics.deny(e.code());
                 // The issuance row is written inside the steps; every refusal
-                // gets its own row here (unless the database is the problem).
+                // after authentication gets its own row here (unless the
+                // database is the problem).
                 if !matches!(e, IssueError::AuditUnavailable(_)) {
                     event.outcome = "denied".into();
                     event.code = Some(e.code().into());
@@ -394,6 +433,47 @@ impl Authority {
         }
     }
 
+    /// Count a refusal before authentication (no or an unverifiable
+    /// credential) for its source, logging the first of each interval.
+    /// `Some(seconds)` when the source is past its limit: answer 429.
+    pub fn refused_unauthenticated(&self, source_ip: &str, code: &str, now: u64) -> Option<u64> {
+        use crate::unauthenticated::Verdict;
+        match self.unauthenticated.refused(source_ip, code, now) {
+            Verdict::Limited { retry_after_secs } => Some(retry_after_secs),
+            Verdict::Answer { first } => {
+                if first {
+                    tracing::warn!(
+                        source = %ca_core::escape_control(source_ip),
+                        code,
+                        "refused before authentication; further refusals from this source are counted, not logged, until the minute ends"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Append the summary rows of refusals before authentication whose
+    /// interval ended (all of them with `everything`); rows that cannot be
+    /// written now are kept for the next call.
+    pub async fn flush_unauthenticated(&self, now: u64, everything: bool) {
+        // All at once, so they share a group commit or a few.
+        let mut appends = tokio::task::JoinSet::new();
+        for row in self.unauthenticated.take_summaries(now, everything) {
+            let audit = self.audit.clone();
+            appends
+                .spawn(async move { audit.append(row.clone(), None).await.map_err(|e| (e, row)) });
+        }
+        let mut unwritten = Vec::new();
+        while let Some(done) = appends.join_next().await {
+            if let Ok(Err((e, row))) = done {
+                tracing::warn!(error = %e, "could not audit a summary of refusals; will retry");
+                unwritten.push(row);
+            }
+        }
+        self.unauthenticated.restore(unwritten);
+    }
+
     /// The per-identity rate limit, for other endpoints (own `key` space).
     /// `Err` carries the seconds to wait.
     pub fn check_rate(&self, key: &str) -> Result<(), u64> {
@@ -410,9 +490,30 @@ impl Authority {
         })
     }
 
+    /// A write through the audit writer (a committed heartbeat), at most
+    /// one per [`PROBE_OK_FOR`] (after a failure, per [`PROBE_FAILED_FOR`]):
+    /// `/readyz` needs no authentication, so it must not buy a commit and
+    /// an fsync per call. Concurrent callers wait for the one probe.
+    async fn write_probe(&self) -> Result<(), String> {
+        let mut last = self.last_probe.lock().await;
+        if let Some((at, result)) = last.as_ref() {
+            let fresh_for = if result.is_ok() {
+                PROBE_OK_FOR
+            } else {
+                PROBE_FAILED_FOR
+            };
+            if at.elapsed() < fresh_for {
+                return result.clone();
+            }
+        }
+        let result = self.audit.check_writable().await.map_err(|e| e.to_string());
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+
     /// For `/readyz`: can we issue right now?
     pub async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
-        let db = self.audit.check_writable().await.map_err(|e| e.to_string());
+        let db = self.write_probe().await;
         let idp = if self.verifier.ready() {
             Ok(())
         } else {

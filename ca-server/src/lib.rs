@@ -25,3 +25,4 @@ pub mod revocation;
 pub mod rotation;
 pub mod secret_file;
 pub mod serve;
+pub mod unauthenticated;

@@ -171,6 +171,8 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         config.rate_burst,
     )?;
     authority.published = published;
+    authority.unauthenticated =
+        crate::unauthenticated::Unauthenticated::new(config.unauthenticated_per_minute);
     Ok(authority)
 }
 
@@ -253,6 +255,9 @@ pub async fn run(
         .clone()
         .spawn_refresher(Duration::from_secs(1));
 
+    spawn_unauthenticated_summaries(state.authority.clone());
+    let authority = state.authority.clone();
+
     let handle = axum_server::Handle::<SocketAddr>::new();
     let h = handle.clone();
     tokio::spawn(async move {
@@ -288,7 +293,26 @@ pub async fn run(
             server.serve(service).await?;
         }
     }
+    // What was counted since the last summary is still owed to the log.
+    authority
+        .flush_unauthenticated(crate::issue::now_unix(), true)
+        .await;
     Ok(())
+}
+
+/// Write the summaries of refusals before authentication as their minutes
+/// end (`unauthenticated`).
+fn spawn_unauthenticated_summaries(authority: Arc<Authority>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            authority
+                .flush_unauthenticated(crate::issue::now_unix(), false)
+                .await;
+        }
+    });
 }
 
 fn spawn_sighup_reload(policy: Arc<PolicyEngine>) {
