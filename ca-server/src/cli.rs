@@ -250,7 +250,9 @@ pub struct DevArgs {
     /// Listen address; must be loopback.
     #[arg(long, default_value = "127.0.0.1:8400")]
     pub listen: SocketAddr,
-    /// Username of the development user (default: $USER, or "dev").
+    /// Username of the development user (default: $USER when the policy
+    /// gives it a personal principal, else "jitssh-dev"; `dev` prints which
+    /// and why).
     #[arg(long)]
     pub user: Option<String>,
     /// Email of the development user (default: USER@example.com).

@@ -51,7 +51,19 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     let base = format!("http://{addr}");
     let issuer = format!("{base}{DEV_IDP_PATH}");
 
-    let username = a.user.clone().unwrap_or_else(default_user);
+    let policy = Arc::new(match &a.policy_dir {
+        Some(d) => PolicyEngine::load_dir(d)?,
+        None => PolicyEngine::load_embedded_default()?,
+    });
+    let config = dev_config(&dir, addr, &issuer, a.policy_dir.clone())?;
+
+    let (username, why) = pick_user(
+        a.user.as_deref(),
+        env_user(),
+        &a.groups,
+        &policy,
+        &config.limits,
+    );
     let email = a
         .email
         .clone()
@@ -62,12 +74,6 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         groups: a.groups.clone(),
     };
     let idp = DevIdp::new(issuer.clone(), DEV_CLIENT_ID.into(), vec![user]);
-
-    let policy = Arc::new(match &a.policy_dir {
-        Some(d) => PolicyEngine::load_dir(d)?,
-        None => PolicyEngine::load_embedded_default()?,
-    });
-    let config = dev_config(&dir, addr, &issuer, a.policy_dir.clone())?;
     let authority = crate::serve::build_authority(&config, policy)?;
     let extra = axum::Router::new().nest(DEV_IDP_PATH, idp.router());
     let state = crate::serve::app_state(&config, authority, Some(extra));
@@ -81,6 +87,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         "OIDC:      {issuer} (dev user {username} <{email}>, groups {})",
         a.groups.join(",")
     );
+    println!("User:      {username}: {why}");
     println!(
         "Data:      {}{}",
         dir.display(),
@@ -149,11 +156,106 @@ pub fn claim_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     .with_context(|| format!("writing {}", marker.display()))
 }
 
-fn default_user() -> String {
-    std::env::var("USER")
+/// The dev user when `$USER` cannot be: a name the default policy gives a
+/// personal principal (not reserved, not a group's shared account).
+pub const FALLBACK_USER: &str = "jitssh-dev";
+
+/// Who runs `dev`, by the usual variables (`USER` is unset in most
+/// containers and CI runners, where `LOGNAME` may be set).
+fn env_user() -> Option<String> {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+}
+
+/// The dev user's name and why it was chosen: `--user` as given; else the
+/// login name of whoever runs `dev` if the serving policy would give it a
+/// personal principal (root and the groups' shared accounts, like the
+/// default policy's `dev`, it would not); else [`FALLBACK_USER`]. The policy
+/// itself is asked (a preview evaluation, nothing issued), so a custom
+/// policy is honoured too.
+pub fn pick_user(
+    explicit: Option<&str>,
+    env_user: Option<String>,
+    groups: &[String],
+    policy: &PolicyEngine,
+    limits: &Limits,
+) -> (String, String) {
+    if let Some(u) = explicit {
+        return (u.to_owned(), "from --user".into());
+    }
+    let refused = match env_user {
+        Some(u) => {
+            let name = u.to_ascii_lowercase();
+            if grants_personal_principal(policy, limits, &name, groups) {
+                return (name, "your login name ($USER)".into());
+            }
+            format!(
+                "$USER {:?} would get no personal principal from the policy",
+                ca_core::escape_control(&u)
+            )
+        }
+        None => "$USER is not set".into(),
+    };
+    let why = if grants_personal_principal(policy, limits, FALLBACK_USER, groups) {
+        format!("{refused}; choose another with --user NAME")
+    } else {
+        format!(
+            "{refused}, and the policy gives none to {FALLBACK_USER:?} either: pass --user NAME"
+        )
+    };
+    (FALLBACK_USER.into(), why)
+}
+
+/// Would `policy` certify `name` as a dev user's own login name?
+fn grants_personal_principal(
+    policy: &PolicyEngine,
+    limits: &Limits,
+    name: &str,
+    groups: &[String],
+) -> bool {
+    let Ok(login) = ca_core::LoginName::parse(name) else {
+        return false;
+    };
+    let identity = ca_core::VerifiedIdentity {
+        kind: ca_core::IdentityKind::Human,
+        issuer: "https://dev.invalid".into(),
+        subject: name.into(),
+        email: Some(format!("{name}@example.com")),
+        email_verified: true,
+        groups: groups.to_vec(),
+        login: Some(login),
+        login_problem: None,
+        claims: serde_json::Map::new(),
+    };
+    let key = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
         .ok()
-        .filter(|u| ca_core::Principal::parse(u).is_ok() && u != "root")
-        .unwrap_or_else(|| "dev".into())
+        .and_then(|k| k.public_key().to_openssh().ok());
+    let Some(public_key) = key else {
+        return false;
+    };
+    let Ok(req) = ca_core::CertRequest::parse(&ca_core::wire::UserCertRequest {
+        public_key,
+        principals: Some(vec![name.to_owned()]),
+        ttl_seconds: None,
+        reason: None,
+    }) else {
+        return false;
+    };
+    let input = ca_core::policy::PolicyInput::user_cert(
+        &identity,
+        &req,
+        "127.0.0.1".into(),
+        crate::issue::now_unix(),
+    );
+    let Ok(input) = serde_json::to_value(&input) else {
+        return false;
+    };
+    policy
+        .evaluate(&input)
+        .ok()
+        .and_then(|eval| ca_core::policy::enforce(eval.decision.as_ref(), &req, limits).ok())
+        .is_some_and(|grant| grant.principals().iter().any(|p| p.to_string() == name))
 }
 
 /// The configuration `dev` runs with, as if written by hand.
@@ -210,6 +312,52 @@ pub fn dev_config(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dev_user_is_one_the_policy_gives_a_personal_principal() {
+        let policy = PolicyEngine::load_embedded_default().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dev_config(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            "http://127.0.0.1:1/dev-idp",
+            None,
+        )
+        .unwrap();
+        let limits = &config.limits;
+        let groups = vec!["dba".to_owned(), "oncall".to_owned()];
+        let pick =
+            |env: Option<&str>| pick_user(None, env.map(str::to_owned), &groups, &policy, limits);
+        // Root (no $USER in most containers), reserved and shared names fall
+        // back, saying why; an ordinary name is kept, lowercased.
+        for (env, why) in [
+            (None, "$USER is not set"),
+            (Some("root"), "would get no personal principal"),
+            (Some("dev"), "would get no personal principal"),
+            (Some("postgres"), "would get no personal principal"),
+            (Some("x y"), "would get no personal principal"),
+        ] {
+            let (name, reason) = pick(env);
+            assert_eq!(name, FALLBACK_USER, "{env:?}");
+            assert!(
+                reason.contains(why) && reason.contains("--user"),
+                "{env:?}: {reason}"
+            );
+        }
+        assert_eq!(pick(Some("alice")).0, "alice");
+        assert_eq!(pick(Some("Alice")).0, "alice");
+        assert_eq!(
+            pick_user(Some("bob"), None, &groups, &policy, limits),
+            ("bob".to_owned(), "from --user".to_owned())
+        );
+        assert!(grants_personal_principal(
+            &policy,
+            limits,
+            FALLBACK_USER,
+            &[]
+        ));
+        assert!(!grants_personal_principal(&policy, limits, "root", &groups));
+    }
 
     #[test]
     fn dev_uses_only_new_empty_or_its_own_directories() {
