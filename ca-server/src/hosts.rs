@@ -737,10 +737,11 @@ impl Authority {
         event: &mut AuditEvent,
     ) -> Result<HostGrant, HostError> {
         let input = serde_json::to_value(input).map_err(|e| HostError::Internal(e.to_string()))?;
-        let eval = match self.policy.evaluate_host(&input) {
+        let policy = self.policy.snapshot();
+        let eval = match policy.evaluate_host(&input) {
             Ok(eval) => eval,
             Err(e) => {
-                event.policy_hash = Some(self.policy.policy_hash());
+                event.policy_hash = Some(policy.hash().to_owned());
                 tracing::error!(error = %e, "host policy evaluation failed; denying");
                 return Err(HostError::PolicyError(e.to_string()));
             }

@@ -402,10 +402,13 @@ impl Authority {
             .with_grants(grants.clone());
         let input =
             serde_json::to_value(&input).map_err(|e| IssueError::Internal(e.to_string()))?;
-        let eval = match self.policy.evaluate(&input) {
+        // One snapshot for the decision and the role table: a reload in
+        // between must not pair one version's decision with another's roles.
+        let policy = self.policy.snapshot();
+        let eval = match policy.evaluate(&input) {
             Ok(eval) => eval,
             Err(e) => {
-                event.policy_hash = Some(self.policy.policy_hash());
+                event.policy_hash = Some(policy.hash().to_owned());
                 tracing::error!(error = %e, "policy evaluation failed; denying");
                 return Err(IssueError::PolicyError(e.to_string()));
             }
@@ -414,9 +417,8 @@ impl Authority {
         event.policy_hash = Some(eval.policy_hash.clone());
         // Role principals only under an active grant, never past its end,
         // whatever the policy said.
-        let (roles, _) = self.policy.roles();
         let enforced = enforce(eval.decision.as_ref(), req, &self.limits)
-            .and_then(|g| restrict_to_grants(g, &roles, &grants, now));
+            .and_then(|g| restrict_to_grants(g, policy.roles(), &grants, now));
         match enforced {
             Ok(grant) => {
                 event.decision_reasons = grant.reasons().to_vec();

@@ -332,6 +332,78 @@ struct ElevationRules {
     approval: CompiledPolicy,
 }
 
+/// One loaded policy set, as it was when [`PolicyEngine::snapshot`] took it:
+/// its decisions, role table and hash all from the same version, whatever
+/// reloads happen meanwhile. Cheap to take (one reference count).
+#[derive(Clone)]
+pub struct PolicySnapshot(Arc<Serving>);
+
+impl fmt::Debug for PolicySnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PolicySnapshot").field(&self.0.hash).finish()
+    }
+}
+
+impl PolicySnapshot {
+    /// Evaluate `data.jitssh.decision` for `input`. Any evaluation error,
+    /// timeout or non-JSON decision is an `Err`; the caller denies.
+    pub fn evaluate(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
+        self.0.evaluate(input)
+    }
+
+    /// Evaluate `data.jitssh.host_decision` for `input`. A policy set without
+    /// that rule is an `Err` (fail closed), like any evaluation error.
+    pub fn evaluate_host(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        let Some(host) = &self.0.host else {
+            return Err(PolicyError::NoHostDecision {
+                policy_hash: self.0.hash.clone(),
+            });
+        };
+        eval_compiled(host, &self.0.hash, input, start)
+    }
+
+    /// Evaluate `data.jitssh.elevation_decision` for `input`. A policy set
+    /// without roles is an `Err` (fail closed).
+    pub fn evaluate_elevation(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        let rules = self.0.elevation_rules()?;
+        eval_compiled(&rules.request, &self.0.hash, input, start)
+    }
+
+    /// Evaluate `data.jitssh.approval_decision` for `input`.
+    pub fn evaluate_approval(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        let rules = self.0.elevation_rules()?;
+        eval_compiled(&rules.approval, &self.0.hash, input, start)
+    }
+
+    /// The role table (empty when elevation is off).
+    pub fn roles(&self) -> &Arc<RoleTable> {
+        &self.0.roles
+    }
+
+    /// The policy set's hash (see [`PolicyEngine::policy_hash`]).
+    pub fn hash(&self) -> &str {
+        &self.0.hash
+    }
+}
+
+impl Serving {
+    fn evaluate(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        eval_compiled(&self.policy, &self.hash, input, start)
+    }
+
+    fn elevation_rules(&self) -> Result<&ElevationRules, PolicyError> {
+        self.elevation
+            .as_ref()
+            .ok_or_else(|| PolicyError::NoElevation {
+                policy_hash: self.hash.clone(),
+            })
+    }
+}
+
 impl fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyEngine")
@@ -366,57 +438,18 @@ impl PolicyEngine {
         }
     }
 
-    /// Evaluate `data.jitssh.decision` for `input`. Any evaluation error,
-    /// timeout or non-JSON decision is an `Err`; the caller denies.
+    /// The serving policy as it is now. A request that asks the policy more
+    /// than one thing (a decision and the role table, or two decisions)
+    /// takes one snapshot and asks it everything, so a reload in between
+    /// cannot mix two versions.
+    pub fn snapshot(&self) -> PolicySnapshot {
+        PolicySnapshot(self.current.load_full())
+    }
+
+    /// Evaluate `data.jitssh.decision` for `input` on the serving policy
+    /// (see [`PolicySnapshot::evaluate`]).
     pub fn evaluate(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
-        let start = Instant::now();
-        let serving = self.current.load();
-        eval_compiled(&serving.policy, &serving.hash, input, start)
-    }
-
-    /// Evaluate `data.jitssh.host_decision` for `input`. A policy set without
-    /// that rule is an `Err` (fail closed), like any evaluation error.
-    pub fn evaluate_host(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
-        let start = Instant::now();
-        let serving = self.current.load();
-        let Some(host) = &serving.host else {
-            return Err(PolicyError::NoHostDecision {
-                policy_hash: serving.hash.clone(),
-            });
-        };
-        eval_compiled(host, &serving.hash, input, start)
-    }
-
-    /// Evaluate `data.jitssh.elevation_decision` for `input`. A policy set
-    /// without roles is an `Err` (fail closed).
-    pub fn evaluate_elevation(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
-        let start = Instant::now();
-        let serving = self.current.load();
-        let Some(rules) = &serving.elevation else {
-            return Err(PolicyError::NoElevation {
-                policy_hash: serving.hash.clone(),
-            });
-        };
-        eval_compiled(&rules.request, &serving.hash, input, start)
-    }
-
-    /// Evaluate `data.jitssh.approval_decision` for `input`.
-    pub fn evaluate_approval(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
-        let start = Instant::now();
-        let serving = self.current.load();
-        let Some(rules) = &serving.elevation else {
-            return Err(PolicyError::NoElevation {
-                policy_hash: serving.hash.clone(),
-            });
-        };
-        eval_compiled(&rules.approval, &serving.hash, input, start)
-    }
-
-    /// The serving policy's role table (empty when elevation is off), and
-    /// the hash of the policy it came from.
-    pub fn roles(&self) -> (Arc<RoleTable>, String) {
-        let serving = self.current.load();
-        (serving.roles.clone(), serving.hash.clone())
+        self.current.load().evaluate(input)
     }
 
     /// Whether the serving policy defines `data.jitssh.host_decision`.
@@ -1399,10 +1432,8 @@ mod tests {
 
     #[test]
     fn embedded_policy_defines_roles_and_decides_elevations() {
-        let engine = PolicyEngine::load_embedded_default().unwrap();
-        let (roles, hash) = engine.roles();
-        assert_eq!(hash, engine.policy_hash());
-        let names: Vec<String> = roles.iter().map(|r| r.name.to_string()).collect();
+        let engine = PolicyEngine::load_embedded_default().unwrap().snapshot();
+        let names: Vec<String> = engine.roles().iter().map(|r| r.name.to_string()).collect();
         assert_eq!(names, ["db-admin", "prod-root"]);
         let sample: serde_json::Value = serde_json::from_str(ELEVATION_SAMPLE_INPUT).unwrap();
         let d = engine
@@ -1424,8 +1455,8 @@ mod tests {
     fn elevation_needs_a_usable_role_table_and_both_decisions() {
         const DECISION: &str = "package jitssh\ndecision := {\"allow\": false}\n";
         // No roles: elevation is off, and fails closed.
-        let off = engine(&[("p.rego", DECISION)]).unwrap();
-        assert!(off.roles().0.is_empty());
+        let off = engine(&[("p.rego", DECISION)]).unwrap().snapshot();
+        assert!(off.roles().is_empty());
         assert!(matches!(
             off.evaluate_elevation(&json!({})),
             Err(PolicyError::NoElevation { .. })
@@ -1447,8 +1478,10 @@ mod tests {
         let full = format!(
             "{roles}elevation_decision := {{\"outcome\": \"deny\"}}\napproval_decision := {{\"allow\": false}}\n"
         );
-        let on = engine(&[("p.rego", DECISION), ("r.rego", &full)]).unwrap();
-        assert_eq!(on.roles().0.iter().count(), 1);
+        let on = engine(&[("p.rego", DECISION), ("r.rego", &full)])
+            .unwrap()
+            .snapshot();
+        assert_eq!(on.roles().iter().count(), 1);
         let d = on.evaluate_elevation(&json!({})).unwrap().decision.unwrap();
         assert_eq!(d["outcome"], "deny");
     }
@@ -1461,6 +1494,7 @@ mod tests {
         assert!(report.results.iter().any(|r| r.name == HOST_SAMPLE_CHECK));
         assert!(report.results.iter().any(|r| r.name.contains("test_host_")));
         let d = engine
+            .snapshot()
             .evaluate_host(&host_input(
                 &["web01.example.com"],
                 &["web01.example.com", "web01"],
@@ -1472,6 +1506,7 @@ mod tests {
         assert_eq!(d["hostnames"], json!(["web01.example.com"]));
         assert_eq!(d["ttl_seconds"], json!(604800));
         let d = engine
+            .snapshot()
             .evaluate_host(&host_input(&["db01"], &["web01"]))
             .unwrap()
             .decision
@@ -1486,7 +1521,10 @@ mod tests {
     fn without_a_host_decision_hosts_are_denied() {
         let e = engine(&[("a.rego", "package jitssh\ndecision := 1")]).unwrap();
         assert!(!e.has_host_decision());
-        let err = e.evaluate_host(&host_input(&["a"], &["a"])).unwrap_err();
+        let err = e
+            .snapshot()
+            .evaluate_host(&host_input(&["a"], &["a"]))
+            .unwrap_err();
         assert!(matches!(err, PolicyError::NoHostDecision { .. }), "{err}");
         assert!(err.to_string().contains("host_decision"), "{err}");
         let report = Prepared::build(&files(&[("a.rego", "package jitssh\ndecision := 1")]))
@@ -1520,13 +1558,13 @@ mod tests {
             None,
             Prepared::build(&without).unwrap().into_serving().unwrap(),
         );
-        assert!(e.evaluate_host(&json!({})).is_err());
+        assert!(e.snapshot().evaluate_host(&json!({})).is_err());
         assert!(matches!(
             e.reload_files(&with),
             Ok(ReloadOutcome::Reloaded { .. })
         ));
         assert_eq!(
-            e.evaluate_host(&json!({})).unwrap().decision,
+            e.snapshot().evaluate_host(&json!({})).unwrap().decision,
             Some(json!({"allow": false}))
         );
         assert!(matches!(
@@ -1534,7 +1572,7 @@ mod tests {
             Ok(ReloadOutcome::Reloaded { .. })
         ));
         assert!(matches!(
-            e.evaluate_host(&json!({})),
+            e.snapshot().evaluate_host(&json!({})),
             Err(PolicyError::NoHostDecision { .. })
         ));
         // A broken host rule is refused like any broken policy; the old one serves.
@@ -1544,5 +1582,44 @@ mod tests {
         )]);
         assert!(e.reload_files(&broken).is_err());
         assert_eq!(e.evaluate(&json!({})).unwrap().decision, Some(json!(1)));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_one_version_across_a_reload() {
+        // Version 1 makes `x` a role principal and grants it; version 2 has
+        // no roles and grants `y`.
+        let v1 = files(&[(
+            "a.rego",
+            "package jitssh\ndecision := {\"v\": 1}\n\
+             roles := {\"r\": {\"principals\": [\"x\"], \"max_ttl_seconds\": 60}}\n\
+             elevation_decision := {\"outcome\": \"deny\"}\n\
+             approval_decision := {\"allow\": false}\n",
+        )]);
+        let v2 = files(&[("a.rego", "package jitssh\ndecision := {\"v\": 2}\n")]);
+        let e = PolicyEngine::new(None, Prepared::build(&v1).unwrap().into_serving().unwrap());
+        let before = e.snapshot();
+        assert!(matches!(
+            e.reload_files(&v2),
+            Ok(ReloadOutcome::Reloaded { .. })
+        ));
+        // The snapshot still answers everything from version 1 ...
+        let eval = before.evaluate(&json!({})).unwrap();
+        assert_eq!(eval.decision, Some(json!({"v": 1})));
+        assert_eq!(eval.policy_hash, before.hash());
+        assert_eq!(before.roles().iter().count(), 1);
+        assert!(before.evaluate_elevation(&json!({})).is_ok());
+        // ... while a new one sees version 2 only.
+        let after = e.snapshot();
+        assert_ne!(after.hash(), before.hash());
+        assert_eq!(after.hash(), e.policy_hash());
+        assert_eq!(
+            after.evaluate(&json!({})).unwrap().decision,
+            Some(json!({"v": 2}))
+        );
+        assert!(after.roles().is_empty());
+        assert!(matches!(
+            after.evaluate_elevation(&json!({})),
+            Err(PolicyError::NoElevation { .. })
+        ));
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use ca_core::audit::AuditEvent;
 use ca_core::elevation::{
-    ActiveGrant, ElevationError, ElevationRequest, Outcome, Party, Role, RoleName, RoleTable,
+    ActiveGrant, ElevationError, ElevationRequest, Outcome, Party, Role, RoleName,
     enforce_approval, enforce_elevation, parse_comment, request_hash,
 };
 use ca_core::wire::{Elevation, ElevationCreate, ElevationDecide, ElevationVote};
@@ -37,7 +37,7 @@ use serde_json::json;
 use crate::audit::{AuditError, AuditStore, TxOutcome};
 use crate::config::ElevationConfig;
 use crate::db::{Conn, Db, DbError};
-use crate::policy::PolicyEngine;
+use crate::policy::{PolicyEngine, PolicySnapshot};
 pub use store::Row;
 use webhook::{Notification, Notifier};
 
@@ -362,8 +362,10 @@ impl Elevations {
         });
     }
 
-    fn role(&self, name: &str) -> Result<(Arc<RoleTable>, String, Role), ElevationOpError> {
-        let (roles, hash) = self.policy.roles();
+    /// The role `name` from `policy`'s role table (the snapshot the caller
+    /// also asks for its decision).
+    fn role(policy: &PolicySnapshot, name: &str) -> Result<Role, ElevationOpError> {
+        let roles = policy.roles();
         if roles.is_empty() {
             return Err(ElevationOpError::NotConfigured);
         }
@@ -379,7 +381,7 @@ impl Elevations {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        Ok((roles, hash, role))
+        Ok(role)
     }
 
     /// `POST /v1/elevations`.
@@ -410,7 +412,9 @@ impl Elevations {
         event.reason = Some(req.reason.clone());
         event.requested_ttl = req.ttl.map(|t| t.as_secs());
         event.details = Some(json!({"role": req.role}));
-        let (_, _, role) = self.role(req.role.as_str())?;
+        // The role and the decision from one policy version.
+        let policy = self.policy.snapshot();
+        let role = Self::role(&policy, req.role.as_str())?;
         let (issuer, subject) = (&caller.identity.issuer, &caller.identity.subject);
         let pending = self.read(|c| store::pending_count(c, issuer, subject, now))?;
         if pending >= MAX_PENDING_PER_REQUESTER {
@@ -430,8 +434,7 @@ impl Elevations {
             "role": role_input(&role),
             "time": time_input(now),
         });
-        let eval = self
-            .policy
+        let eval = policy
             .evaluate_elevation(&input)
             .map_err(|e| ElevationOpError::PolicyError(e.to_string()))?;
         event.policy_hash = Some(eval.policy_hash.clone());
@@ -556,10 +559,10 @@ impl Elevations {
         if self.same_person_as_requester(who.identity, row) {
             return Err(ElevationOpError::SelfApproval);
         }
-        let (roles, _) = self.policy.roles();
+        let policy = self.policy.snapshot();
         let role = RoleName::parse(&row.role)
             .ok()
-            .and_then(|n| roles.get(&n).cloned());
+            .and_then(|n| policy.roles().get(&n).cloned());
         let input = json!({
             "identity": who.identity,
             "request": {
@@ -586,8 +589,7 @@ impl Elevations {
             "role": role.as_ref().map(role_input),
             "time": time_input(now),
         });
-        let eval = self
-            .policy
+        let eval = policy
             .evaluate_approval(&input)
             .map_err(|e| ElevationOpError::PolicyError(e.to_string()))?;
         match enforce_approval(eval.decision.as_ref()) {
