@@ -230,6 +230,7 @@ impl From<ElevationOpError> for ApiError {
             ElevationOpError::LoginName(_) => StatusCode::FORBIDDEN,
             ElevationOpError::NotPending { .. }
             | ElevationOpError::NotCancellable { .. }
+            | ElevationOpError::Changed { .. }
             | ElevationOpError::AlreadyApproved(_)
             | ElevationOpError::RequestChanged(_) => StatusCode::CONFLICT,
             ElevationOpError::AuditUnavailable(_) | ElevationOpError::Store(_) => {

@@ -832,7 +832,94 @@ async fn floods_are_refused() {
     assert_eq!(h.cert(&alice, None).await.0, StatusCode::OK);
 }
 
+/// Make every `UPDATE` of the elevations table change no row (`on`), as if
+/// the stored request were no longer in the state the writer read; or undo it.
+fn skip_elevation_updates(h: &Harness, on: bool) {
+    use ca_server::db::Backend;
+    let db = h.config.database.open().unwrap();
+    let sql = match (db.backend(), on) {
+        (Backend::Sqlite, true) => {
+            "CREATE TRIGGER skip_updates BEFORE UPDATE ON elevations BEGIN SELECT RAISE(IGNORE); END"
+        }
+        (Backend::Sqlite, false) => "DROP TRIGGER skip_updates",
+        (Backend::Postgres, true) => {
+            "CREATE FUNCTION skip_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+             CREATE TRIGGER skip_updates BEFORE UPDATE ON elevations FOR EACH ROW EXECUTE FUNCTION skip_row()"
+        }
+        (Backend::Postgres, false) => "DROP TRIGGER skip_updates ON elevations",
+    };
+    db.with(|c| c.batch(sql)).unwrap();
+}
+
+/// A transition whose conditional `UPDATE` changes no row fails (409
+/// `elevation_changed`) and writes nothing: no vote, no grant, no
+/// `approved` row, the request as it was; only the refusal is audited.
+async fn transitions_that_change_no_row_fail_and_write_nothing() {
+    let h = harness(|_| {}).await;
+    let alice = || h.token("alice", &["dba"]);
+    let (_, e) = h.elevate(&alice(), "db-admin", "vacuum", None).await;
+    assert_eq!(e["state"], "pending", "{e}");
+    let id = e["id"].as_str().unwrap().to_owned();
+
+    skip_elevation_updates(&h, true);
+    for (who, action) in [
+        (h.token("bob", &["dba-leads"]), "approve"),
+        (h.token("carol", &["dba-leads"]), "deny"),
+        (alice(), "cancel"),
+    ] {
+        let (s, b) = h.act(&who, &id, action, json!({})).await;
+        assert_eq!(
+            (s, code(&b)),
+            (StatusCode::CONFLICT, "elevation_changed"),
+            "{action}: {b}"
+        );
+    }
+    let revoked = h
+        .state
+        .authority
+        .elevations
+        .revoke(&id, "ops", None, now())
+        .await;
+    assert_eq!(revoked.unwrap_err().code(), "elevation_changed");
+
+    let (s, e) = h
+        .call("GET", &format!("/v1/elevations/{id}"), Some(&alice()), "")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(e["state"], "pending", "{e}");
+    assert_eq!(e["approvals"], json!([]), "the vote rolled back: {e}");
+    let (s, _) = h.cert(&alice(), Some(&["postgres"])).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "no grant");
+    for action in [
+        "elevation_approve",
+        "elevation_deny",
+        "elevation_cancel",
+        "elevation_revoke",
+    ] {
+        let rows = h.rows(action);
+        assert_eq!(rows.len(), 1, "{action}: {rows:?}");
+        assert_eq!(rows[0].outcome, "denied", "{action}");
+        assert_eq!(
+            rows[0].code.as_deref(),
+            Some("elevation_changed"),
+            "{action}"
+        );
+    }
+
+    // The same approval goes through once the row can change again.
+    skip_elevation_updates(&h, false);
+    let (s, e) = h
+        .act(&h.token("bob", &["dba-leads"]), &id, "approve", json!({}))
+        .await;
+    assert_eq!(
+        (s, e["state"].as_str()),
+        (StatusCode::OK, Some("approved")),
+        "{e}"
+    );
+}
+
 on_both_backends!(
+    transitions_that_change_no_row_fail_and_write_nothing,
     auto_approval_grants_role_principals_until_the_grant_ends,
     two_different_approvers_each_counted_once,
     denial_closes_the_request,

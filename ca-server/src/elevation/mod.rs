@@ -70,6 +70,13 @@ pub enum ElevationOpError {
     },
     #[error("elevation {id} is {state}; nothing to cancel")]
     NotCancellable { id: String, state: String },
+    /// A conditional `UPDATE` changed no row: the stored request was not in
+    /// the state just read (changed outside this writer, or its deadline
+    /// passed). Nothing was written.
+    #[error(
+        "elevation {id} changed while it was being {action}, so nothing was changed; look at it again with `jitssh requests` (or `jitssh-ca elevation list`)"
+    )]
+    Changed { id: String, action: &'static str },
     #[error(
         "you cannot approve or deny your own elevation request; ask an approver (cancel it with `jitssh cancel`)"
     )]
@@ -115,6 +122,7 @@ impl ElevationOpError {
             ElevationOpError::NotFound(_) => "elevation_not_found",
             ElevationOpError::NotPending { .. } => "elevation_not_pending",
             ElevationOpError::NotCancellable { .. } => "elevation_not_cancellable",
+            ElevationOpError::Changed { .. } => "elevation_changed",
             ElevationOpError::SelfApproval => "self_approval",
             ElevationOpError::AlreadyApproved(_) => "already_approved",
             ElevationOpError::RequestChanged(_) => "request_changed",
@@ -842,8 +850,17 @@ impl Elevations {
                 if current.request_hash != seen_hash {
                     return refuse(ev, ElevationOpError::RequestChanged(id_owned.clone()));
                 }
+                // Every conditional UPDATE must change its row: 0 rows means
+                // the state read above is not the stored one, and the whole
+                // change (vote included) rolls back with a refusal row.
+                let changed = || ElevationOpError::Changed {
+                    id: id_owned.clone(),
+                    action: verb,
+                };
                 if !approve {
-                    store::close(conn, &id_owned, &["pending"], "denied", Some(&vote), now)?;
+                    if !store::close(conn, &id_owned, &["pending"], "denied", Some(&vote), now)? {
+                        return refuse(ev, changed());
+                    }
                     ev.outcome = "denied".into();
                     ev.code = None;
                     ev.details = Some(details(
@@ -891,7 +908,9 @@ impl Elevations {
                     + 1;
                 let mut now_row = current.clone();
                 if counted >= current.approvals_required as usize {
-                    store::approve(conn, &id_owned, now, current.ttl_seconds)?;
+                    if !store::approve(conn, &id_owned, now, current.ttl_seconds)? {
+                        return refuse(ev, changed());
+                    }
                     now_row.state = "approved".into();
                     now_row.grant_start = Some(now);
                     now_row.grant_end = Some(now + current.ttl_seconds);
@@ -1033,7 +1052,7 @@ impl Elevations {
                         return Ok(refused(ev, e));
                     }
                 };
-                store::close(
+                let closed_one = store::close(
                     conn,
                     &id_owned,
                     &[current.state.as_str()],
@@ -1041,6 +1060,13 @@ impl Elevations {
                     Some(&by),
                     now,
                 )?;
+                if !closed_one {
+                    let e = ElevationOpError::Changed {
+                        id: id_owned.clone(),
+                        action: to,
+                    };
+                    return Ok(refused(ev, e));
+                }
                 let mut closed = current;
                 closed.state = to.into();
                 if closed.grant_end.is_some() {
