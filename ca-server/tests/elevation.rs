@@ -657,6 +657,8 @@ fn webhook(
 ) -> ca_server::config::WebhookConfig {
     let secret = dir.join("hook.secret");
     std::fs::write(&secret, "s3cret\n").unwrap();
+    // Secret files are refused when others may read them.
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     ca_server::config::WebhookConfig {
         url: url.parse().unwrap(),
         timeout: Duration::from_secs(timeout),
