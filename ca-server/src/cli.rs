@@ -286,11 +286,14 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Config file (its database.path is used).
-    #[arg(long, short, conflicts_with = "db", required_unless_present = "db")]
+    /// Config file (its database.path is used); before or after the subcommand.
+    // Not `required_unless_present`: clap checks that on `audit` before a
+    // global value given after the subcommand reaches it; `commands`
+    // refuses neither being given.
+    #[arg(long, short, global = true, conflicts_with = "db")]
     pub config: Option<PathBuf>,
-    /// Audit database file.
-    #[arg(long)]
+    /// Audit database file; before or after the subcommand.
+    #[arg(long, global = true)]
     pub db: Option<PathBuf>,
     #[command(subcommand)]
     pub command: AuditCommand,

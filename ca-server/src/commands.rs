@@ -235,7 +235,9 @@ fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
     let db = match (&a.db, &a.config) {
         (Some(db), _) => crate::config::Database::Sqlite(db.clone()),
         (None, Some(c)) => Config::load(c)?.database,
-        (None, None) => bail!("give --config FILE or --db FILE"),
+        (None, None) => bail!(
+            "which CA? add --config FILE (the CA's config) or --db FILE (its SQLite audit database), before or after the subcommand"
+        ),
     };
     if let Some(path) = db.sqlite_path()
         && !path.exists()

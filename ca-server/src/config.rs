@@ -8,12 +8,30 @@ use std::time::Duration;
 use ca_core::{IdentityKind, Limits, Ttl};
 use serde::Deserialize;
 
+/// An I/O error as a person reads it: "no such file", "permission
+/// denied", without the OS error number.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_owned(),
+                None => text,
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}; create one with `jitssh-ca init --dir DIR`")]
+    #[error("cannot read config file {path}: {}; create one with `jitssh-ca init --dir DIR`", io_reason(.error))]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Not a `source`: the message already says it, once.
+        error: std::io::Error,
     },
     #[error("config file {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
@@ -482,9 +500,9 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),

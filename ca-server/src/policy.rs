@@ -124,10 +124,15 @@ pub const EMBEDDED_FILES: &[(&str, &str)] = &[
 /// file and carry regorus's own message (with line and column) where it has one.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("cannot read the policy directory {}: {source}", dir.display())]
+    #[error(
+        "cannot read the policy directory {}: {}; give the folder with the .rego files (default ./policies)",
+        dir.display(),
+        crate::config::io_reason(.error)
+    )]
     ReadDir {
         dir: PathBuf,
-        source: std::io::Error,
+        /// Not a `source`: the message already says it, once.
+        error: std::io::Error,
     },
     #[error("cannot read policy file {}: {source}", path.display())]
     ReadFile {
@@ -650,9 +655,9 @@ fn is_policy_file(name: &str) -> bool {
 }
 
 fn list_policy_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, PolicyError> {
-    let read_dir_err = |source| PolicyError::ReadDir {
+    let read_dir_err = |error| PolicyError::ReadDir {
         dir: dir.to_path_buf(),
-        source,
+        error,
     };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_dir_err)? {
