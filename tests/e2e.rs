@@ -7,6 +7,7 @@ mod hosts;
 mod hsm;
 mod load_smoke;
 mod login;
+mod login_names;
 mod ops;
 mod provider;
 mod replicas;

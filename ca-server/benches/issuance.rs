@@ -74,7 +74,10 @@ impl Idp {
     }
 
     fn verifier(&self) -> TokenVerifier {
-        let cfg = IssuerConfig::new(self.idp.issuer(), vec![AUD.into()], IdentityKind::Human);
+        let cfg = IssuerConfig {
+            login: ca_core::LoginRule::claim("preferred_username"),
+            ..IssuerConfig::new(self.idp.issuer(), vec![AUD.into()], IdentityKind::Human)
+        };
         let v = TokenVerifier::new(vec![cfg], ca_server::serve::verifier_options()).unwrap();
         self.rt.block_on(v.refresh_all()).unwrap();
         v
@@ -493,6 +496,51 @@ fn issuance(c: &mut Criterion) {
     );
 }
 
+/// What a login name adds to each certificate: deriving it from the claims
+/// (in `oidc`, per token) and checking its binding (`logins::claim`) once it
+/// is known, which needs no database round trip.
+fn login_names(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditStore::open(&dir.path().join("audit.db")).unwrap();
+    let names = ca_server::logins::LoginNames::open(audit).unwrap();
+    let rule = ca_core::LoginRule::new(Some("email"), &["example.com".into()]).unwrap();
+    let claims = serde_json::json!({"preferred_username": "alice", "email": "alice@example.com"});
+    let claims = claims.as_object().unwrap().clone();
+    let identity = VerifiedIdentity {
+        kind: IdentityKind::Human,
+        issuer: "https://idp.example.com".into(),
+        subject: "00u1".into(),
+        email: Some("alice@example.com".into()),
+        email_verified: true,
+        groups: vec![],
+        login: rule.derive(&claims, Some("alice@example.com")).ok(),
+        login_problem: None,
+        claims: claims.clone(),
+    };
+    // The first use binds (one group commit); the bench measures the rest.
+    rt.block_on(names.claim(&identity, now())).unwrap();
+    for n in 0..SUBJECTS {
+        let mut other = identity.clone();
+        other.subject = format!("s{n}");
+        other.login = ca_core::LoginName::parse(&format!("u{n}")).ok();
+        rt.block_on(names.claim(&other, now())).unwrap();
+    }
+    let mut g = c.benchmark_group("login_name");
+    g.bench_function("derive_email", |b| {
+        b.iter(|| rule.derive(&claims, Some("alice@example.com")).unwrap());
+    });
+    g.bench_function("claim_bound", |b| {
+        b.iter(|| rt.block_on(names.claim(&identity, 0)).unwrap());
+    });
+    g.bench_function("block_on_noop", |b| b.iter(|| rt.block_on(async {})));
+    g.finish();
+}
+
 fn config() -> Criterion {
     // Short runs: the whole suite finishes in a few minutes on 2 cores.
     Criterion::default()
@@ -504,6 +552,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = stages;
     config = config();
-    targets = token_verify, policy, signing, audit, issuance
+    targets = token_verify, policy, signing, audit, issuance, login_names
 }
 criterion_main!(stages);

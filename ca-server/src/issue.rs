@@ -327,7 +327,15 @@ impl Authority {
         let grant = self.decide(identity, &req, &ctx.source_ip, now, grants, event)?;
 
         // 5b. The login name is this identity's, or free and now bound to it.
-        self.logins.claim(identity, now).await?;
+        self.logins
+            .claim(identity, now)
+            .await
+            .map_err(|e| match e {
+                crate::logins::LoginNameError::Unavailable(m) => {
+                    IssueError::AuditUnavailable(AuditError::Unavailable(m))
+                }
+                e => IssueError::LoginName(e),
+            })?;
 
         // 6. Sign.
         let serial = self.next_serial()?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ca_core::VerifiedIdentity;
 
 use super::{Caller, ElevationOpError, Elevations, Row, party};
-use crate::logins::LoginNames;
+use crate::logins::{LoginNameError, LoginNames};
 
 impl Elevations {
     /// Compare people by their login names too (`serve` does this; without
@@ -25,10 +25,16 @@ impl Elevations {
         caller: &Caller<'_>,
         now: u64,
     ) -> Result<(), ElevationOpError> {
-        if let Some(l) = &self.logins {
-            l.claim(caller.identity, now).await?;
-        }
-        Ok(())
+        let Some(l) = &self.logins else {
+            return Ok(());
+        };
+        l.claim(caller.identity, now).await.map_err(|e| match e {
+            // Like any write the audit log could not take: nothing changed.
+            LoginNameError::Unavailable(m) => {
+                ElevationOpError::AuditUnavailable(crate::audit::AuditError::Unavailable(m))
+            }
+            e => ElevationOpError::LoginName(e),
+        })
     }
 
     /// Every login name known for `identity`: derived now, and bound.

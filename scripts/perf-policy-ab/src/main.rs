@@ -109,12 +109,19 @@ fn human(
     kind: &str,
 ) -> J {
     let mut claims = json!({"iss": "https://idp.example.com", "sub": "00u1"});
+    // As from an issuer with login_claim = "preferred_username" (the server
+    // derives input.identity.login; the policy checks its shape again).
+    let login = match &pu {
+        Some(J::String(s)) => json!(s.to_lowercase()),
+        _ => J::Null,
+    };
     if let Some(p) = pu {
         claims["preferred_username"] = p;
     }
     json!({
         "identity": {"kind": kind, "issuer": "https://idp.example.com", "subject": "00u1",
-            "email": email, "email_verified": verified, "groups": groups, "claims": claims},
+            "email": email, "email_verified": verified, "groups": groups, "login": login,
+            "login_problem": null, "claims": claims},
         "request": {"kind": "user_cert", "principals": principals, "ttl_seconds": ttl,
             "public_key": {"type": "ssh-ed25519", "fingerprint": "SHA256:x"}, "reason": null,
             "source_ip": "192.0.2.10"},
