@@ -433,6 +433,28 @@ fn issuance(c: &mut Criterion) {
     let policy = Arc::new(PolicyEngine::load_embedded_default().unwrap());
     let authority = Arc::new(ca_server::serve::build_authority(&config, policy).unwrap());
     idp.rt.block_on(authority.verifier.refresh_all()).unwrap();
+    // Every identity's login name bound beforehand (a person's first
+    // certificate binds it, one more commit, once): the steady state.
+    idp.rt.block_on(async {
+        let mut binds = tokio::task::JoinSet::new();
+        for n in 0..SUBJECTS {
+            let a = authority.clone();
+            let user = Idp::user(n);
+            let identity = VerifiedIdentity {
+                kind: IdentityKind::Human,
+                issuer: idp.idp.issuer().to_owned(),
+                subject: user.subject(),
+                email: Some(user.email.clone()),
+                email_verified: true,
+                groups: vec![],
+                login: ca_core::LoginName::parse(&user.username).ok(),
+                login_problem: None,
+                claims: Default::default(),
+            };
+            binds.spawn(async move { a.logins.claim(&identity, now()).await.unwrap() });
+        }
+        while binds.join_next().await.is_some() {}
+    });
     let body = Arc::new(request_body());
     let ctx = RequestContext {
         source_ip: "127.0.0.1".into(),
