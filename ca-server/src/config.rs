@@ -789,6 +789,7 @@ pub fn template(issuer: &str, audience: &str) -> String {
 # Address to listen on. Plain HTTP is only allowed on a loopback address.
 listen = "127.0.0.1:8443"
 # TLS certificate chain and private key (PEM). With both set the server speaks HTTPS.
+# The key file, like every secret file here, must be mode 0600 (not a symlink).
 # tls_cert = "tls.crt"
 # tls_key = "tls.key"
 # Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy you control).
@@ -857,6 +858,7 @@ unauthenticated_per_source_per_minute = 120
 pending_timeout = "1h"
 max_grant = "8h"
 # Optional JSON POST on new pending requests and every decision (never blocks requests).
+# https only (plain http only to loopback): it names requesters and reasons.
 # webhook_url = "https://chat.example.com/hooks/jitssh"
 # webhook_timeout_seconds = 5
 # webhook_retries = 3
