@@ -42,6 +42,8 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(config: WebhookConfig) -> anyhow::Result<Self> {
+        // Config load checks this already; a config built in code too.
+        check_url(&config.url).map_err(anyhow::Error::msg)?;
         let secret = match &config.secret_file {
             Some(path) => {
                 let text = crate::secret_file::read_line(path, "elevation.webhook_secret_file")?;
@@ -214,6 +216,11 @@ mod tests {
         );
         let n = Notifier::new(config(0o600)).unwrap();
         assert_eq!(n.secret.as_deref(), Some(&b"s3cret"[..]));
+        let plain = WebhookConfig {
+            url: "http://hooks.example.com/x".parse().unwrap(),
+            ..config(0o600)
+        };
+        assert!(Notifier::new(plain).is_err());
     }
 
     #[test]
