@@ -71,6 +71,19 @@ CREATE TABLE IF NOT EXISTS login_names_version (
     version BIGINT NOT NULL
 );";
 
+/// Say at start which issuers of people have no login rule: nobody from
+/// them gets a personal principal (each denial says so too).
+pub fn warn_about_issuers_without_a_rule(issuers: &[crate::oidc::IssuerConfig]) {
+    for i in issuers {
+        if i.kind == IdentityKind::Human && i.login.is_none() {
+            tracing::warn!(
+                issuer = %i.issuer,
+                "this issuer of people has no login_claim: nobody from it gets a personal principal until [[issuers]] sets one (e.g. login_claim = \"email\" with email_domains)"
+            );
+        }
+    }
+}
+
 /// Create the tables if missing (idempotent; run at start and by `db migrate`).
 pub fn create_tables(db: &Db) -> Result<(), DbError> {
     crate::audit::ensure_tables(db, SCHEMA, POSTGRES)

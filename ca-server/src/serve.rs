@@ -146,6 +146,7 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         audit.shared_secret("host-challenge")?,
     );
     let logins = Arc::new(crate::logins::LoginNames::open(audit.clone())?);
+    crate::logins::warn_about_issuers_without_a_rule(&config.issuers);
     let elevations = Arc::new(
         crate::elevation::Elevations::open(
             &db,
