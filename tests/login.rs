@@ -47,7 +47,8 @@ impl User {
         self.jitssh(args).output().unwrap()
     }
 
-    /// Every regular file under HOME.
+    /// Every regular file under HOME but the profile config (the CA that
+    /// `login --ca` remembered: no credential, and kept by `logout`).
     fn files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             for entry in std::fs::read_dir(dir).unwrap() {
@@ -61,6 +62,8 @@ impl User {
         }
         let mut out = Vec::new();
         walk(self.home.path(), &mut out);
+        let config = self.home.path().join(".config/jitssh/config.toml");
+        out.retain(|f| *f != config);
         out
     }
 
@@ -196,6 +199,22 @@ fn browser_login_then_ssh_through_the_agent_refresh_and_logout() {
     let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", token.display());
 
+    // The CA came from JITSSH_CA: the profile remembers it (said once), so
+    // later commands need neither the flag nor the variable.
+    assert!(
+        stderr.contains("Remembered") && stderr.contains("need no --ca"),
+        "{stderr}"
+    );
+    let config =
+        std::fs::read_to_string(me.home.path().join(".config/jitssh/config.toml")).unwrap();
+    assert!(config.contains(&format!("ca = \"{}", ca.url)), "{config}");
+    let status = me
+        .jitssh(&["status"])
+        .env_remove("JITSSH_CA")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", text(&status));
+
     let status = me.run(&["status"]);
     assert!(status.status.success(), "{}", text(&status));
     let shown = String::from_utf8_lossy(&status.stdout);
@@ -214,9 +233,16 @@ fn browser_login_then_ssh_through_the_agent_refresh_and_logout() {
         .unwrap();
     assert!(
         again.status.success(),
-        "{}\n{}",
+        "{}\n{}\nCA LOG {}",
         text(&again),
-        provider.log()
+        provider.log(),
+        text(
+            &Command::new(bin("jitssh-ca"))
+                .args(["audit", "list", "--db"])
+                .arg(ca.dir.path().join("audit.db"))
+                .output()
+                .unwrap()
+        )
     );
     let again_err = String::from_utf8_lossy(&again.stderr);
     assert!(

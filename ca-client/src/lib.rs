@@ -121,6 +121,26 @@ fn print_or_exit(result: Result<String, elevate::ElevateError>) -> Result<ExitCo
     }
 }
 
+/// After a login with `--ca` (or `JITSSH_CA`): that CA becomes the profile's,
+/// so `status`, `elevate`, `requests`, ... need no flag; said once, when it
+/// changes. A failure to write only warns: the login itself succeeded.
+fn remember_ca(ctx: &Context, target: &profile::Target, ca: &reqwest::Url) {
+    let file = ctx.paths.tilde(&target.config_file);
+    let profile = &target.profile;
+    match profile::remember_ca(&target.config_file, profile, ca) {
+        Ok(profile::Remembered::Unchanged) => {}
+        Ok(profile::Remembered::New) => ctx.ui.info(&format!(
+            "Remembered {ca} as the CA of profile {profile} in {file}: later jitssh commands need no --ca."
+        )),
+        Ok(profile::Remembered::Replaced(old)) => ctx.ui.info(&format!(
+            "Profile {profile} now uses {ca} (was {old}), in {file}: later jitssh commands need no --ca."
+        )),
+        Err(e) => ctx.ui.warn(&format!(
+            "could not remember the CA in {file} ({e}); pass --ca again next time"
+        )),
+    }
+}
+
 /// Run one command; the exit code is 0 on success, 1 when `status`/`ensure`
 /// found nothing valid.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
@@ -166,6 +186,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             let outcome = login::login(&ctx, &target, &opts).await?;
             println!("{}", outcome.summary(&ctx.paths, unix_now()));
+            if cli.ca.as_deref().is_some_and(|c| !c.is_empty())
+                && let Ok(ca) = target.ca()
+            {
+                remember_ca(&ctx, &target, ca);
+            }
             if let Delivery::Files { key, .. } = &outcome.delivery {
                 let key = ctx.paths.tilde(key);
                 println!(

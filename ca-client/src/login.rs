@@ -166,9 +166,24 @@ pub async fn login(
         ttl_seconds: opts.ttl_seconds,
         reason: opts.reason.clone(),
     };
+    let mut refreshed_again = 0;
     let issued = loop {
         match ca.issue(&tokens.id_token, &request).await {
             Ok(answer) => break answer,
+            // The provider answered a refresh with the very claims of a token
+            // the CA already spent (same second, no unique claim): the CA
+            // counts signed content, not signature bytes, so it is the same
+            // token. A second later the provider signs a new `iat`.
+            Err(CaError::Api {
+                status: 401,
+                ref code,
+                ..
+            }) if silent && code == "token_replayed" && refreshed_again < 2 => {
+                refreshed_again += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+                (tokens, silent) =
+                    sign_in(ctx, &provider, &store, &config.client_id, opts, &how).await?;
+            }
             // A token from a refresh may lack what the CA needs (or be refused
             // for being one): one interactive sign-in, then the request again.
             Err(CaError::Api { status: 401, .. }) if silent => {

@@ -164,6 +164,87 @@ fn resolve_text(
     })
 }
 
+/// What [`remember_ca`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remembered {
+    /// The profile already named this CA.
+    Unchanged,
+    /// The profile had no CA; now it has.
+    New,
+    /// The profile named another CA, given here.
+    Replaced(String),
+}
+
+/// Why the CA could not be remembered (the login itself succeeded).
+#[derive(Debug, thiserror::Error)]
+pub enum RememberError {
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not valid TOML ({message}); fix it, or pass --ca every time", file.display())]
+    Parse { file: PathBuf, message: String },
+    #[error("{} has `{key}` that is not a table; fix it, or pass --ca every time", file.display())]
+    NotATable { file: PathBuf, key: String },
+    #[error(transparent)]
+    Write(#[from] crate::store::StoreError),
+}
+
+/// Make `ca` the CA of profile `name` in `config_file`, so later commands
+/// need no `--ca`: the file is created if missing; otherwise only
+/// `[profiles.NAME] ca` changes, every other line, comment and key stays as
+/// written. Written atomically.
+pub fn remember_ca(config_file: &Path, name: &str, ca: &Url) -> Result<Remembered, RememberError> {
+    let text = match std::fs::read_to_string(config_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(RememberError::Read {
+                file: config_file.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| RememberError::Parse {
+                file: config_file.to_owned(),
+                message: e.message().to_owned(),
+            })?;
+    let not_table = |key: String| RememberError::NotATable {
+        file: config_file.to_owned(),
+        key,
+    };
+    let profiles = doc
+        .entry("profiles")
+        .or_insert_with(|| {
+            let mut t = toml_edit::Table::new();
+            t.set_implicit(true);
+            toml_edit::Item::Table(t)
+        })
+        .as_table_like_mut()
+        .ok_or_else(|| not_table("profiles".into()))?;
+    let profile = profiles
+        .entry(name)
+        .or_insert(toml_edit::Item::Table(toml_edit::Table::new()))
+        .as_table_like_mut()
+        .ok_or_else(|| not_table(format!("profiles.{name}")))?;
+    let url = ca.as_str();
+    let previous = profile
+        .get("ca")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let outcome = match previous {
+        Some(p) if parse_ca_url(&p).is_ok_and(|u| u == *ca) => return Ok(Remembered::Unchanged),
+        Some(p) => Remembered::Replaced(p),
+        None => Remembered::New,
+    };
+    profile.insert("ca", toml_edit::value(url));
+    crate::store::write_private(config_file, doc.to_string().as_bytes())?;
+    Ok(outcome)
+}
+
 /// Profile names become directory names: keep them boring.
 fn check_name(name: &str) -> Result<(), ProfileError> {
     let ok = !name.is_empty()
@@ -218,6 +299,59 @@ mod tests {
     use super::*;
 
     const FILE: &str = "/cfg/jitssh/config.toml";
+
+    #[test]
+    fn a_login_remembers_its_ca_and_keeps_the_rest_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jitssh/config.toml");
+        let url = |u: &str| parse_ca_url(u).unwrap();
+        // No file yet: created, and later commands resolve the CA from it.
+        assert_eq!(
+            remember_ca(&file, DEFAULT_PROFILE, &url("http://127.0.0.1:8400")).unwrap(),
+            Remembered::New
+        );
+        let target = super::resolve(&file, None, None).unwrap();
+        assert_eq!(target.ca, Some(url("http://127.0.0.1:8400")));
+        assert_eq!(
+            remember_ca(&file, DEFAULT_PROFILE, &url("http://127.0.0.1:8400/")).unwrap(),
+            Remembered::Unchanged
+        );
+        // A hand-written file: only that key changes.
+        let written = "# my CAs\ndefault_profile = \"work\"\n\n[profiles.work]\nca = \"https://old.example.com\"  # the old one\nttl = \"30m\"\n\n[profiles.home]\nca = \"https://home.example.com\"\n";
+        std::fs::write(&file, written).unwrap();
+        assert_eq!(
+            remember_ca(&file, "work", &url("https://ca.example.com")).unwrap(),
+            Remembered::Replaced("https://old.example.com".into())
+        );
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.starts_with("# my CAs\ndefault_profile = \"work\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("ttl = \"30m\"") && text.contains("https://home.example.com"),
+            "{text}"
+        );
+        let work = super::resolve(&file, None, None).unwrap();
+        assert_eq!(work.ca, Some(url("https://ca.example.com")));
+        assert_eq!(work.defaults.ttl_seconds, Some(1800));
+        // A new profile is added beside the others.
+        assert_eq!(
+            remember_ca(&file, "lab", &url("https://lab.example.com")).unwrap(),
+            Remembered::New
+        );
+        let lab = super::resolve(&file, None, Some("lab")).unwrap();
+        assert_eq!(lab.ca, Some(url("https://lab.example.com")));
+        assert_eq!(
+            super::resolve(&file, None, Some("home")).unwrap().ca,
+            Some(url("https://home.example.com"))
+        );
+        // A file that is not TOML is left alone, with a clear error.
+        std::fs::write(&file, "[profiles\n").unwrap();
+        let e = remember_ca(&file, "work", &url("https://ca.example.com")).unwrap_err();
+        assert!(e.to_string().contains("pass --ca every time"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "[profiles\n");
+    }
 
     fn resolve(
         text: Option<&str>,
