@@ -357,8 +357,22 @@ pub enum LoginNameCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Bind the login names of certificates issued before this version
+    /// kept bindings: in audit-log order, the first identity that received
+    /// a name gets it (names already bound stay). Run once after upgrading,
+    /// before people log in; lists the names another identity also received.
+    Import {
+        /// Config file of the CA (its [[issuers]] rules say which name each
+        /// certificate carried).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Show what would be bound, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Give NAME to one identity (whoever held it loses it): a person who
-    /// moved to another issuer, or an account reassigned at the IdP.
+    /// moved to another issuer, or an account reassigned at the IdP. The
+    /// identity still gets NAME only when its issuer's rule derives it.
     Map {
         /// Config file of the CA.
         #[arg(long, short)]

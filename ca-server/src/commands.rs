@@ -651,6 +651,31 @@ async fn login_name(command: crate::cli::LoginNameCommand) -> anyhow::Result<Exi
                 }
             }
         }
+        LoginNameCommand::Import { config, dry_run } => {
+            let (config, names) = open(&config)?;
+            let report = names.import(&config.issuers, dry_run, now).await?;
+            let verb = if dry_run { "would bind" } else { "bound" };
+            for b in &report.bound {
+                println!(
+                    "{verb} {} to {} {}",
+                    b.login,
+                    ca_core::escape_control(&b.issuer),
+                    ca_core::escape_control(&b.subject)
+                );
+            }
+            for (name, issuer, subject) in &report.refused {
+                println!(
+                    "not {name} for {} {}: another identity received or holds it (`jitssh-ca login-name map` if it is theirs)",
+                    ca_core::escape_control(issuer),
+                    ca_core::escape_control(subject)
+                );
+            }
+            println!(
+                "{} names {verb}, {} refused",
+                report.bound.len(),
+                report.refused.len()
+            );
+        }
         LoginNameCommand::Release {
             config,
             name,

@@ -373,7 +373,102 @@ async fn one_person_across_issuers_cannot_approve_their_own_request_or_vote_twic
     h.verify_chain();
 }
 
+/// An issued (or denied) `user_cert` row as versions before bindings wrote it.
+fn old_row(
+    issuer: &str,
+    subject: &str,
+    email: &str,
+    granted: &[&str],
+    reason: &str,
+) -> ca_core::audit::AuditEvent {
+    ca_core::audit::AuditEvent {
+        time: now() - 3600,
+        action: "user_cert".into(),
+        outcome: if granted.is_empty() {
+            "denied"
+        } else {
+            "issued"
+        }
+        .into(),
+        issuer: Some(issuer.into()),
+        subject: Some(subject.into()),
+        email: Some(email.into()),
+        granted_principals: granted.iter().map(|p| p.to_string()).collect(),
+        decision_reasons: vec![reason.into()],
+        ..Default::default()
+    }
+}
+
+async fn import_binds_the_names_of_earlier_certificates_first_come() {
+    let idp2 = second_idp().await;
+    let rule = LoginRule::new(Some("email"), &["example.com".into()]).unwrap();
+    let h = harness(rule, Some(&idp2)).await;
+    let (one, two) = (h.idp.issuer().to_owned(), idp2.issuer().to_owned());
+    let own = |n: &str| format!("{n}: the user's own login, from the preferred_username claim");
+    for e in [
+        old_row(&one, "a1", "alice@example.com", &["alice", "dev"], "dev"),
+        old_row(&two, "a2", "alice@other.example", &["alice"], &own("alice")),
+        old_row(&two, "b2", "bob@other.example", &["bob"], &own("bob")),
+        old_row(
+            &one,
+            "x1",
+            "mallory@evil.example",
+            &["mallory"],
+            &own("mallory"),
+        ),
+        old_row(&two, "c2", "carol@other.example", &["dev"], &own("carol")),
+        old_row(&two, "d2", "dave@other.example", &[], &own("dave")),
+    ] {
+        h.state.authority.audit.append(e, None).await.unwrap();
+    }
+    let logins = &h.state.authority.logins;
+    let issuers = &h.config.issuers;
+    let names = |r: &ca_server::logins::ImportReport| {
+        let b: Vec<_> = r
+            .bound
+            .iter()
+            .map(|b| (b.login.clone(), b.subject.clone()))
+            .collect();
+        let n: Vec<_> = r
+            .refused
+            .iter()
+            .map(|(l, _, s)| (l.clone(), s.clone()))
+            .collect();
+        (b, n)
+    };
+    let expected_bound = vec![
+        ("alice".to_owned(), "a1".to_owned()),
+        ("bob".into(), "b2".into()),
+    ];
+    let refused = vec![("alice".to_owned(), "a2".to_owned())];
+    let dry = logins.import(issuers, true, now()).await.unwrap();
+    assert_eq!(names(&dry), (expected_bound.clone(), refused.clone()));
+    assert!(
+        logins.list().unwrap().is_empty(),
+        "a dry run changes nothing"
+    );
+    assert!(h.rows("login_name_bind").is_empty());
+
+    let done = logins.import(issuers, false, now()).await.unwrap();
+    assert_eq!(names(&done), (expected_bound, refused.clone()));
+    let rows = h.rows("login_name_bind");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].details.as_ref().unwrap()["bound_by"], "import");
+    // The second issuer's alice is refused; the first gets her name.
+    let t = token(&idp2, "a2", username("alice"));
+    assert_eq!(code(&h.cert(&t).await.1), "login_name_taken");
+    let (status, body) = h
+        .cert(&token(&h.idp, "a1", email("alice@example.com")))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Again: nothing new, the same refusal.
+    let again = logins.import(issuers, false, now()).await.unwrap();
+    assert_eq!(names(&again), (vec![], refused));
+    h.verify_chain();
+}
+
 on_both_backends!(
+    import_binds_the_names_of_earlier_certificates_first_come,
     foreign_domain_email_gives_no_personal_principal,
     preferred_username_from_an_issuer_not_trusted_for_it_is_refused,
     a_second_identity_cannot_take_a_bound_login_name,
