@@ -74,7 +74,12 @@ pub fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, SecretFileError>
         });
     }
     let mut bytes = Vec::new();
-    file.take(MAX_LEN).read_to_end(&mut bytes).map_err(io)?;
+    file.take(MAX_LEN + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > MAX_LEN {
+        return Err(io(std::io::Error::other(
+            "it is larger than 1 MiB; point the setting at the secret itself",
+        )));
+    }
     Ok(bytes)
 }
 
@@ -148,6 +153,8 @@ mod tests {
             read(&dir.path().join("none"), "x"),
             Err(SecretFileError::Missing { .. })
         ));
+        let big = file(dir.path(), "big", &"x".repeat(1 << 20 | 1), 0o600);
+        assert!(matches!(read(&big, "x"), Err(SecretFileError::Io { .. })));
         for (name, text) in [("empty", "\n"), ("two", "a\nb\n")] {
             let p = file(dir.path(), name, text, 0o600);
             assert!(read_line(&p, "x").is_err(), "{name}");
