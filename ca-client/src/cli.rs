@@ -69,6 +69,14 @@ pub enum Command {
     /// On servers (as root): enrol the host key, renew its host certificate, sync sshd's CA keys and revocation list.
     #[command(subcommand)]
     Host(crate::host::HostCommand),
+    /// Print a shell completion script: `jitssh completions bash > /etc/bash_completion.d/jitssh`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), as packaged in jitssh.1.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Output format of `jitssh cert`.

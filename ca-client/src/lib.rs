@@ -144,6 +144,26 @@ fn remember_ca(ctx: &Context, target: &profile::Target, ca: &reqwest::Url) {
 /// Run one command; the exit code is 0 on success, 1 when `status`/`ensure`
 /// found nothing valid.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    // Generated from the command line's definition: nothing else needed.
+    let mut generated = Vec::new();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "jitssh", &mut generated);
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut generated)
+                .map_err(|e| CliError::Usage(format!("cannot render the man page: {e}")))?;
+        }
+        _ => {}
+    }
+    if !generated.is_empty() {
+        // A reader that stops early (`| head`) is not an error.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &generated);
+        return Ok(ExitCode::SUCCESS);
+    }
     // Host commands run as root from systemd: no HOME, no profile.
     if let Command::Host(command) = cli.command {
         return Ok(host::run(cli.ca.as_deref(), command).await?);
@@ -255,6 +275,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        // Printed before HOME or a profile were needed.
+        Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
         Command::Ensure(a) => {
             match ensure::ensure(&ctx, &target, a.min_left, !a.no_browser).await? {
                 ensure::EnsureOutcome::Fresh(_) => {}

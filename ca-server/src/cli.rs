@@ -51,6 +51,14 @@ pub enum Command {
     /// Login names: which identity (issuer + subject) each belongs to.
     #[command(subcommand)]
     LoginName(LoginNameCommand),
+    /// Print a shell completion script: `jitssh-ca completions bash > /etc/bash_completion.d/jitssh-ca`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), as packaged in jitssh-ca.8.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

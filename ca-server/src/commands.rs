@@ -23,6 +23,15 @@ pub fn log_format(cli: &crate::cli::Cli) -> Option<crate::config::LogFormat> {
     })
 }
 
+/// A generated script or page on stdout; a reader that stops early (`| head`)
+/// is not an error.
+fn print_generated(text: &[u8]) -> anyhow::Result<ExitCode> {
+    match std::io::stdout().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Init(a) => init(a).map(|_| ExitCode::SUCCESS),
@@ -35,6 +44,21 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ca(c) => ca_keys(c).await,
         Command::Db(c) => database(c),
         Command::LoginName(c) => login_name(c).await,
+        Command::Completions { shell } => {
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "jitssh-ca", &mut out);
+            print_generated(&out)
+        }
+        Command::Man => {
+            let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .section("8")
+                .render(&mut out)
+                .context("rendering the man page")?;
+            print_generated(&out)
+        }
         Command::Host(HostCommand::Token(HostTokenCommand::Create(a))) => {
             host_token_create(a).await.map(|_| ExitCode::SUCCESS)
         }
