@@ -10,6 +10,7 @@ mod login;
 mod login_names;
 mod ops;
 mod provider;
+mod quickstart;
 mod replicas;
 mod revoke;
 mod rotation;
