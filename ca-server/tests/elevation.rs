@@ -85,6 +85,14 @@ impl Harness {
         .await
     }
 
+    async fn cert_with_reason(&self, token: &str, reason: &str) -> (StatusCode, Value) {
+        let key = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .unwrap();
+        let body = json!({"public_key": key.public_key().to_openssh().unwrap(), "reason": reason});
+        self.call("POST", "/v1/certs/user", Some(token), &body.to_string())
+            .await
+    }
+
     async fn cert(&self, token: &str, principals: Option<&[&str]>) -> (StatusCode, Value) {
         let key = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
             .unwrap();
@@ -920,7 +928,83 @@ async fn transitions_that_change_no_row_fail_and_write_nothing() {
     );
 }
 
+/// Version 1 of a policy for [`a_reload_during_a_decision_does_not_mix_policy_versions`]:
+/// `x` is a role principal, and the decision grants it (slowly) to a
+/// request whose reason is "slow". Version 2 has no roles and grants `x`.
+const SLOW_V1: &str = r#"package jitssh
+import rego.v1
+
+roles := {"r": {"principals": ["x"], "max_ttl_seconds": 600}}
+elevation_decision := {"outcome": "deny", "reasons": ["v1"]}
+approval_decision := {"allow": false}
+
+slow if {
+    input.request.reason == "slow"
+    count([n | some n in numbers.range(1, SLOW_N); n % 7 == 0]) > 0
+}
+
+decision := {"allow": true, "principals": ["x"], "ttl_seconds": 60, "reasons": ["v1"]} if slow
+decision := {"allow": false, "reasons": ["v1"]} if not slow
+"#;
+
+const FAST_V2: &str = r#"package jitssh
+decision := {"allow": true, "principals": ["x"], "ttl_seconds": 60, "reasons": ["v2"]}
+"#;
+
+/// A reload that lands while a request's decision is being evaluated: the
+/// role table that limits the certificate is the one of the version that
+/// decided (the old code read the table again after evaluating, so version
+/// 1's decision met version 2's empty table and `x` left without a grant).
+async fn a_reload_during_a_decision_does_not_mix_policy_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.rego");
+    let v1_with = |n: u64| SLOW_V1.replace("SLOW_N", &n.to_string());
+    // Size the slow decision to ~400 ms on this machine (the evaluation
+    // limit is 1 s), so the reload below lands well inside it.
+    std::fs::write(&file, v1_with(100_000)).unwrap();
+    let probe = PolicyEngine::load_dir(dir.path()).unwrap();
+    let started = Instant::now();
+    probe
+        .evaluate(&json!({"request": {"reason": "slow"}}))
+        .unwrap();
+    let per_100k = started.elapsed().as_secs_f64().max(1e-4);
+    let n = ((0.4 / per_100k) * 100_000.0).clamp(100_000.0, 20_000_000.0) as u64;
+    std::fs::write(&file, v1_with(n)).unwrap();
+
+    let h = harness_with(PolicyEngine::load_dir(dir.path()).unwrap(), |_| {}).await;
+    let engine = h.state.authority.policy.clone();
+    let v1 = engine.policy_hash();
+    let reloader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(&file, FAST_V2).unwrap();
+        let outcome = engine.reload().unwrap();
+        (outcome, Instant::now())
+    });
+    let (s, b) = h.cert_with_reason(&h.token("alice", &[]), "slow").await;
+    let answered = Instant::now();
+    let (outcome, reloaded) = reloader.join().unwrap();
+    assert!(
+        matches!(outcome, ca_server::policy::ReloadOutcome::Reloaded { .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        reloaded < answered,
+        "the reload must land while the decision is evaluated"
+    );
+    // Version 1 decided, and version 1's table holds `x` to a grant the
+    // caller does not have: denied (not a policy error, not a certificate).
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    let row = h.rows("user_cert").pop().unwrap();
+    assert!(
+        code(&b) == "denied_by_policy" && b.to_string().contains("active elevation of role r"),
+        "{b}"
+    );
+    assert_eq!(row.policy_hash.as_deref(), Some(v1.as_str()));
+    assert!(row.granted_principals.is_empty(), "{row:?}");
+}
+
 on_both_backends!(
+    a_reload_during_a_decision_does_not_mix_policy_versions,
     transitions_that_change_no_row_fail_and_write_nothing,
     auto_approval_grants_role_principals_until_the_grant_ends,
     two_different_approvers_each_counted_once,
