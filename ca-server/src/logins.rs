@@ -1,6 +1,6 @@
 //! Login names bound to one identity: the `login_names` table beside the
 //! audit log, this process's snapshot of it, and the operator's list,
-//! release and map.
+//! release, map and import.
 //!
 //! A login name is one account on every host, so it belongs to one person:
 //! the first (issuer, subject) that uses it at this CA (receives a
@@ -81,151 +81,6 @@ pub fn warn_about_issuers_without_a_rule(issuers: &[crate::oidc::IssuerConfig]) 
                 "this issuer of people has no login_claim: nobody from it gets a personal principal until [[issuers]] sets one (e.g. login_claim = \"email\" with email_domains)"
             );
         }
-    }
-}
-
-/// What `import` found in the audit log.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ImportReport {
-    /// Bound now (or, in a dry run, would be).
-    pub bound: Vec<Binding>,
-    /// Names already held, or received earlier by another identity:
-    /// (name, issuer, subject of the identity that did not get it).
-    pub refused: Vec<(String, String, String)>,
-}
-
-/// The personal login name an issued `user_cert` row carried, by the rule
-/// its issuer has now: the verified email's local part for `"email"` rules
-/// (the row keeps the verified email), else the default policy's reason
-/// "NAME: the user's own login…". Only a name among the granted principals
-/// counts: one the identity really received.
-fn imported_name(
-    issuers: &[crate::oidc::IssuerConfig],
-    e: &ca_core::audit::AuditEvent,
-) -> Option<String> {
-    let issuer = issuers
-        .iter()
-        .find(|i| Some(&i.issuer) == e.issuer.as_ref())?;
-    if issuer.kind != IdentityKind::Human || issuer.login.is_none() {
-        return None;
-    }
-    let name = match issuer.login.source() {
-        ca_core::login::LoginSource::Email => issuer
-            .login
-            .derive(&serde_json::Map::new(), e.email.as_deref())
-            .ok()?,
-        _ => e.decision_reasons.iter().find_map(|r| {
-            let (name, rest) = r.split_once(": ")?;
-            rest.starts_with("the user's own login")
-                .then(|| LoginName::parse(name).ok())
-                .flatten()
-        })?,
-    };
-    e.granted_principals
-        .iter()
-        .any(|p| p == name.as_str())
-        .then(|| name.as_str().to_owned())
-}
-
-impl LoginNames {
-    /// Bind login names from certificates issued before bindings existed
-    /// (`jitssh-ca login-name import`): in audit-log order, the first
-    /// identity that received a name gets it, as if it had been bound then;
-    /// names already bound stay as they are. One commit, one
-    /// `login_name_bind` row per name bound.
-    pub async fn import(
-        &self,
-        issuers: &[crate::oidc::IssuerConfig],
-        dry_run: bool,
-        now: u64,
-    ) -> Result<ImportReport, LoginNameError> {
-        let filter = crate::audit::Filter {
-            action: Some("user_cert".into()),
-            ..Default::default()
-        };
-        let rows = self.audit.list(&filter)?;
-        let mut report = ImportReport::default();
-        let mut first: HashMap<String, (String, String, u64)> = HashMap::new();
-        for row in rows.iter().filter(|r| r.event.outcome == "issued") {
-            let e = &row.event;
-            let (Some(issuer), Some(subject), Some(name)) =
-                (&e.issuer, &e.subject, imported_name(issuers, e))
-            else {
-                continue;
-            };
-            match first.get(&name) {
-                None => {
-                    first.insert(name, (issuer.clone(), subject.clone(), row.seq));
-                }
-                Some((i, s, _)) if i == issuer && s == subject => {}
-                Some(_) => {
-                    let other = (name, issuer.clone(), subject.clone());
-                    if !report.refused.contains(&other) {
-                        report.refused.push(other);
-                    }
-                }
-            }
-        }
-        let mut wanted: Vec<(String, String, String, u64)> = first
-            .into_iter()
-            .map(|(name, (i, s, seq))| (name, i, s, seq))
-            .collect();
-        wanted.sort_by_key(|w| w.3);
-        let (bound, held) = self
-            .audit
-            .transact(move |c| {
-                let (mut bound, mut held, mut events) = (Vec::new(), Vec::new(), Vec::new());
-                for (name, issuer, subject, seq) in wanted {
-                    let inserted = c.execute(
-                        "INSERT INTO login_names (login, issuer, subject, bound_at, bound_by)
-                         VALUES ($1, $2, $3, $4, 'first_use') ON CONFLICT (login) DO NOTHING",
-                        &params![&name, &issuer, &subject, now],
-                    )?;
-                    if inserted == 0 {
-                        if binding(c, &name)?
-                            .is_some_and(|b| b.issuer != issuer || b.subject != subject)
-                        {
-                            held.push((name, issuer, subject));
-                        }
-                        continue;
-                    }
-                    hold(c, &name, &issuer, &subject)?;
-                    events.push(AuditEvent {
-                        time: now,
-                        action: "login_name_bind".into(),
-                        outcome: "bound".into(),
-                        issuer: Some(issuer.clone()),
-                        subject: Some(subject.clone()),
-                        details: Some(serde_json::json!({
-                            "login": name, "bound_by": "import", "certificate_seq": seq,
-                        })),
-                        ..Default::default()
-                    });
-                    bound.push(Binding {
-                        login: name,
-                        issuer,
-                        subject,
-                        bound_at: now,
-                        bound_by: "first_use".into(),
-                    });
-                }
-                if !bound.is_empty() {
-                    bump_version(c)?;
-                }
-                // A dry run writes nothing, not even its rows.
-                Ok(TxOutcome {
-                    events: if dry_run { vec![] } else { events },
-                    keep: !dry_run,
-                    value: (bound, held),
-                })
-            })
-            .await?;
-        report.bound = bound;
-        report.refused.extend(held);
-        if !dry_run {
-            self.reload()?;
-        }
-        Ok(report)
     }
 }
 
@@ -620,6 +475,151 @@ fn operator_event(
         reason,
         details: Some(serde_json::json!({ "login": b.login, "bound_by": "operator" })),
         ..Default::default()
+    }
+}
+
+/// What `import` found in the audit log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Bound now (or, in a dry run, would be).
+    pub bound: Vec<Binding>,
+    /// Names already held, or received earlier by another identity:
+    /// (name, issuer, subject of the identity that did not get it).
+    pub refused: Vec<(String, String, String)>,
+}
+
+/// The personal login name an issued `user_cert` row carried, by the rule
+/// its issuer has now: the verified email's local part for `"email"` rules
+/// (the row keeps the verified email), else the default policy's reason
+/// "NAME: the user's own login…". Only a name among the granted principals
+/// counts: one the identity really received.
+fn imported_name(
+    issuers: &[crate::oidc::IssuerConfig],
+    e: &ca_core::audit::AuditEvent,
+) -> Option<String> {
+    let issuer = issuers
+        .iter()
+        .find(|i| Some(&i.issuer) == e.issuer.as_ref())?;
+    if issuer.kind != IdentityKind::Human || issuer.login.is_none() {
+        return None;
+    }
+    let name = match issuer.login.source() {
+        ca_core::login::LoginSource::Email => issuer
+            .login
+            .derive(&serde_json::Map::new(), e.email.as_deref())
+            .ok()?,
+        _ => e.decision_reasons.iter().find_map(|r| {
+            let (name, rest) = r.split_once(": ")?;
+            rest.starts_with("the user's own login")
+                .then(|| LoginName::parse(name).ok())
+                .flatten()
+        })?,
+    };
+    e.granted_principals
+        .iter()
+        .any(|p| p == name.as_str())
+        .then(|| name.as_str().to_owned())
+}
+
+impl LoginNames {
+    /// Bind login names from certificates issued before bindings existed
+    /// (`jitssh-ca login-name import`): in audit-log order, the first
+    /// identity that received a name gets it, as if it had been bound then;
+    /// names already bound stay as they are. One commit, one
+    /// `login_name_bind` row per name bound.
+    pub async fn import(
+        &self,
+        issuers: &[crate::oidc::IssuerConfig],
+        dry_run: bool,
+        now: u64,
+    ) -> Result<ImportReport, LoginNameError> {
+        let filter = crate::audit::Filter {
+            action: Some("user_cert".into()),
+            ..Default::default()
+        };
+        let rows = self.audit.list(&filter)?;
+        let mut report = ImportReport::default();
+        let mut first: HashMap<String, (String, String, u64)> = HashMap::new();
+        for row in rows.iter().filter(|r| r.event.outcome == "issued") {
+            let e = &row.event;
+            let (Some(issuer), Some(subject), Some(name)) =
+                (&e.issuer, &e.subject, imported_name(issuers, e))
+            else {
+                continue;
+            };
+            match first.get(&name) {
+                None => {
+                    first.insert(name, (issuer.clone(), subject.clone(), row.seq));
+                }
+                Some((i, s, _)) if i == issuer && s == subject => {}
+                Some(_) => {
+                    let other = (name, issuer.clone(), subject.clone());
+                    if !report.refused.contains(&other) {
+                        report.refused.push(other);
+                    }
+                }
+            }
+        }
+        let mut wanted: Vec<(String, String, String, u64)> = first
+            .into_iter()
+            .map(|(name, (i, s, seq))| (name, i, s, seq))
+            .collect();
+        wanted.sort_by_key(|w| w.3);
+        let (bound, held) = self
+            .audit
+            .transact(move |c| {
+                let (mut bound, mut held, mut events) = (Vec::new(), Vec::new(), Vec::new());
+                for (name, issuer, subject, seq) in wanted {
+                    let inserted = c.execute(
+                        "INSERT INTO login_names (login, issuer, subject, bound_at, bound_by)
+                         VALUES ($1, $2, $3, $4, 'first_use') ON CONFLICT (login) DO NOTHING",
+                        &params![&name, &issuer, &subject, now],
+                    )?;
+                    if inserted == 0 {
+                        if binding(c, &name)?
+                            .is_some_and(|b| b.issuer != issuer || b.subject != subject)
+                        {
+                            held.push((name, issuer, subject));
+                        }
+                        continue;
+                    }
+                    hold(c, &name, &issuer, &subject)?;
+                    events.push(AuditEvent {
+                        time: now,
+                        action: "login_name_bind".into(),
+                        outcome: "bound".into(),
+                        issuer: Some(issuer.clone()),
+                        subject: Some(subject.clone()),
+                        details: Some(serde_json::json!({
+                            "login": name, "bound_by": "import", "certificate_seq": seq,
+                        })),
+                        ..Default::default()
+                    });
+                    bound.push(Binding {
+                        login: name,
+                        issuer,
+                        subject,
+                        bound_at: now,
+                        bound_by: "first_use".into(),
+                    });
+                }
+                if !bound.is_empty() {
+                    bump_version(c)?;
+                }
+                // A dry run writes nothing, not even its rows.
+                Ok(TxOutcome {
+                    events: if dry_run { vec![] } else { events },
+                    keep: !dry_run,
+                    value: (bound, held),
+                })
+            })
+            .await?;
+        report.bound = bound;
+        report.refused.extend(held);
+        if !dry_run {
+            self.reload()?;
+        }
+        Ok(report)
     }
 }
 
