@@ -858,7 +858,9 @@ impl Elevations {
                     action: verb,
                 };
                 if !approve {
-                    if !store::close(conn, &id_owned, &["pending"], "denied", Some(&vote), now)? {
+                    let updated =
+                        store::close(conn, &id_owned, &["pending"], "denied", Some(&vote), now)?;
+                    if updated == store::Updated::Nothing {
                         return refuse(ev, changed());
                     }
                     ev.outcome = "denied".into();
@@ -908,7 +910,8 @@ impl Elevations {
                     + 1;
                 let mut now_row = current.clone();
                 if counted >= current.approvals_required as usize {
-                    if !store::approve(conn, &id_owned, now, current.ttl_seconds)? {
+                    let updated = store::approve(conn, &id_owned, now, current.ttl_seconds)?;
+                    if updated == store::Updated::Nothing {
                         return refuse(ev, changed());
                     }
                     now_row.state = "approved".into();
@@ -1052,7 +1055,7 @@ impl Elevations {
                         return Ok(refused(ev, e));
                     }
                 };
-                let closed_one = store::close(
+                let updated = store::close(
                     conn,
                     &id_owned,
                     &[current.state.as_str()],
@@ -1060,7 +1063,7 @@ impl Elevations {
                     Some(&by),
                     now,
                 )?;
-                if !closed_one {
+                if updated == store::Updated::Nothing {
                     let e = ElevationOpError::Changed {
                         id: id_owned.clone(),
                         action: to,

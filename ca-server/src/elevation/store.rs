@@ -284,14 +284,34 @@ pub fn insert_vote(
     Ok(())
 }
 
+/// What a conditional `UPDATE` of a transition did. A caller must look:
+/// [`Updated::Nothing`] means the row was not in the state the `WHERE`
+/// required, so the transition did not happen and must not be recorded.
+#[must_use = "Updated::Nothing means the transition did not happen: refuse it"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Updated {
+    Row,
+    Nothing,
+}
+
+impl Updated {
+    fn from_rows(n: u64) -> Self {
+        if n == 1 {
+            Updated::Row
+        } else {
+            Updated::Nothing
+        }
+    }
+}
+
 /// pending → approved, only if still pending and not past its deadline.
-pub fn approve(conn: &mut dyn Conn, id: &str, now: u64, ttl: u64) -> Result<bool, DbError> {
+pub fn approve(conn: &mut dyn Conn, id: &str, now: u64, ttl: u64) -> Result<Updated, DbError> {
     let n = conn.execute(
         "UPDATE elevations SET state = 'approved', grant_start = $2, grant_end = $3
          WHERE id = $1 AND state = 'pending' AND pending_until > $2",
         &params![id, now, now.saturating_add(ttl)],
     )?;
-    Ok(n == 1)
+    Ok(Updated::from_rows(n))
 }
 
 /// Close an elevation: `to` from one of `from`, with who closed it. For an
@@ -304,7 +324,7 @@ pub fn close(
     to: &str,
     by: Option<&ElevationVote>,
     now: u64,
-) -> Result<bool, DbError> {
+) -> Result<Updated, DbError> {
     let by = by.map(json);
     let mut total = 0;
     for state in from {
@@ -325,7 +345,7 @@ pub fn close(
             break;
         }
     }
-    Ok(total == 1)
+    Ok(Updated::from_rows(total))
 }
 
 /// Mark every pending request past its deadline and every grant past its
