@@ -563,3 +563,62 @@ fn plain_ssh_renews_through_the_generated_config() {
         "expected a login with a fresh certificate: {accepted:?}"
     );
 }
+
+/// A provider that follows OIDC Core §11 strictly (npm `oidc-provider`'s
+/// default): a refresh token only with `offline_access`, which it drops
+/// unless the request says `prompt=consent`. jitssh asks that way, so one
+/// browser sign-in is enough: `ensure` and `login` renew with no browser.
+#[test]
+fn a_strict_provider_grants_offline_access_and_renewal_needs_no_browser() {
+    require_e2e();
+    let gil = ProviderUser::new("e2e-gil", &["developers"]);
+    ensure_user(&gil.username);
+    let provider = Provider::start_with(
+        std::slice::from_ref(&gil),
+        serde_json::json!({"client": {"refresh_requires_offline_access": true}}),
+    );
+    let ca = CaServer::start(&provider.issuer, CLIENT_ID);
+    let me = User::new(&ca.url);
+
+    let mut login = Running::spawn(&mut me.jitssh(&["login", "--no-browser"]));
+    let issuer = format!("{}/", provider.issuer);
+    let url = login.wait_for(WAIT, |l| {
+        let l = l.trim();
+        l.starts_with(&issuer).then(|| l.to_owned())
+    });
+    assert!(
+        url.contains("prompt=consent") && url.contains("offline_access"),
+        "{url}"
+    );
+    provider.browser_login(&url, &gil.username, &gil.password, true);
+    let (status, stdout, stderr) = login.finish(WAIT);
+    assert!(status.success(), "{stdout}\n{stderr}\n{}", provider.log());
+    assert!(!stderr.contains("no refresh token"), "{stderr}");
+    assert!(
+        me.home
+            .path()
+            .join(".local/state/jitssh/default/token.json")
+            .exists(),
+        "{stderr}"
+    );
+
+    // The certificate has 15 minutes: asking for 20 left is renewing an
+    // expired one, without a browser (none would answer within 10 s).
+    let out = me
+        .jitssh(&["ensure", "--min-left", "20m", "--no-browser"])
+        .env("JITSSH_LOGIN_TIMEOUT", "10s")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), provider.log());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("open this URL"),
+        "{}",
+        text(&out)
+    );
+    let out = me
+        .jitssh(&["login", "--no-browser"])
+        .env("JITSSH_LOGIN_TIMEOUT", "10s")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), provider.log());
+}

@@ -91,6 +91,12 @@ impl Provider {
     /// Start the provider with these users (and the built-in clients), wait
     /// until it listens, and read its discovery document. Takes about 1–2 s.
     pub fn start(users: &[ProviderUser]) -> Provider {
+        Self::start_with(users, json!({}))
+    }
+
+    /// [`Provider::start`] with `overrides` merged into its configuration
+    /// (top-level keys of `server.mjs`'s config, e.g. `client`).
+    pub fn start_with(users: &[ProviderUser], overrides: Value) -> Provider {
         let dir = provider_dir();
         match Command::new("node").arg("--version").output() {
             Ok(out) if out.status.success() => {}
@@ -106,7 +112,7 @@ impl Provider {
         );
 
         let tmp = tempfile::tempdir().unwrap();
-        let config = json!({
+        let mut config = json!({
             "users": users.iter().map(|u| json!({
                 "sub": u.subject(),
                 "username": u.username,
@@ -116,6 +122,11 @@ impl Provider {
                 "groups": u.groups,
             })).collect::<Vec<_>>(),
         });
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), overrides.as_object()) {
+            for (k, v) in extra {
+                config.insert(k.clone(), v.clone());
+            }
+        }
         let config_path = tmp.path().join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         let log = tmp.path().join("provider.log");

@@ -96,8 +96,7 @@ struct Authed {
 async fn authenticate(ctx: &Context, target: &Target, how: SignIn) -> Result<Authed, LoginError> {
     let ca = CaClient::new(target.ca()?.clone(), ctx.http.clone(), ctx.ca_timeout);
     let config = ca.config().await?.value;
-    let provider =
-        Provider::discover(&ctx.http, &config.issuer, &config.client_id, &config.scopes).await?;
+    let provider = crate::login::discover(ctx, &config, target).await?;
     let store = ProfileStore::new(ctx.paths.profile_state(&target.profile));
     let opts = LoginOptions {
         device: how.device,

@@ -150,8 +150,7 @@ pub async fn login(
     let keys = ca.keys().await?.value;
     let user_ca = certs::parse_ca_keys(&keys.user_ca);
     let store = ProfileStore::new(ctx.paths.profile_state(&target.profile));
-    let provider =
-        Provider::discover(&ctx.http, &config.issuer, &config.client_id, &config.scopes).await?;
+    let provider = discover(ctx, &config, target).await?;
     let how = Interaction {
         open_browser: opts.open_browser,
         timeout: login_timeout()?,
@@ -285,6 +284,14 @@ pub(crate) async fn sign_in(
     }
     let tokens = interactive(ctx, provider, how, opts.device).await?;
     save_refresh_token(store, provider, client_id, &tokens)?;
+    if tokens.refresh_token.is_none() {
+        ctx.ui.warn(&format!(
+            "{} returned no refresh token, so the next login (and `jitssh ensure`) opens the browser again; \
+             ask the CA operator to set [login] authorization_params for this provider \
+             (Google: access_type = \"offline\"), or set authorization_params in your profile",
+            provider.issuer()
+        ));
+    }
     Ok((tokens, false))
 }
 
@@ -299,6 +306,26 @@ async fn interactive(
     } else {
         provider.auth_code(&ctx.ui, how).await
     }
+}
+
+/// The CA's provider, asking for offline access the way it grants it
+/// (`oidc::authorization_params`: the CA's and the profile's settings).
+pub(crate) async fn discover(
+    ctx: &Context,
+    config: &ca_core::wire::ClientConfig,
+    target: &Target,
+) -> Result<Provider, crate::oidc::OidcError> {
+    let params = crate::oidc::authorization_params(
+        &config.issuer,
+        &config.scopes,
+        &config.authorization_params,
+        &target.defaults.authorization_params,
+    );
+    Ok(
+        Provider::discover(&ctx.http, &config.issuer, &config.client_id, &config.scopes)
+            .await?
+            .with_authorization_params(params),
+    )
 }
 
 fn save_refresh_token(

@@ -6,6 +6,7 @@
 //! against the provider's JWKS, issuer, audience, expiry, and the `nonce` of
 //! the authorization request) so a swapped or replayed token is caught here.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use openidconnect::core::{
@@ -139,12 +140,60 @@ pub struct Interaction {
     pub timeout: Duration,
 }
 
+/// Parameters of the authorization request jitssh sets itself; never
+/// taken from configuration (they would break PKCE, the redirect or the
+/// CSRF check). The CA refuses them in `[login] authorization_params` too.
+const RESERVED_PARAMS: [&str; 8] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+/// The extra authorization request parameters that ask `issuer` for offline
+/// access (a refresh token, so later logins and `jitssh ensure` need no
+/// browser), the way each family of providers grants it: with the
+/// `offline_access` scope, OIDC Core §11 says the request must carry
+/// `prompt=consent` (providers that follow it strictly, like npm
+/// `oidc-provider`, drop the scope otherwise); Google wants
+/// `access_type=offline` instead. The CA's `[login] authorization_params`
+/// and then the profile's override these defaults key by key; an empty value
+/// removes a parameter (e.g. `prompt = ""` where consent prompts need an
+/// administrator).
+pub fn authorization_params(
+    issuer: &str,
+    scopes: &[String],
+    from_ca: &BTreeMap<String, String>,
+    from_profile: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut params = BTreeMap::new();
+    if scopes.iter().any(|s| s == "offline_access") {
+        params.insert("prompt".to_owned(), "consent".to_owned());
+    }
+    if issuer.trim_end_matches('/') == "https://accounts.google.com" {
+        params.insert("access_type".to_owned(), "offline".to_owned());
+    }
+    for (k, v) in from_ca.iter().chain(from_profile) {
+        params.insert(k.clone(), v.clone());
+    }
+    params
+        .into_iter()
+        .filter(|(k, v)| !v.is_empty() && !RESERVED_PARAMS.contains(&k.as_str()))
+        .collect()
+}
+
 /// A discovered provider and the CA's client for it.
 #[derive(Debug)]
 pub struct Provider {
     issuer: String,
     client_id: ClientId,
     scopes: Vec<Scope>,
+    /// Extra parameters of the authorization request ([`authorization_params`]).
+    auth_params: Vec<(String, String)>,
     metadata: Metadata,
     http: reqwest::Client,
 }
@@ -183,9 +232,16 @@ impl Provider {
                 .filter(|s| s.as_str() != "openid")
                 .map(|s| Scope::new(s.clone()))
                 .collect(),
+            auth_params: Vec::new(),
             metadata,
             http: http.clone(),
         })
+    }
+
+    /// Send these extra parameters with the authorization request.
+    pub fn with_authorization_params(mut self, params: Vec<(String, String)>) -> Provider {
+        self.auth_params = params;
+        self
     }
 
     pub fn issuer(&self) -> &str {
@@ -207,15 +263,18 @@ impl Provider {
             })?;
         let client = self.client().set_redirect_uri(redirect);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
+        let mut request = client
             .authorize_url(
                 AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
                 CsrfToken::new_random,
                 Nonce::new_random,
             )
             .add_scopes(self.scopes.iter().cloned())
-            .set_pkce_challenge(challenge)
-            .url();
+            .set_pkce_challenge(challenge);
+        for (key, value) in &self.auth_params {
+            request = request.add_extra_param(key.clone(), value.clone());
+        }
+        let (url, state, nonce) = request.url();
 
         let opened = how.open_browser && crate::ui::open_browser(url.as_str());
         if opened {
@@ -470,6 +529,65 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offline_access_is_asked_for_the_way_each_provider_grants_it() {
+        let none = BTreeMap::new();
+        let scopes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let map = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let pairs = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let offline = scopes(&["openid", "email", "offline_access"]);
+        // OIDC Core §11: offline_access with prompt=consent.
+        assert_eq!(
+            authorization_params("https://idp.example.com", &offline, &none, &none),
+            pairs(&[("prompt", "consent")])
+        );
+        assert!(
+            authorization_params(
+                "https://idp.example.com",
+                &scopes(&["openid"]),
+                &none,
+                &none
+            )
+            .is_empty()
+        );
+        // Google: access_type=offline.
+        assert_eq!(
+            authorization_params(
+                "https://accounts.google.com",
+                &scopes(&["openid"]),
+                &none,
+                &none
+            ),
+            pairs(&[("access_type", "offline")])
+        );
+        // The CA's settings, then the profile's, key by key; empty removes;
+        // jitssh's own parameters are never taken.
+        let ca = map(&[
+            ("prompt", ""),
+            ("domain_hint", "example.com"),
+            ("state", "x"),
+        ]);
+        let profile = map(&[
+            ("login_hint", "ann@example.com"),
+            ("domain_hint", "corp.example.com"),
+        ]);
+        assert_eq!(
+            authorization_params("https://idp.example.com", &offline, &ca, &profile),
+            pairs(&[
+                ("domain_hint", "corp.example.com"),
+                ("login_hint", "ann@example.com")
+            ])
+        );
+    }
 
     #[test]
     fn error_messages_say_what_to_do() {

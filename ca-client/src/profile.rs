@@ -58,6 +58,8 @@ struct RawProfile {
     ttl: Option<String>,
     hosts: Option<String>,
     bastion: Option<String>,
+    #[serde(default)]
+    authorization_params: BTreeMap<String, String>,
 }
 
 /// Per-profile defaults for `login` and `config`.
@@ -67,6 +69,9 @@ pub struct Defaults {
     pub ttl_seconds: Option<u64>,
     pub hosts: Option<String>,
     pub bastion: Option<String>,
+    /// Extra authorization request parameters, over the CA's
+    /// (`crate::oidc::authorization_params`).
+    pub authorization_params: BTreeMap<String, String>,
 }
 
 /// The resolved profile: its name, its CA (if any is known) and its defaults.
@@ -159,6 +164,7 @@ fn resolve_text(
             ttl_seconds,
             hosts: section.hosts,
             bastion: section.bastion,
+            authorization_params: section.authorization_params,
         },
         config_file: config_file.to_owned(),
     })

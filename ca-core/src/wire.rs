@@ -180,4 +180,8 @@ pub struct ClientConfig {
     pub issuer: String,
     pub client_id: String,
     pub scopes: Vec<String>,
+    /// Extra authorization request parameters this provider needs for
+    /// offline access (`[login] authorization_params`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub authorization_params: std::collections::BTreeMap<String, String>,
 }

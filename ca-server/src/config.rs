@@ -312,6 +312,36 @@ pub struct RawLogin {
     pub client_id: String,
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
+    /// Extra parameters of the authorization request, as this provider
+    /// wants them for offline access (Google: `access_type = "offline"`;
+    /// `prompt = ""` stops jitssh's default `prompt=consent`). Served to
+    /// clients in `/v1/config`.
+    #[serde(default)]
+    pub authorization_params: std::collections::BTreeMap<String, String>,
+}
+
+/// Parameters of the authorization request that jitssh sets itself: a
+/// configured value would break PKCE, the redirect or the CSRF check.
+pub const RESERVED_AUTHORIZATION_PARAMS: [&str; 8] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+fn check_login(login: &RawLogin) -> Result<(), ConfigError> {
+    for key in login.authorization_params.keys() {
+        if RESERVED_AUTHORIZATION_PARAMS.contains(&key.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "[login] authorization_params: {key:?} is set by jitssh itself; remove it (scopes go in [login] scopes)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -679,7 +709,13 @@ impl Config {
             policy_reload: Duration::from_secs(raw.policy.reload_interval_seconds.max(1)),
             limits,
             host_max_ttl,
-            login: raw.login,
+            login: match raw.login {
+                Some(l) => {
+                    check_login(&l)?;
+                    Some(l)
+                }
+                None => None,
+            },
             issuers,
             rate_per_minute: raw.rate_limit.per_identity_per_minute,
             rate_burst: raw.rate_limit.burst.max(1),
@@ -990,6 +1026,31 @@ mod tests {
             "pin_file = \"p\"\npin_env = \"X\"\n",
         );
         assert!(parse(&two).is_err());
+    }
+
+    #[test]
+    fn login_authorization_params_are_served_but_never_jitssh_own() {
+        let t = template("https://idp.example.com", "jitssh");
+        let with = |extra: &str| {
+            parse(&t.replace(
+                "scopes = [\"openid\", \"email\", \"profile\", \"groups\", \"offline_access\"]",
+                &format!("scopes = [\"openid\", \"offline_access\"]\n{extra}"),
+            ))
+        };
+        let c =
+            with("authorization_params = { access_type = \"offline\", prompt = \"\" }").unwrap();
+        let login = c.login.unwrap();
+        assert_eq!(login.authorization_params["access_type"], "offline");
+        assert_eq!(login.authorization_params["prompt"], "");
+        for reserved in RESERVED_AUTHORIZATION_PARAMS {
+            let e = with(&format!("authorization_params = {{ {reserved} = \"x\" }}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(reserved) && e.contains("set by jitssh itself"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -290,6 +290,7 @@ pub fn dev_config(
             scopes: ["openid", "email", "profile", "groups", "offline_access"]
                 .map(String::from)
                 .to_vec(),
+            authorization_params: Default::default(),
         }),
         issuers: vec![IssuerConfig {
             issuer: issuer.to_owned(),

@@ -188,6 +188,7 @@ pub fn app_state(
             issuer: l.issuer.clone(),
             client_id: l.client_id.clone(),
             scopes: l.scopes.clone(),
+            authorization_params: l.authorization_params.clone(),
         }),
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.request_timeout,
