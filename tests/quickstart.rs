@@ -92,6 +92,30 @@ fn quickstart(user_env: Option<&str>, expected: &str) {
     let home = tempfile::tempdir().unwrap();
     let agent = SshAgent::start();
 
+    // Before anything: `jitssh doctor` says what is missing, and how to fix it.
+    let out = jitssh(home.path(), &agent, &["doctor", "--ca", &base])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "doctor before login: {}",
+        text(&out)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "ok    CA ",
+        "ok    clock ",
+        "ok    ssh-agent ",
+        "ok    OpenSSH ",
+        "FAIL  ssh config ",
+        "FAIL  known_hosts ",
+        "FAIL  certificate ",
+        "FAIL  sign-in ",
+    ] {
+        assert!(said.contains(line), "{line:?} missing: {said}");
+    }
+
     // `jitssh login --ca URL`; the browser is a GET that follows the dev
     // provider's redirect to jitssh's loopback listener.
     let mut login = Running::spawn(&mut jitssh(
@@ -162,6 +186,20 @@ fn quickstart(user_env: Option<&str>, expected: &str) {
     );
     let out = jitssh(home.path(), &agent, &["requests"]).output().unwrap();
     assert!(out.status.success(), "requests: {}", text(&out));
+
+    // Set up as the README says: `jitssh config >> ~/.ssh/config`; then
+    // doctor finds nothing to fix.
+    let out = jitssh(home.path(), &agent, &["config"]).output().unwrap();
+    assert!(out.status.success(), "config: {}", text(&out));
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(home.path().join(".ssh/config"), &out.stdout).unwrap();
+    let out = jitssh(home.path(), &agent, &["doctor"]).output().unwrap();
+    assert!(out.status.success(), "doctor after login: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("All 8 checks passed."),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -69,6 +69,8 @@ pub enum Command {
     /// On servers (as root): enrol the host key, renew its host certificate, sync sshd's CA keys and revocation list.
     #[command(subcommand)]
     Host(crate::host::HostCommand),
+    /// Check the CA, clock, ssh-agent, OpenSSH, ~/.ssh/config, known_hosts, certificate and cached sign-in; print a fix for each failure (exit 1).
+    Doctor,
     /// Print a shell completion script: `jitssh completions bash > /etc/bash_completion.d/jitssh`.
     Completions {
         #[arg(value_enum)]

@@ -30,6 +30,7 @@ pub mod agent;
 pub mod ca;
 pub mod certs;
 pub mod cli;
+pub mod doctor;
 pub mod duration;
 pub mod elevate;
 pub mod ensure;
@@ -274,6 +275,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 println!("Logged out; removed {}.", removed.join(", "));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => {
+            let checks = doctor::doctor(&ctx, &target).await;
+            Ok(if doctor::report(&checks) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         // Printed before HOME or a profile were needed.
         Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
