@@ -177,7 +177,7 @@ pub struct HostTokenCreateArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "key_id", "subject", "key"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "key_id", "subject", "key", "host"])))]
 pub struct RevokeArgs {
     /// Config file of the CA.
     #[arg(long, short)]
@@ -194,6 +194,10 @@ pub struct RevokeArgs {
     /// Revoke a public key (file in OpenSSH format): every certificate for it, and new requests.
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// Revoke a host for clients (`GET /v1/krl/hosts`): its valid host certificates and every key
+    /// it was certified for, so renewed certificates and renewals are refused too.
+    #[arg(long, value_name = "HOSTNAME")]
+    pub host: Option<String>,
     /// Why (recorded in the audit log).
     #[arg(long)]
     pub reason: Option<String>,

@@ -606,8 +606,10 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
         Target::Key(
             ca_core::SubjectKey::parse(&text).with_context(|| format!("{}", path.display()))?,
         )
+    } else if let Some(host) = a.host {
+        Target::Host(ca_core::hostname::HostName::parse(&host).with_context(|| "--host")?)
     } else {
-        bail!("say what to revoke: --serial, --key-id, --subject or --key");
+        bail!("say what to revoke: --serial, --key-id, --subject, --key or --host");
     };
     let reason = a
         .reason
@@ -641,7 +643,7 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
         println!("revoked {kind} {}", ca_core::escape_control(value));
     }
     println!(
-        "In force within a second on the CA; hosts pick it up with their next KRL sync (GET /v1/krl)."
+        "In force within a second on the CA; hosts pick it up with their next KRL sync (GET /v1/krl), clients with their next `jitssh login` or `jitssh config` (GET /v1/krl/hosts)."
     );
     Ok(())
 }

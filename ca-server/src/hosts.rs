@@ -651,9 +651,13 @@ impl Authority {
         .await
     }
 
-    /// Refuse the CA's own keys and revoked keys.
+    /// Refuse every published CA key (the signing keys, and the next and
+    /// retiring ones during a rotation), as the user path does, and revoked keys.
     fn check_key(&self, key: &SubjectKey) -> Result<(), HostError> {
-        if key.same_key(self.user_ca.public_key()) || key.same_key(self.host_ca.public_key()) {
+        if key.same_key(self.user_ca.public_key())
+            || key.same_key(self.host_ca.public_key())
+            || self.published.contains(key.key_data())
+        {
             return Err(HostError::CaKey);
         }
         if self.revocations.get().key_revoked(key.fingerprint()) {
@@ -708,6 +712,14 @@ impl Authority {
         event.ttl_seconds = Some(grant.ttl().as_secs());
         event.serial = Some(serial.to_string());
         event.key_id = Some(kid.clone());
+        // The key itself, so `jitssh-ca revoke --host` can revoke it (and with
+        // it every certificate for it, renewed ones included).
+        if let (Some(d), Ok(line)) = (
+            event.details.as_mut().and_then(|d| d.as_object_mut()),
+            ssh_key::PublicKey::new(key.key_data().clone(), "").to_openssh(),
+        ) {
+            d.insert("public_key".into(), line.into());
+        }
         let audit_started = Instant::now();
         self.audit
             .append(event.clone(), spent)

@@ -39,6 +39,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/ca/host.pub", get(host_ca_pub))
         .route("/v1/config", get(client_config))
         .route("/v1/krl", get(krl))
+        .route("/v1/krl/hosts", get(host_krl))
         .route("/v1/certs/user", post(user_cert))
         .route("/v1/certs/host", post(host_cert))
         .route("/v1/certs/host/challenge", post(host_challenge))
@@ -225,7 +226,8 @@ impl From<ElevationOpError> for ApiError {
             | ElevationOpError::SelfApproval
             | ElevationOpError::NotApprover { .. }
             | ElevationOpError::NotRequester(_)
-            | ElevationOpError::WorkloadApprover => StatusCode::FORBIDDEN,
+            | ElevationOpError::WorkloadApprover
+            | ElevationOpError::Revoked => StatusCode::FORBIDDEN,
             ElevationOpError::LoginName(l) if l.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ElevationOpError::LoginName(_) => StatusCode::FORBIDDEN,
             ElevationOpError::NotPending { .. }
@@ -380,6 +382,10 @@ async fn elevation_action(
         "deny" => el.deny(&caller, &id, &body, now).await?,
         _ => el.cancel(&caller, &id, &body, now).await?,
     };
+    // A grant ended early revoked its certificates: serve them in the KRL now.
+    if e.state == "revoked" {
+        refresh_revocations(&s).await;
+    }
     Ok(axum::Json(e))
 }
 
@@ -420,13 +426,33 @@ fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
+/// Reload the revocations this process serves (a failure keeps the last
+/// list; the one-second refresh tries again).
+async fn refresh_revocations(s: &AppState) {
+    let revocations = s.authority.revocations.clone();
+    let now = crate::issue::now_unix();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || revocations.refresh(now)).await {
+        tracing::warn!(error = %e, "could not refresh revocations after a change; the next refresh will");
+    }
+}
+
 /// The OpenSSH KRL for sshd's `RevokedKeys` (binary, PROTOCOL.krl).
 async fn krl(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let a = &s.authority;
-    let bytes = a
+    krl_for(&s, &s.authority.published.user)
+}
+
+/// The OpenSSH KRL for ssh's `RevokedHostKeys`: revoked host certificates
+/// (by serial and key ID, under every published host CA key) and revoked keys.
+async fn host_krl(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    krl_for(&s, &s.authority.published.host)
+}
+
+fn krl_for(s: &AppState, cas: &[ssh_key::public::KeyData]) -> Result<Response, ApiError> {
+    let bytes = s
+        .authority
         .revocations
         .get()
-        .krl(&a.published.user, crate::issue::now_unix())
+        .krl(cas, crate::issue::now_unix())
         .map_err(|e| {
             tracing::error!(error = %e, "cannot build KRL");
             ApiError::new(

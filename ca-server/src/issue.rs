@@ -324,7 +324,7 @@ impl Authority {
             .active_for(&identity.issuer, &identity.subject, now)
             .await
             .map_err(|e| IssueError::AuditUnavailable(AuditError::Unavailable(e.to_string())))?;
-        let grant = self.decide(identity, &req, &ctx.source_ip, now, grants, event)?;
+        let grant = self.decide(identity, &req, &ctx.source_ip, now, grants.clone(), event)?;
 
         // 5b. The login name is this identity's, or free and now bound to it.
         self.logins
@@ -383,6 +383,8 @@ impl Authority {
                 e => IssueError::AuditUnavailable(e),
             })?;
         Metrics::observe(&self.metrics.audit_seconds, audit_started.elapsed());
+        self.grants_still_hold(identity, &grants, &principals, serial, now)
+            .await?;
         claim.keep();
 
         tracing::info!(who = %identity.display_name(), serial, principals = ?principals, ttl = grant.ttl().as_secs(), "issued user certificate");
@@ -394,6 +396,68 @@ impl Authority {
             valid_after: cert.valid_after(),
             valid_before: cert.valid_before(),
         })
+    }
+
+    /// After the audit row of a certificate carrying a role's principals:
+    /// are the grants it relied on still active? Ending a grant revokes the
+    /// certificates on record when it commits; one whose row committed later
+    /// is caught here. If a grant ended (or this cannot be read) the
+    /// certificate never leaves, and its serial is revoked.
+    async fn grants_still_hold(
+        &self,
+        identity: &VerifiedIdentity,
+        grants: &[ca_core::elevation::ActiveGrant],
+        principals: &[String],
+        serial: u64,
+        now: u64,
+    ) -> Result<(), IssueError> {
+        let relied: Vec<String> = grants
+            .iter()
+            .filter(|g| {
+                g.principals
+                    .iter()
+                    .any(|p| principals.contains(&p.to_string()))
+            })
+            .map(|g| g.id.clone())
+            .collect();
+        if relied.is_empty() {
+            return Ok(());
+        }
+        let held = self
+            .elevations
+            .still_active(&identity.issuer, &identity.subject, relied, now)
+            .await;
+        if matches!(held, Ok(true)) {
+            return Ok(());
+        }
+        let revocations = self.revocations.clone();
+        let max_ttl = self.limits.max_ttl.as_secs();
+        let revoked = tokio::task::spawn_blocking(move || {
+            revocations.store().revoke(
+                &crate::revocation::Target::Serial(serial),
+                Some("its elevation grant ended while it was being issued"),
+                now,
+                max_ttl,
+            )?;
+            revocations.refresh(now)
+        })
+        .await;
+        if !matches!(revoked, Ok(Ok(()))) {
+            tracing::error!(
+                serial,
+                "could not revoke a certificate whose grant ended during issuance; it was not handed out"
+            );
+        }
+        match held {
+            Ok(_) => Err(IssueError::Denied {
+                reasons: vec![
+                    "the elevation grant for these principals ended while the certificate was being issued; no certificate was handed out".into(),
+                ],
+            }),
+            Err(e) => Err(IssueError::AuditUnavailable(AuditError::Unavailable(
+                e.to_string(),
+            ))),
+        }
     }
 
     /// Evaluate the policy and enforce the invariants on its decision.

@@ -4,7 +4,15 @@
 //! Expiry is jitssh's normal revocation; this is for the exceptions (a stolen
 //! laptop, a leaked key, someone leaving now). Revoking a serial or key ID
 //! affects certificates already issued; revoking a subject or key also
-//! refuses every new certificate for it.
+//! refuses every new certificate for it. Ending an elevation grant early
+//! revokes the certificates issued under it ([`revoke_grant_certificates`],
+//! run inside the grant's closing transaction), and revoking a host
+//! ([`Target::Host`]) revokes its live certificates and its keys.
+//!
+//! One list serves both KRLs: `GET /v1/krl` keys the certificate records by
+//! the user CA keys (for sshd's `RevokedKeys`), `GET /v1/krl/hosts` by the
+//! host CA keys (for ssh's `RevokedHostKeys`). Serials are unique across
+//! both kinds, so listing a user serial under a host CA revokes nothing else.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +20,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ca_core::SubjectKey;
+use ca_core::hostname::HostName;
 use ca_core::krl::{KrlSpec, RevokedCerts, write_krl};
 
 use crate::db::{Conn, Db, DbError, TxMode};
@@ -58,9 +67,20 @@ pub enum RevocationError {
 pub enum Target {
     Serial(u64),
     KeyId(String),
-    Subject { issuer: String, subject: String },
+    Subject {
+        issuer: String,
+        subject: String,
+    },
     Key(SubjectKey),
+    /// A host: every host certificate naming it that can still be valid,
+    /// and every key it was certified for (so its renewed certificates, and
+    /// any renewal or enrolment with those keys, are refused too).
+    Host(HostName),
 }
+
+/// One row to insert: kind, value, and until when it must stay in the KRL
+/// (`None`: forever).
+type Entry = (&'static str, String, Option<u64>);
 
 /// The revocations table beside the audit log.
 #[derive(Clone, Debug)]
@@ -87,7 +107,7 @@ impl RevocationStore {
     ) -> Result<Vec<(String, String)>, RevocationError> {
         let unknown_expiry = now + max_ttl + ca_core::cert::BACKDATE_SECS;
         // What to insert, worked out before the transaction.
-        let mut entries: Vec<(&str, String, Option<u64>)> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         match target {
             Target::Serial(serial) => {
                 if *serial == 0 {
@@ -115,6 +135,7 @@ impl RevocationStore {
                     .map_err(|e| RevocationError::Invalid(e.to_string()))?;
                 entries.push(("key", line, None));
             }
+            Target::Host(_) => {}
         }
         let added = self.db.transaction(TxMode::Write, |c| {
             if let Target::Serial(serial) = target {
@@ -127,21 +148,20 @@ impl RevocationStore {
                     entries.push(("serial", serial.to_string(), Some(expiry)));
                 }
             }
-            let mut added = Vec::new();
-            for (kind, value, expires) in &entries {
-                c.execute(
-                    "INSERT INTO revocations (kind, value, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (kind, value) DO UPDATE SET expires_at = CASE
-                       WHEN excluded.expires_at IS NULL OR revocations.expires_at IS NULL THEN NULL
-                       WHEN excluded.expires_at > revocations.expires_at THEN excluded.expires_at
-                       ELSE revocations.expires_at END",
-                    &params![*kind, value, reason, now, *expires],
-                )?;
-                added.push(((*kind).to_owned(), value.clone()));
+            if let Target::Host(name) = target {
+                entries.extend(issued_to_host(c, name, now)?);
+                if entries.is_empty() {
+                    return Ok(None);
+                }
             }
-            Ok(added)
+            insert_entries(c, &entries, reason, now).map(Some)
         })?;
-        Ok(added)
+        added.ok_or_else(|| match target {
+            Target::Host(name) => RevocationError::Invalid(format!(
+                "no host certificate issued by this CA names {name}; nothing revoked (check the name with `jitssh-ca audit list`)"
+            )),
+            _ => RevocationError::Invalid("nothing to revoke".into()),
+        })
     }
 
     /// Everything still in force at `now`.
@@ -178,6 +198,129 @@ impl RevocationStore {
         snap.version = version;
         Ok(snap)
     }
+}
+
+/// Insert (or widen) revocation rows in the caller's transaction.
+fn insert_entries(
+    c: &mut dyn Conn,
+    entries: &[Entry],
+    reason: Option<&str>,
+    now: u64,
+) -> Result<Vec<(String, String)>, DbError> {
+    let mut added = Vec::new();
+    for (kind, value, expires) in entries {
+        c.execute(
+            "INSERT INTO revocations (kind, value, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (kind, value) DO UPDATE SET expires_at = CASE
+               WHEN excluded.expires_at IS NULL OR revocations.expires_at IS NULL THEN NULL
+               WHEN excluded.expires_at > revocations.expires_at THEN excluded.expires_at
+               ELSE revocations.expires_at END",
+            &params![*kind, value, reason, now, *expires],
+        )?;
+        added.push(((*kind).to_owned(), value.clone()));
+    }
+    Ok(added)
+}
+
+/// How far before a grant's start a certificate under it may be stamped
+/// (replicas' clocks differ a little): such certificates are revoked too.
+const GRANT_CLOCK_SLACK_SECS: u64 = 300;
+
+/// Revoke, inside the caller's transaction (the one that ends an elevation
+/// grant), every user certificate issued to `issuer` + `subject` since the
+/// grant started that carries any of the role's `principals` and can still
+/// be valid at `now`. A certificate carrying such a principal under another
+/// grant of the same person is revoked too: which grant covered it is not
+/// recorded, so this errs on the side of refusing (a new certificate is one
+/// `jitssh login` away). Returns the serials revoked.
+pub fn revoke_grant_certificates(
+    conn: &mut dyn Conn,
+    issuer: &str,
+    subject: &str,
+    principals: &[String],
+    grant_start: u64,
+    now: u64,
+    reason: &str,
+) -> Result<Vec<u64>, DbError> {
+    let since = grant_start.saturating_sub(GRANT_CLOCK_SLACK_SECS);
+    let rows = conn.query(
+        "SELECT serial, event FROM audit WHERE subject = $1 AND issuer = $2 AND action = 'user_cert'
+         AND outcome = 'issued' AND serial IS NOT NULL AND time >= $3",
+        &params![subject, issuer, since],
+    )?;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut serials = Vec::new();
+    for row in rows {
+        let (serial, event) = (row.text(0)?, row.text(1)?);
+        let Ok(e) = serde_json::from_str::<ca_core::audit::AuditEvent>(&event) else {
+            continue;
+        };
+        let carries = e.granted_principals.iter().any(|p| principals.contains(p));
+        if let (true, Ok(serial), Some(exp)) = (carries, serial.parse::<u64>(), expiry_of(&event))
+            && exp > now
+            && serial != 0
+        {
+            entries.push(("serial", serial.to_string(), Some(exp)));
+            serials.push(serial);
+        }
+    }
+    insert_entries(conn, &entries, Some(reason), now)?;
+    Ok(serials)
+}
+
+/// Revocation rows for host `name`: the serials of its host certificates
+/// that can still be valid, and every key it was certified for (recorded in
+/// the issuance rows' details since host revocation exists).
+fn issued_to_host(conn: &mut dyn Conn, name: &HostName, now: u64) -> Result<Vec<Entry>, DbError> {
+    let rows = conn.query(
+        "SELECT a.serial, a.event FROM audit a JOIN audit_principals p ON p.seq = a.seq
+         WHERE p.principal = $1 AND a.action = 'host_cert' AND a.outcome = 'issued' AND a.serial IS NOT NULL",
+        &params![name.as_str()],
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (serial, event) = (row.text(0)?, row.text(1)?);
+        let Ok(e) = serde_json::from_str::<ca_core::audit::AuditEvent>(&event) else {
+            continue;
+        };
+        if !e.granted_principals.iter().any(|p| p == name.as_str()) {
+            continue; // only asked for, not granted
+        }
+        if let (Ok(serial), Some(exp)) = (serial.parse::<u64>(), expiry_of(&event))
+            && exp > now
+            && serial != 0
+        {
+            out.push(("serial", serial.to_string(), Some(exp)));
+        }
+        let key = e
+            .details
+            .as_ref()
+            .and_then(|d| d.get("public_key"))
+            .and_then(|k| k.as_str())
+            .and_then(|k| ssh_key::PublicKey::from_openssh(k).ok())
+            .and_then(|k| {
+                ssh_key::PublicKey::new(k.key_data().clone(), "")
+                    .to_openssh()
+                    .ok()
+            });
+        if let Some(line) = key
+            && !out.iter().any(|(kind, v, _)| *kind == "key" && *v == line)
+        {
+            out.push(("key", line, None));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `issuer` + `subject` is revoked, read from the database (for
+/// calls that must see a revocation made on any replica at once).
+pub fn subject_revoked(conn: &mut dyn Conn, issuer: &str, subject: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .query_opt(
+            "SELECT 1 FROM revocations WHERE kind = 'subject' AND value = $1",
+            &params![&subject_key(issuer, subject)],
+        )?
+        .is_some())
 }
 
 fn subject_key(issuer: &str, subject: &str) -> String {
@@ -286,6 +429,11 @@ impl RevocationCache {
 
     pub fn get(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The table behind the snapshot.
+    pub fn store(&self) -> &RevocationStore {
+        &self.store
     }
 
     /// Reload from the database now. Errors keep the previous snapshot

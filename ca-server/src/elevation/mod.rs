@@ -101,6 +101,8 @@ pub enum ElevationOpError {
     TooManyPending(u64),
     #[error("too many elevation calls for this identity; retry in {0} s")]
     RateLimited(u64),
+    #[error("this identity has been revoked at this CA; ask the CA operator")]
+    Revoked,
     #[error("the audit log cannot be written, so nothing was changed; try again shortly")]
     AuditUnavailable(#[source] AuditError),
     #[error("cannot read elevations: {0}")]
@@ -132,6 +134,7 @@ impl ElevationOpError {
             ElevationOpError::LoginName(e) => e.code(),
             ElevationOpError::TooManyPending(_) => "too_many_pending",
             ElevationOpError::RateLimited(_) => "rate_limited",
+            ElevationOpError::Revoked => "revoked",
             ElevationOpError::AuditUnavailable(_) => "audit_unavailable",
             ElevationOpError::Store(_) => "database_unavailable",
             ElevationOpError::Internal(_) => "internal_error",
@@ -257,6 +260,9 @@ impl Elevations {
         let db = db.into();
         store::create_tables(&db)
             .map_err(|e| anyhow::anyhow!("cannot create the elevation tables: {e}"))?;
+        // Ending a grant revokes its certificates in the same transaction.
+        crate::revocation::RevocationStore::open(db.clone())
+            .map_err(|e| anyhow::anyhow!("cannot create the revocations table: {e}"))?;
         let notifier = config.webhook.clone().map(Notifier::new).transpose()?;
         let this = Elevations {
             db,
@@ -293,14 +299,40 @@ impl Elevations {
         if self.db.backend() == crate::db::Backend::Sqlite {
             return Ok(self.grants.active(issuer, subject, now));
         }
+        let rows = self.active_rows(issuer, subject, now).await?;
+        Ok(rows.into_iter().filter_map(active_grant).collect())
+    }
+
+    /// The grants of `issuer` + `subject` active at `now`, read from the
+    /// database on a blocking thread.
+    async fn active_rows(
+        &self,
+        issuer: &str,
+        subject: &str,
+        now: u64,
+    ) -> Result<Vec<Row>, ElevationOpError> {
         let (db, issuer, subject) = (self.db.clone(), issuer.to_owned(), subject.to_owned());
-        let rows = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             db.with(|c| store::active_of(c, &issuer, &subject, now))
         })
         .await
         .map_err(|e| ElevationOpError::Store(e.to_string()))?
-        .map_err(|e| ElevationOpError::Store(e.to_string()))?;
-        Ok(rows.into_iter().filter_map(active_grant).collect())
+        .map_err(|e| ElevationOpError::Store(e.to_string()))
+    }
+
+    /// Whether every grant in `ids` of `issuer` + `subject` is still active
+    /// at `now`, read from the database whatever the backend. Issuance asks
+    /// after a certificate relying on them is on record: a grant that ended
+    /// in between revoked only the certificates recorded before it ended.
+    pub async fn still_active(
+        &self,
+        issuer: &str,
+        subject: &str,
+        ids: Vec<String>,
+        now: u64,
+    ) -> Result<bool, ElevationOpError> {
+        let rows = self.active_rows(issuer, subject, now).await?;
+        Ok(ids.iter().all(|id| rows.iter().any(|r| r.id == *id)))
     }
 
     /// Reload the active grants from the database.
@@ -316,6 +348,17 @@ impl Elevations {
         if let Err(e) = self.refresh(now) {
             tracing::warn!(error = %e, "could not refresh active elevation grants after a change");
         }
+    }
+
+    /// Refuse a revoked identity (`jitssh-ca revoke --subject`) any
+    /// elevation call that changes something. Read from the database, so a
+    /// revocation made anywhere counts at once.
+    fn refuse_revoked(&self, who: &Caller<'_>) -> Result<(), ElevationOpError> {
+        let (issuer, subject) = (&who.identity.issuer, &who.identity.subject);
+        if self.read(|c| crate::revocation::subject_revoked(c, issuer, subject))? {
+            return Err(ElevationOpError::Revoked);
+        }
+        Ok(())
     }
 
     /// Run a read on a pooled connection.
@@ -414,6 +457,7 @@ impl Elevations {
         now: u64,
         event: &mut AuditEvent,
     ) -> Result<Elevation, ElevationOpError> {
+        self.refuse_revoked(caller)?;
         let body: ElevationCreate =
             serde_json::from_slice(body).map_err(|e| ElevationOpError::BadBody(e.to_string()))?;
         let req = ElevationRequest::parse(&body)?;
@@ -770,12 +814,19 @@ impl Elevations {
         approve: bool,
         event: &mut AuditEvent,
     ) -> Result<Elevation, ElevationOpError> {
+        self.refuse_revoked(who)?;
         let body: ElevationDecide = parse_optional_body(body)?;
         let comment = parse_comment(body.comment.as_deref())?;
         let (row, votes) = self.load_row(id)?;
         event.details = Some(details(&row, comment.as_deref()));
         let verb = if approve { "approved" } else { "denied" };
         let state = row.state_at(now);
+        if state == "approved" && !approve {
+            let hash = body.request_hash.clone();
+            return self
+                .deny_active(who, row, &votes, hash, comment, now, event)
+                .await;
+        }
         if state != "pending" {
             // Say what it is only to those who may see it.
             if !self.visible(who, &row, &votes, now).0 {
@@ -952,6 +1003,48 @@ impl Elevations {
         Ok(wire)
     }
 
+    /// A deny after approval: someone who may decide the request ends its
+    /// active grant early (→ `revoked`, as an operator's revoke), and with it
+    /// the certificates issued under it. The requester cancels instead.
+    #[allow(clippy::too_many_arguments)] // the named inputs of one step
+    async fn deny_active(
+        &self,
+        who: &Caller<'_>,
+        row: Row,
+        votes: &[(ElevationVote, String)],
+        request_hash: Option<String>,
+        comment: Option<String>,
+        now: u64,
+        event: &mut AuditEvent,
+    ) -> Result<Elevation, ElevationOpError> {
+        match self.may_decide(who, &row, votes, "deny", now) {
+            Ok((reasons, policy_hash)) => {
+                event.policy_hash = Some(policy_hash);
+                event.decision_reasons = reasons;
+            }
+            Err(e @ ElevationOpError::NotApprover { .. }) => {
+                if !self.visible(who, &row, votes, now).0 {
+                    return Err(ElevationOpError::NotFound(row.id.clone()));
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        if request_hash.is_some_and(|h| h != row.request_hash) {
+            return Err(ElevationOpError::RequestChanged(row.id.clone()));
+        }
+        let me = who.party();
+        let by = ElevationVote {
+            issuer: me.issuer,
+            subject: me.subject,
+            email: me.email,
+            comment,
+            time: now,
+        };
+        self.close(event, &row.id, by, now, "elevation.revoked")
+            .await
+    }
+
     /// `POST /v1/elevations/{id}/cancel`: the requester withdraws a pending
     /// request (→ cancelled) or drops an active grant early (→ revoked).
     pub async fn cancel(
@@ -964,6 +1057,7 @@ impl Elevations {
         let mut event = who.event("elevation_cancel", now);
         event.details = Some(json!({"elevation_id": ca_core::escape_control(id)}));
         let result = async {
+            self.refuse_revoked(who)?;
             let body: ElevationDecide = parse_optional_body(body)?;
             let comment = parse_comment(body.comment.as_deref())?;
             let (row, votes) = self.load_row(id)?;
@@ -1070,6 +1164,20 @@ impl Elevations {
                     };
                     return Ok(refused(ev, e));
                 }
+                // An active grant ended early: the certificates issued under
+                // it are revoked in this same transaction.
+                let revoked_serials = match (state.as_str(), current.grant_start) {
+                    ("approved", Some(start)) => crate::revocation::revoke_grant_certificates(
+                        conn,
+                        &current.requester.issuer,
+                        &current.requester.subject,
+                        &current.principals,
+                        start,
+                        now,
+                        &format!("elevation {id_owned} ended early ({to})"),
+                    )?,
+                    _ => Vec::new(),
+                };
                 let mut closed = current;
                 closed.state = to.into();
                 if closed.grant_end.is_some() {
@@ -1077,7 +1185,16 @@ impl Elevations {
                 }
                 closed.closed_by = Some(by.clone());
                 ev.outcome = to.into();
-                ev.details = Some(details(&closed, by.comment.as_deref()));
+                let mut d = details(&closed, by.comment.as_deref());
+                if state == "approved" {
+                    d["revoked_serials"] = json!(
+                        revoked_serials
+                            .iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                    );
+                }
+                ev.details = Some(d);
                 Ok(TxOutcome {
                     events: vec![ev],
                     keep: true,
