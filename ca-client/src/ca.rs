@@ -110,6 +110,18 @@ impl CaClient {
         self.json(resp, &url).await
     }
 
+    /// `GET /v1/krl/hosts`: the host KRL (binary; the caller checks it).
+    pub async fn host_krl(&self) -> Result<Vec<u8>, CaError> {
+        let url = self.url("/v1/krl/hosts");
+        let resp = self.send(self.http.get(&url)).await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes, &url));
+        }
+        Ok(bytes.to_vec())
+    }
+
     /// `GET path` with the ID token as bearer (elevation endpoints).
     pub async fn get_authed<T: serde::de::DeserializeOwned>(
         &self,

@@ -62,7 +62,7 @@ pub enum Command {
     Requests(SignInArgs),
     /// Approve a pending elevation request.
     Approve(DecideArgs),
-    /// Deny a pending elevation request.
+    /// Deny a pending elevation request, or end an active grant (its certificates are revoked).
     Deny(DecideArgs),
     /// Withdraw your pending elevation request, or drop your active grant early.
     Cancel(DecideArgs),

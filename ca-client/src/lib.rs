@@ -35,6 +35,7 @@ pub mod duration;
 pub mod elevate;
 pub mod ensure;
 pub mod host;
+pub mod hostkrl;
 pub mod login;
 pub mod loopback;
 pub mod oidc;
@@ -119,6 +120,46 @@ fn print_or_exit(result: Result<String, elevate::ElevateError>) -> Result<ExitCo
             eprintln!("error: {e}");
             Ok(e.exit_code())
         }
+    }
+}
+
+/// For `jitssh config`: refresh the profile's host KRL (or keep the last
+/// copy, or write an empty valid one) and return its absolute path (ssh
+/// expands `~` from the password database, not HOME: this names the very
+/// file checked here); `None` (with a warning) if no readable file could be
+/// put there, since ssh refuses every host when `RevokedHostKeys` is
+/// unreadable.
+async fn host_krl_for_config(ctx: &Context, target: &profile::Target) -> Option<String> {
+    let krl = hostkrl::path(&ctx.paths, &target.profile);
+    if !ctx.paths.home.is_dir() {
+        ctx.ui.warn(&format!(
+            "{} does not exist, so the block leaves out RevokedHostKeys (revoked hosts are not refused)",
+            ctx.paths.home.display()
+        ));
+        return None;
+    }
+    let result = match &target.ca {
+        Some(url) => {
+            let timeout = ctx.ca_timeout.min(Duration::from_secs(10));
+            let ca = ca::CaClient::new(url.clone(), ctx.http.clone(), timeout);
+            hostkrl::refresh(&ca, &krl).await.map(|_| ())
+        }
+        None => hostkrl::ensure_exists(&krl).map_err(hostkrl::KrlError::from),
+    };
+    if let Err(e) = result {
+        ctx.ui.warn(&format!(
+            "{e}; {} keeps the last list",
+            ctx.paths.tilde(&krl)
+        ));
+    }
+    if std::fs::read(&krl).is_ok_and(|b| host::check_krl(&b).is_ok()) {
+        Some(krl.display().to_string())
+    } else {
+        ctx.ui.warn(&format!(
+            "cannot write {}; the block leaves out RevokedHostKeys, so revoked hosts are not refused",
+            ctx.paths.tilde(&krl)
+        ));
+        None
     }
 }
 
@@ -314,6 +355,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .unwrap_or_else(|| "*".into());
             let bastion = a.bastion.or_else(|| target.defaults.bastion.clone());
             let known_hosts = ctx.paths.tilde(&ctx.paths.known_hosts());
+            let revoked_host_keys = host_krl_for_config(&ctx, &target).await;
             let ca = target
                 .ca
                 .as_ref()
@@ -328,6 +370,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     bastion: bastion.as_deref(),
                     min_left: a.min_left,
                     known_hosts: &known_hosts,
+                    revoked_host_keys: revoked_host_keys.as_deref(),
                     identity_file: identity.as_deref(),
                 })
             );

@@ -240,6 +240,14 @@ pub async fn login(
         .filter_map(|k| certs::known_hosts_line(k, patterns, &target.profile))
         .collect();
     certs::update_known_hosts(&ctx.paths.known_hosts(), &target.profile, &lines)?;
+    // The hosts the CA revoked, for ssh's `RevokedHostKeys` (`jitssh config`).
+    let krl = crate::hostkrl::path(&ctx.paths, &target.profile);
+    if let Err(e) = crate::hostkrl::refresh(&ca, &krl).await {
+        ctx.ui.warn(&format!(
+            "{e}; {} keeps the last list",
+            ctx.paths.tilde(&krl)
+        ));
+    }
     store.save_session(&session)?;
 
     Ok(LoginOutcome {

@@ -15,6 +15,9 @@ pub struct BlockSpec<'a> {
     pub min_left: Duration,
     /// The jitssh known_hosts file, as written in ssh_config (`~/...`).
     pub known_hosts: &'a str,
+    /// The local copy of the CA's host KRL, for `RevokedHostKeys`. Only set
+    /// when the file exists: ssh refuses every host if it cannot read it.
+    pub revoked_host_keys: Option<&'a str>,
     /// Key file when the last login wrote files instead of using the agent.
     pub identity_file: Option<&'a str>,
 }
@@ -110,6 +113,9 @@ pub fn render(spec: &BlockSpec<'_>) -> String {
         "    UserKnownHostsFile {} ~/.ssh/known_hosts\n",
         config_word(spec.known_hosts)
     ));
+    if let Some(krl) = spec.revoked_host_keys {
+        out.push_str(&format!("    RevokedHostKeys {}\n", config_word(krl)));
+    }
     if let Some(bastion) = spec.bastion {
         out.push_str(&format!("    ProxyJump {}\n", config_word(bastion)));
     }
@@ -137,6 +143,7 @@ mod tests {
             bastion: None,
             min_left: Duration::from_secs(300),
             known_hosts: "~/.ssh/jitssh/known_hosts",
+            revoked_host_keys: None,
             identity_file: None,
         }
     }
@@ -188,6 +195,22 @@ mod tests {
             block.contains("    CertificateFile ~/.ssh/jitssh/id_jitssh_prod-cert.pub\n"),
             "{block}"
         );
+    }
+
+    #[test]
+    fn revoked_host_keys_only_when_given() {
+        let block = render(&BlockSpec {
+            revoked_host_keys: Some("~/.ssh/jitssh/revoked_hosts.krl"),
+            ..spec()
+        });
+        assert!(
+            block.ends_with(
+                "    UserKnownHostsFile ~/.ssh/jitssh/known_hosts ~/.ssh/known_hosts\n\
+                 \x20   RevokedHostKeys ~/.ssh/jitssh/revoked_hosts.krl\n"
+            ),
+            "{block}"
+        );
+        assert!(!render(&spec()).contains("RevokedHostKeys"));
     }
 
     #[test]
