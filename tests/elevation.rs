@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const GRANT_SECS: u64 = 15;
 
 /// `jitssh login` as `who`, the test playing the person at the browser.
-fn browser_login(provider: &Provider, who: &ProviderUser, me: &User) {
+pub(crate) fn browser_login(provider: &Provider, who: &ProviderUser, me: &User) {
     let mut login = Running::spawn(&mut me.jitssh(&["login", "--no-browser"]));
     let issuer = format!("{}/", provider.issuer);
     let url = login.wait_for(WAIT, |l| {

@@ -16,8 +16,8 @@ use serde_json::json;
 
 /// A stand-in for one machine's `/etc/ssh`: its own Ed25519 host key, an
 /// `sshd_config.d` directory, and room for what `jitssh host` writes.
-struct EtcSsh {
-    dir: PathBuf,
+pub(crate) struct EtcSsh {
+    pub(crate) dir: PathBuf,
 }
 
 impl EtcSsh {
@@ -32,7 +32,7 @@ impl EtcSsh {
         EtcSsh { dir }
     }
 
-    fn host_key(&self) -> PathBuf {
+    pub(crate) fn host_key(&self) -> PathBuf {
         self.dir.join("ssh_host_ed25519_key")
     }
 
@@ -40,7 +40,7 @@ impl EtcSsh {
         self.dir.join("ssh_host_ed25519_key.pub")
     }
 
-    fn host_cert(&self) -> PathBuf {
+    pub(crate) fn host_cert(&self) -> PathBuf {
         self.dir.join("ssh_host_ed25519_key-cert.pub")
     }
 
@@ -69,8 +69,8 @@ impl EtcSsh {
 
 /// A real sshd configured like a Debian host: `Include sshd_config.d/*.conf`
 /// first (so the drop-ins win), then the bare essentials of a test server.
-struct HostSshd {
-    port: u16,
+pub(crate) struct HostSshd {
+    pub(crate) port: u16,
     log: PathBuf,
     child: Child,
 }
@@ -100,7 +100,7 @@ impl HostSshd {
         sshd
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -121,7 +121,7 @@ impl HostSshd {
 
     /// `systemctl reload ssh`: SIGHUP makes sshd re-execute with its files
     /// read afresh (a new host certificate, say).
-    fn reload(&mut self) {
+    pub(crate) fn reload(&mut self) {
         let before = self.log().matches("Server listening on").count();
         run_ok(
             Command::new("kill")
@@ -140,7 +140,7 @@ impl Drop for HostSshd {
 }
 
 /// `jitssh host ARGS --ca URL`, as root on the host would run it.
-fn jitssh_host(ca_url: &str, args: &[&str]) -> Output {
+pub(crate) fn jitssh_host(ca_url: &str, args: &[&str]) -> Output {
     Command::new(bin("jitssh"))
         .arg("host")
         .args(args)
@@ -151,7 +151,7 @@ fn jitssh_host(ca_url: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(out: Output) -> Output {
+pub(crate) fn ok(out: Output) -> Output {
     assert!(
         out.status.success(),
         "failed: {}{}",
@@ -162,7 +162,7 @@ fn ok(out: Output) -> Output {
 }
 
 /// `jitssh-ca host token create --hostname ...`: the token is all of stdout.
-fn join_token(ca: &CaServer, hostnames: &[&str]) -> String {
+pub(crate) fn join_token(ca: &CaServer, hostnames: &[&str]) -> String {
     let mut cmd = Command::new(bin("jitssh-ca"));
     cmd.args(["host", "token", "create", "--config"])
         .arg(ca.config());
@@ -180,7 +180,7 @@ fn join_token(ca: &CaServer, hostnames: &[&str]) -> String {
 /// A machine set up as deploy/sshd/README.md describes: the shipped
 /// drop-ins, principals for `users`, `jitssh host sync`, then
 /// `jitssh host enroll` for `hostnames`, then sshd started.
-fn provision(
+pub(crate) fn provision(
     ca: &CaServer,
     work: &Path,
     name: &str,
@@ -229,7 +229,12 @@ fn provision(
 }
 
 /// A user key and its certificate from the CA, as files KEY and KEY-cert.pub.
-fn user_cert(ca: &CaServer, issuer: &Issuer, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn user_cert(
+    ca: &CaServer,
+    issuer: &Issuer,
+    dir: &Path,
+    name: &str,
+) -> (PathBuf, PathBuf) {
     let (key, public) = keygen(dir, &format!("{name}-{}", rand_suffix()));
     let (status, body) = ca.request_cert(
         &issuer.token(&user(name, &[])),
@@ -248,7 +253,7 @@ fn user_cert(ca: &CaServer, issuer: &Issuer, dir: &Path, name: &str) -> (PathBuf
 }
 
 /// A known_hosts file with only `@cert-authority * HOST_CA_KEY`.
-fn cert_authority_known_hosts(ca: &CaServer, dir: &Path) -> PathBuf {
+pub(crate) fn cert_authority_known_hosts(ca: &CaServer, dir: &Path) -> PathBuf {
     let host_ca = reqwest::blocking::get(format!("{}/v1/ca/host.pub", ca.url))
         .unwrap()
         .text()
@@ -258,7 +263,7 @@ fn cert_authority_known_hosts(ca: &CaServer, dir: &Path) -> PathBuf {
     path
 }
 
-fn host_cert_serial(cert: &Path) -> u64 {
+pub(crate) fn host_cert_serial(cert: &Path) -> u64 {
     ssh_key::Certificate::read_file(cert).unwrap().serial()
 }
 
@@ -267,7 +272,7 @@ fn rand_suffix() -> u64 {
 }
 
 /// `ssh -F CONFIG DEST CMD` with extra options.
-fn ssh(config: &Path, extra: &[&str], dest: &str, cmd: &str) -> Output {
+pub(crate) fn ssh(config: &Path, extra: &[&str], dest: &str, cmd: &str) -> Output {
     Command::new("ssh")
         .arg("-F")
         .arg(config)

@@ -67,6 +67,12 @@ impl User {
         out
     }
 
+    /// What logout leaves: the host KRL only (no secret; the `jitssh config`
+    /// block names it, and ssh refuses every host if it is missing).
+    fn kept_after_logout(&self) -> Vec<PathBuf> {
+        vec![self.home.path().join(".ssh/jitssh/revoked_hosts.krl")]
+    }
+
     pub(crate) fn assert_no_private_key_on_disk(&self) {
         for f in self.files() {
             let text = std::fs::read_to_string(&f).unwrap_or_default();
@@ -283,7 +289,7 @@ fn browser_login_then_ssh_through_the_agent_refresh_and_logout() {
         "{said}"
     );
     assert_eq!(me.agent.list(), "");
-    assert_eq!(me.files(), Vec::<PathBuf>::new());
+    assert_eq!(me.files(), me.kept_after_logout());
     let (status, body) = provider.token_request(&[
         ("grant_type", "refresh_token"),
         ("refresh_token", &refresh_token),
@@ -480,7 +486,7 @@ fn dev_ca_without_an_agent_writes_files_and_ensure_renews_silently() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(me.files(), Vec::<PathBuf>::new());
+    assert_eq!(me.files(), me.kept_after_logout());
 }
 
 /// The `jitssh config` block makes plain `ssh` renew an expired certificate
