@@ -565,8 +565,13 @@ async fn elevation(command: crate::cli::ElevationCommand) -> anyhow::Result<Exit
             let e = elevations(&config)?
                 .revoke(&id, &operator, reason, now)
                 .await?;
+            let issued = if e.grant_starts_at.is_some() {
+                "certificates already issued under it are revoked (hosts refuse them after their next `jitssh host sync`), and "
+            } else {
+                ""
+            };
             println!(
-                "elevation {} is {}; new certificates for {} are refused within a second",
+                "elevation {} is {}; {issued}new certificates for {} are refused within a second",
                 e.id,
                 e.state,
                 e.principals.join(", ")
