@@ -12,23 +12,7 @@ use jitssh_e2e::*;
 fn doctor_says_when_the_cas_tls_certificate_is_not_trusted() {
     require_e2e();
     let dir = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-            .arg(dir.path().join("tls.key"))
-            .arg("-out")
-            .arg(dir.path().join("tls.crt")),
-    );
+    self_signed_tls(dir.path());
     let port = free_port();
     let mut server = Command::new("openssl")
         .args([

@@ -4,6 +4,7 @@
 mod doctor;
 mod elevation;
 mod faults;
+mod generated;
 mod hosts;
 mod hsm;
 mod load_smoke;

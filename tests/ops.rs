@@ -114,31 +114,7 @@ fn serve_speaks_tls_and_stops_on_sigterm() {
         "preferred_username",
     ]);
     assert!(out.status.success());
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-days",
-                "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-            ])
-            // webpki refuses a CA certificate as a server's own certificate.
-            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-            .arg(dir.path().join("tls.key"))
-            .arg("-out")
-            .arg(dir.path().join("tls.crt")),
-    );
+    self_signed_tls(dir.path());
     let config = dir.path().join("config.toml");
     let text = std::fs::read_to_string(&config)
         .unwrap()

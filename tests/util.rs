@@ -86,6 +86,29 @@ pub fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on port {port} within 20 s");
 }
 
+/// A self-signed P-256 TLS certificate for 127.0.0.1 in `dir`: `tls.crt`
+/// and `tls.key` (openssl).
+pub fn self_signed_tls(dir: &Path) {
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            // webpki refuses a CA certificate as a server's own certificate.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+            .arg(dir.join("tls.key"))
+            .arg("-out")
+            .arg(dir.join("tls.crt")),
+    );
+}
+
 /// A local account for sshd to log in as (created once, no password).
 pub fn ensure_user(name: &str) {
     let exists = Command::new("id")

@@ -140,20 +140,6 @@ pub struct Interaction {
     pub timeout: Duration,
 }
 
-/// Parameters of the authorization request jitssh sets itself; never
-/// taken from configuration (they would break PKCE, the redirect or the
-/// CSRF check). The CA refuses them in `[login] authorization_params` too.
-const RESERVED_PARAMS: [&str; 8] = [
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "scope",
-    "state",
-    "nonce",
-    "code_challenge",
-    "code_challenge_method",
-];
-
 /// The extra authorization request parameters that ask `issuer` for offline
 /// access (a refresh token, so later logins and `jitssh ensure` need no
 /// browser), the way each family of providers grants it: with the
@@ -182,7 +168,9 @@ pub fn authorization_params(
     }
     params
         .into_iter()
-        .filter(|(k, v)| !v.is_empty() && !RESERVED_PARAMS.contains(&k.as_str()))
+        .filter(|(k, v)| {
+            !v.is_empty() && !ca_core::wire::RESERVED_AUTHORIZATION_PARAMS.contains(&k.as_str())
+        })
         .collect()
 }
 

@@ -174,6 +174,20 @@ pub struct CaKeys {
     pub host_ca: Vec<String>,
 }
 
+/// Parameters of the authorization request the client sets itself: never
+/// taken from `authorization_params` (they would break PKCE, the redirect or
+/// the CSRF check). The CA refuses them in its config, the client drops them.
+pub const RESERVED_AUTHORIZATION_PARAMS: [&str; 8] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
+
 /// `GET /v1/config`: everything `jitssh login --ca URL` needs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClientConfig {

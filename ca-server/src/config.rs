@@ -320,18 +320,7 @@ pub struct RawLogin {
     pub authorization_params: std::collections::BTreeMap<String, String>,
 }
 
-/// Parameters of the authorization request that jitssh sets itself: a
-/// configured value would break PKCE, the redirect or the CSRF check.
-pub const RESERVED_AUTHORIZATION_PARAMS: [&str; 8] = [
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "scope",
-    "state",
-    "nonce",
-    "code_challenge",
-    "code_challenge_method",
-];
+pub use ca_core::wire::RESERVED_AUTHORIZATION_PARAMS;
 
 fn check_login(login: &RawLogin) -> Result<(), ConfigError> {
     for key in login.authorization_params.keys() {
