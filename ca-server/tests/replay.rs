@@ -173,6 +173,9 @@ fn respellings(alg: Algorithm, token: &str) -> Vec<(&'static str, String)> {
             format!("{signed}.{}", String::from_utf8(chars).unwrap()),
         ));
     }
+    // A signature without `-` or `_` is the same string in both alphabets:
+    // not another spelling.
+    out.retain(|(what, t)| *what == "the same string" || t != token);
     out
 }
 
