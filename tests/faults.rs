@@ -241,7 +241,7 @@ fn ten_thousand_idle_connections_stay_bounded_and_are_closed() {
         assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
     }
     let open_for = opened.elapsed();
-    let idle_timeout = ca_server::serve::IDLE_TIMEOUT;
+    let idle_timeout = ca_server::config::DEFAULT_IDLE_TIMEOUT;
     assert!(
         open_for + Duration::from_secs(5) < idle_timeout,
         "opening took {open_for:?}, too close to the idle timeout for this test to tell"

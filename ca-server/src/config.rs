@@ -25,6 +25,20 @@ pub fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Default of `server.idle_timeout_seconds`: a connection with no request
+/// in progress (never sent a byte, or between keep-alive requests) is
+/// closed after this. Separate from the config's
+/// `header_read_timeout` (first byte of a request head to its end). Behind a
+/// proxy that keeps upstream connections alive, set its upstream idle timeout
+/// below this, or it may send a request on a connection being closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default of `server.max_connections`: most connections held at once; further ones are closed as they arrive
+/// until others end. Also kept [`crate::serve::RESERVED_FDS`] below the process's open-file
+/// limit, so that a flood of connections cannot starve the audit database,
+/// policy reloads or IdP key fetches of file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {}; create one with `jitssh-ca init --dir DIR`", io_reason(.error))]
@@ -160,10 +174,10 @@ pub struct RawServer {
 }
 
 fn default_idle_timeout() -> u64 {
-    crate::serve::IDLE_TIMEOUT.as_secs()
+    DEFAULT_IDLE_TIMEOUT.as_secs()
 }
 fn default_max_connections() -> usize {
-    crate::serve::MAX_CONNECTIONS
+    DEFAULT_MAX_CONNECTIONS
 }
 
 impl Default for RawServer {

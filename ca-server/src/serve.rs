@@ -24,20 +24,6 @@ use crate::revocation::{RevocationCache, RevocationStore};
 
 pub use conn::ConnLimits;
 
-/// Default of `server.idle_timeout_seconds`: a connection with no request
-/// in progress (never sent a byte, or between keep-alive requests) is
-/// closed after this. Separate from the config's
-/// `header_read_timeout` (first byte of a request head to its end). Behind a
-/// proxy that keeps upstream connections alive, set its upstream idle timeout
-/// below this, or it may send a request on a connection being closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Default of `server.max_connections`: most connections held at once; further ones are closed as they arrive
-/// until others end. Also kept [`RESERVED_FDS`] below the process's open-file
-/// limit, so that a flood of connections cannot starve the audit database,
-/// policy reloads or IdP key fetches of file descriptors.
-pub const MAX_CONNECTIONS: usize = 16_384;
-
 /// File descriptors kept free for everything but client connections.
 pub const RESERVED_FDS: u64 = 256;
 
