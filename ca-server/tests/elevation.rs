@@ -104,21 +104,6 @@ impl Harness {
             .await
     }
 
-    fn rows(&self, action: &str) -> Vec<ca_core::audit::AuditEvent> {
-        let filter = ca_server::audit::Filter {
-            action: Some(action.into()),
-            ..Default::default()
-        };
-        self.state
-            .authority
-            .audit
-            .list(&filter)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event)
-            .collect()
-    }
-
     fn verify_chain(&self) {
         let report = self.state.authority.audit.verify().unwrap();
         assert!(report.is_ok(), "audit chain: {report:?}");

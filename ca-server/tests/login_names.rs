@@ -97,15 +97,6 @@ impl Harness {
         self.json("POST", path, Some(token), body.to_string()).await
     }
 
-    fn rows(&self, action: &str) -> Vec<ca_core::audit::AuditEvent> {
-        let filter = ca_server::audit::Filter {
-            action: Some(action.into()),
-            ..Default::default()
-        };
-        let rows = self.state.authority.audit.list(&filter).unwrap();
-        rows.into_iter().map(|r| r.event).collect()
-    }
-
     fn verify_chain(&self) {
         let report = self.state.authority.audit.verify().unwrap();
         assert!(report.is_ok(), "audit chain: {report:?}");

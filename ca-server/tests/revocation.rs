@@ -128,21 +128,6 @@ impl Harness {
         self.store().snapshot(now()).unwrap().serials
     }
 
-    fn rows(&self, action: &str) -> Vec<ca_core::audit::AuditEvent> {
-        let filter = ca_server::audit::Filter {
-            action: Some(action.into()),
-            ..Default::default()
-        };
-        self.state
-            .authority
-            .audit
-            .list(&filter)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event)
-            .collect()
-    }
-
     fn revoke_subject(&self, sub: &str) {
         self.store()
             .revoke(

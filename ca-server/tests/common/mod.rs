@@ -110,6 +110,22 @@ impl Harness {
         app(ca_server::serve::app_state(&self.config, authority, None))
     }
 
+    /// The audit events of one action, oldest first.
+    pub fn rows(&self, action: &str) -> Vec<ca_core::audit::AuditEvent> {
+        let filter = ca_server::audit::Filter {
+            action: Some(action.into()),
+            ..Default::default()
+        };
+        self.state
+            .authority
+            .audit
+            .list(&filter)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect()
+    }
+
     /// One request through the router: status, body bytes, headers.
     pub async fn request(
         &self,
