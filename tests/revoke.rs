@@ -269,8 +269,7 @@ fn ending_a_grant_revokes_its_certificates_at_sshd() {
     );
 
     // Elevated (auto-approved): a certificate for the role's account.
-    let (s, e) = ca_post(
-        &ca,
+    let (s, e) = ca.post(
         "/v1/elevations",
         &eve(),
         json!({"role": "db-admin", "reason": "INC-42 restore"}),
@@ -290,12 +289,7 @@ fn ending_a_grant_revokes_its_certificates_at_sshd() {
 
     // The grant is dropped early; the next sync carries its certificate.
     let id = e["id"].as_str().unwrap();
-    let (s, d) = ca_post(
-        &ca,
-        &format!("/v1/elevations/{id}/cancel"),
-        &eve(),
-        json!({}),
-    );
+    let (s, d) = ca.post(&format!("/v1/elevations/{id}/cancel"), &eve(), json!({}));
     assert_eq!((s, d["state"].as_str()), (200, Some("revoked")), "{d}");
     sync();
     let krl = etc.join("revoked_keys");
@@ -311,22 +305,6 @@ fn ending_a_grant_revokes_its_certificates_at_sshd() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(ca.ca_command(&["audit", "verify"]).status.success());
-}
-
-fn ca_post(
-    ca: &CaServer,
-    path: &str,
-    token: &str,
-    body: serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let resp = reqwest::blocking::Client::new()
-        .post(format!("{}{path}", ca.url))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or(serde_json::Value::Null))
 }
 
 /// `jitssh [--ca URL] config` with HOME=`home`: its stdout, and the

@@ -264,8 +264,18 @@ impl CaServer {
 
     /// `POST /v1/certs/user`; returns status and JSON body.
     pub fn request_cert(&self, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.post("/v1/certs/user", token, body)
+    }
+
+    /// `POST path` with a bearer token and a JSON body; status and JSON answer.
+    pub fn post(
+        &self,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let resp = reqwest::blocking::Client::new()
-            .post(format!("{}/v1/certs/user", self.url))
+            .post(format!("{}{path}", self.url))
             .bearer_auth(token)
             .json(&body)
             .send()
