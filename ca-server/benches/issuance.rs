@@ -85,7 +85,7 @@ impl Idp {
 }
 
 fn now() -> u64 {
-    ca_server::issue::now_unix()
+    ca_server::clock::now_unix()
 }
 
 fn public_key() -> String {

@@ -71,7 +71,7 @@ async fn host_token_create(a: HostTokenCreateArgs) -> anyhow::Result<()> {
     let config = Config::load(&a.config)?;
     let hostnames = ca_core::hostname::parse_hostnames(&a.hostnames, ca_core::host::MAX_HOSTNAMES)
         .context("--hostname")?;
-    let now = crate::issue::now_unix();
+    let now = crate::clock::now_unix();
     let db = config.database.open()?;
     let store = crate::hosts::JoinTokenStore::open(&db)?;
     let audit = AuditStore::open(&db)?;
@@ -401,7 +401,7 @@ async fn ca_keys(command: crate::cli::CaCommand) -> anyhow::Result<ExitCode> {
                 _ => None,
             };
             let lifetime = lifetime + ca_core::cert::BACKDATE_SECS;
-            let now = crate::issue::now_unix();
+            let now = crate::clock::now_unix();
             let (what, detail) = match step {
                 RotateStep::Next => {
                     let k = match &token {
@@ -498,13 +498,13 @@ fn elevations(config_path: &std::path::Path) -> anyhow::Result<crate::elevation:
         audit,
         policy,
         config.elevation.clone(),
-        crate::issue::now_unix(),
+        crate::clock::now_unix(),
     )
 }
 
 async fn elevation(command: crate::cli::ElevationCommand) -> anyhow::Result<ExitCode> {
     use crate::cli::ElevationCommand;
-    let now = crate::issue::now_unix();
+    let now = crate::clock::now_unix();
     match command {
         ElevationCommand::List {
             config,
@@ -621,7 +621,7 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(ca_core::request::parse_reason)
         .transpose()?;
-    let now = crate::issue::now_unix();
+    let now = crate::clock::now_unix();
     let db = config.database.open()?;
     let store = RevocationStore::open(&db)?;
     let added = store.revoke(
@@ -663,7 +663,7 @@ async fn login_name(command: crate::cli::LoginNameCommand) -> anyhow::Result<Exi
         Ok((config, names))
     };
     let reason = |r: Option<String>| r.as_deref().map(ca_core::request::parse_reason).transpose();
-    let now = crate::issue::now_unix();
+    let now = crate::clock::now_unix();
     match command {
         LoginNameCommand::List { config, json } => {
             let (_, names) = open(&config)?;

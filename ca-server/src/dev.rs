@@ -246,7 +246,7 @@ fn grants_personal_principal(
         &identity,
         &req,
         "127.0.0.1".into(),
-        crate::issue::now_unix(),
+        crate::clock::now_unix(),
     );
     let Ok(input) = serde_json::to_value(&input) else {
         return false;

@@ -27,8 +27,9 @@ use ca_core::{Refusal, SubjectKey, Ttl};
 use rand_core::{OsRng, RngCore as _};
 
 use crate::audit::{AuditError, AuditStore, UsedToken};
+use crate::clock::now_unix;
 use crate::db::{Db, DbError};
-use crate::issue::{Authority, RequestContext, now_unix};
+use crate::issue::{Authority, RequestContext};
 use crate::metrics::Metrics;
 use crate::params;
 
@@ -110,6 +111,15 @@ pub enum HostError {
     Store(#[source] TokenStoreError),
     #[error("internal error while signing; no certificate was issued")]
     Internal(String),
+}
+
+impl crate::audit::Refused for HostError {
+    fn code(&self) -> &'static str {
+        HostError::code(self)
+    }
+    fn audit_unavailable(&self) -> bool {
+        matches!(self, HostError::AuditUnavailable(_))
+    }
 }
 
 impl HostError {
@@ -466,7 +476,7 @@ impl Authority {
     async fn finish(
         &self,
         result: Result<HostCertResponse, HostError>,
-        mut event: AuditEvent,
+        event: AuditEvent,
         started: Instant,
     ) -> Result<HostCertResponse, HostError> {
         Metrics::observe(&self.metrics.issue_seconds, started.elapsed());
@@ -487,16 +497,7 @@ impl Authority {
             }
             return result;
         }
-        if !matches!(e, HostError::AuditUnavailable(_)) {
-            event.outcome = "denied".into();
-            event.code = Some(e.code().into());
-            if event.decision_reasons.is_empty() {
-                event.decision_reasons = vec![e.to_string()];
-            }
-            if let Err(ae) = self.audit.append(event, None).await {
-                tracing::error!(error = %ae, "could not audit a host certificate refusal");
-            }
-        }
+        self.audit.append_refusal(event, e).await;
         result
     }
 

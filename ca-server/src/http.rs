@@ -272,7 +272,7 @@ async fn caller_identity(
         Ok::<_, ApiError>(
             s.authority
                 .verifier
-                .verify_full(&token, crate::issue::now_unix())
+                .verify_full(&token, crate::clock::now_unix())
                 .await
                 .map_err(IssueError::Token)?,
         )
@@ -303,7 +303,7 @@ async fn elevation_create(
     let e = s
         .authority
         .elevations
-        .create(&caller, &body, crate::issue::now_unix())
+        .create(&caller, &body, crate::clock::now_unix())
         .await?;
     Ok((StatusCode::CREATED, axum::Json(e)))
 }
@@ -334,7 +334,7 @@ async fn elevation_list(
     let elevations =
         s.authority
             .elevations
-            .list(&caller, query.state.as_deref(), crate::issue::now_unix())?;
+            .list(&caller, query.state.as_deref(), crate::clock::now_unix())?;
     Ok(axum::Json(ca_core::wire::ElevationList { elevations }))
 }
 
@@ -352,7 +352,7 @@ async fn elevation_get(
     Ok(axum::Json(s.authority.elevations.get(
         &caller,
         &id,
-        crate::issue::now_unix(),
+        crate::clock::now_unix(),
     )?))
 }
 
@@ -375,7 +375,7 @@ async fn elevation_action(
         identity: &identity,
         source_ip: &ip,
     };
-    let now = crate::issue::now_unix();
+    let now = crate::clock::now_unix();
     let el = &s.authority.elevations;
     let e = match action.as_str() {
         "approve" => el.approve(&caller, &id, &body, now).await?,
@@ -430,7 +430,7 @@ fn text(body: String) -> Response {
 /// list; the one-second refresh tries again).
 async fn refresh_revocations(s: &AppState) {
     let revocations = s.authority.revocations.clone();
-    let now = crate::issue::now_unix();
+    let now = crate::clock::now_unix();
     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || revocations.refresh(now)).await {
         tracing::warn!(error = %e, "could not refresh revocations after a change; the next refresh will");
     }
@@ -452,7 +452,7 @@ fn krl_for(s: &AppState, cas: &[ssh_key::public::KeyData]) -> Result<Response, A
         .authority
         .revocations
         .get()
-        .krl(cas, crate::issue::now_unix())
+        .krl(cas, crate::clock::now_unix())
         .map_err(|e| {
             tracing::error!(error = %e, "cannot build KRL");
             ApiError::new(
@@ -540,7 +540,7 @@ fn unauthenticated(s: &AppState, source_ip: &str, e: ApiError) -> ApiError {
     match s.authority.refused_unauthenticated(
         source_ip,
         &e.body.error.code,
-        crate::issue::now_unix(),
+        crate::clock::now_unix(),
     ) {
         Some(retry_after_secs) => IssueError::SourceRateLimited { retry_after_secs }.into(),
         None => e,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ca_core::audit::AuditEvent;
 use ca_core::cert::{CertError, CertKind, key_id, sign_cert};
@@ -15,6 +15,7 @@ use ca_core::request::RequestError;
 use ca_core::wire::{UserCertRequest, UserCertResponse};
 use ca_core::{CertRequest, Limits, Refusal, VerifiedIdentity};
 
+use crate::clock::now_unix;
 use crate::keys::CaKey;
 use rand_core::OsRng;
 
@@ -68,6 +69,15 @@ pub enum IssueError {
         "the CA's signing key (HSM) is unavailable, so no certificate was issued; try again shortly"
     )]
     SignerUnavailable,
+}
+
+impl crate::audit::Refused for IssueError {
+    fn code(&self) -> &'static str {
+        IssueError::code(self)
+    }
+    fn audit_unavailable(&self) -> bool {
+        matches!(self, IssueError::AuditUnavailable(_))
+    }
 }
 
 impl IssueError {
@@ -239,18 +249,8 @@ impl Authority {
             Err(e) => {
                 self.metrics.deny(e.code());
                 // The issuance row is written inside the steps; every refusal
-                // after authentication gets its own row here (unless the
-                // database is the problem).
-                if !matches!(e, IssueError::AuditUnavailable(_)) {
-                    event.outcome = "denied".into();
-                    event.code = Some(e.code().into());
-                    if event.decision_reasons.is_empty() {
-                        event.decision_reasons = vec![e.to_string()];
-                    }
-                    if let Err(ae) = self.audit.append(event, None).await {
-                        tracing::error!(error = %ae, "could not audit a refusal");
-                    }
-                }
+                // after authentication gets its own row here.
+                self.audit.append_refusal(event, e).await;
             }
         }
         result
@@ -603,13 +603,6 @@ impl Authority {
             ("idp_keys", idp),
         ]
     }
-}
-
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// When the in-memory guards below drop stale entries. A prune is a full

@@ -452,7 +452,7 @@ impl RevocationCache {
                 tick.tick().await;
                 let me = self.clone();
                 let res =
-                    tokio::task::spawn_blocking(move || me.refresh(crate::issue::now_unix())).await;
+                    tokio::task::spawn_blocking(move || me.refresh(crate::clock::now_unix())).await;
                 if let Ok(Err(e)) = res {
                     tracing::warn!(error = %e, "could not refresh revocations; keeping the last list");
                 }

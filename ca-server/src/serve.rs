@@ -124,7 +124,7 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
     let verifier = TokenVerifier::new(config.issuers.clone(), verifier_options())?;
     let revocations = Arc::new(RevocationCache::load(
         RevocationStore::open(&db)?,
-        crate::issue::now_unix(),
+        crate::clock::now_unix(),
     )?);
     let hosts = crate::hosts::Hosts::new(
         crate::hosts::JoinTokenStore::open(&db)?,
@@ -139,7 +139,7 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
             audit.clone(),
             policy.clone(),
             config.elevation.clone(),
-            crate::issue::now_unix(),
+            crate::clock::now_unix(),
         )?
         .with_logins(logins.clone()),
     );
@@ -283,7 +283,7 @@ pub async fn run(
     }
     // What was counted since the last summary is still owed to the log.
     authority
-        .flush_unauthenticated(crate::issue::now_unix(), true)
+        .flush_unauthenticated(crate::clock::now_unix(), true)
         .await;
     Ok(())
 }
@@ -297,7 +297,7 @@ fn spawn_unauthenticated_summaries(authority: Arc<Authority>) {
         loop {
             tick.tick().await;
             authority
-                .flush_unauthenticated(crate::issue::now_unix(), false)
+                .flush_unauthenticated(crate::clock::now_unix(), false)
                 .await;
         }
     });

@@ -971,7 +971,7 @@ async fn warm_up(
     let ca = ssh_key::PublicKey::from_openssh(ca_pub.trim())?;
     let cert = ssh_key::Certificate::from_openssh(&first)?;
     cert.validate_at(
-        ca_server::issue::now_unix(),
+        ca_server::clock::now_unix(),
         &[ca.fingerprint(ssh_key::HashAlg::Sha256)],
     )
     .context("the first certificate does not validate against the CA's user key")?;

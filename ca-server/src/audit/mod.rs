@@ -47,6 +47,17 @@ pub struct UsedToken {
     pub expires_at: u64,
 }
 
+/// An operation's refusal as the audit log records it: implemented by the
+/// error enum of every operation that refuses after authentication
+/// (issuance, host certificates, elevation), so [`AuditStore::append_refusal`]
+/// is the one place that writes their rows.
+pub trait Refused: std::fmt::Display {
+    /// The stable code the API returns (`policy_denied`, `token_replayed`…).
+    fn code(&self) -> &'static str;
+    /// The audit log itself failed: there is nowhere to write the row.
+    fn audit_unavailable(&self) -> bool;
+}
+
 /// What a [`AuditStore::transact`] operation decided.
 pub struct TxOutcome<T> {
     /// Rows appended to the chain in the same transaction.
@@ -321,6 +332,25 @@ impl AuditStore {
         let (reply, rx) = oneshot::channel();
         self.send(writer::Job::Append { row, reply }).await?;
         rx.await.map_err(|_| self.stopped())?
+    }
+
+    /// Every refusal after authentication gets its own row (`outcome =
+    /// "denied"`, the error's code, and its message as the reason unless the
+    /// steps already recorded the policy's reasons). Nothing is written when
+    /// the audit log is what failed. A failure to append is logged: the
+    /// caller's refusal stands either way.
+    pub async fn append_refusal(&self, mut event: AuditEvent, refusal: &(dyn Refused + Sync)) {
+        if refusal.audit_unavailable() {
+            return;
+        }
+        event.outcome = "denied".into();
+        event.code = Some(refusal.code().into());
+        if event.decision_reasons.is_empty() {
+            event.decision_reasons = vec![refusal.to_string()];
+        }
+        if let Err(ae) = self.append(event, None).await {
+            tracing::error!(error = %ae, code = refusal.code(), "could not audit a refusal");
+        }
     }
 
     /// Run a state change (`op`, on the writer's connection, inside the next

@@ -5,7 +5,7 @@ use crate::db::placeholders;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ca_core::audit::{AuditEvent, GENESIS, chain_hash};
 use tokio::sync::{mpsc, oneshot};
@@ -631,9 +631,7 @@ impl From<DbError> for WriteFailure {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    i64::try_from(crate::clock::now_unix()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

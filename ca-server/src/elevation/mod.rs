@@ -402,7 +402,7 @@ impl Elevations {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let now = crate::issue::now_unix();
+                let now = crate::clock::now_unix();
                 if let Err(e) = this.sweep(now).await {
                     tracing::warn!(error = %e, "elevation expiry sweep failed; will retry");
                 }

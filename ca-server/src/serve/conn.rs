@@ -80,7 +80,7 @@ impl<A> ConnAcceptor<A> {
     /// Log that the cap was reached, at most once per 10 s (a flood must not
     /// become a log flood).
     fn warn_cap(&self) {
-        let now = crate::issue::now_unix();
+        let now = crate::clock::now_unix();
         let last = self.last_cap_warning.load(Ordering::Relaxed);
         if now >= last + 10
             && self

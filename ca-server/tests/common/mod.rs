@@ -98,7 +98,7 @@ pub async fn build(
 }
 
 pub fn now() -> u64 {
-    ca_server::issue::now_unix()
+    ca_server::clock::now_unix()
 }
 
 impl Harness {
