@@ -15,7 +15,7 @@ use ca_core::wire::{CaKeys, ClientConfig, ErrorBody, ErrorDetail};
 use http_body_util::BodyExt as _;
 
 use crate::elevation::{Caller, ElevationOpError};
-use crate::hosts::HostError;
+use crate::issue::host::HostError;
 use crate::issue::{Authority, IssueError, RequestContext};
 
 /// Shared state of the HTTP layer.
@@ -86,6 +86,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An operation's refusal: its stable code and message; a server-side
+    /// failure is logged (with `what` failed) and 503 asks to retry in 5 s.
+    fn refusal(status: StatusCode, e: &dyn crate::audit::Refused, what: &str) -> Self {
+        if status.is_server_error() {
+            tracing::warn!(error = %e, code = e.code(), "{what}");
+        }
+        let mut api = ApiError::new(status, e.code(), e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            api.retry_after = Some(5);
+        }
+        api
+    }
+
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -143,13 +156,7 @@ impl From<IssueError> for ApiError {
             }
             IssueError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
-            tracing::warn!(error = %e, code = e.code(), "request failed");
-        }
-        let mut api = ApiError::new(status, e.code(), e.to_string());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            api.retry_after = Some(5);
-        }
+        let mut api = ApiError::refusal(status, &e, "request failed");
         match e {
             IssueError::Denied { reasons } => api.body.error.reasons = reasons,
             IssueError::RateLimited { retry_after_secs }
@@ -194,11 +201,8 @@ impl From<HostError> for ApiError {
             HostError::SourceRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
-            tracing::warn!(error = %e, code = e.code(), "host request failed");
-        }
-        let mut api = ApiError::new(status, e.code(), e.to_string());
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        let mut api = ApiError::refusal(status, &e, "host request failed");
+        if status == StatusCode::TOO_MANY_REQUESTS {
             api.retry_after = Some(5);
         }
         match e {

@@ -143,10 +143,12 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         )?
         .with_logins(logins.clone()),
     );
-    let mut authority = Authority::new(
-        config.limits.clone(),
+    let guards = crate::issue::Guards::open(&audit, config.rate_per_minute, config.rate_burst)?;
+    Ok(Authority {
+        limits: config.limits.clone(),
         user_ca,
         host_ca,
+        published,
         verifier,
         policy,
         audit,
@@ -154,13 +156,12 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
         hosts,
         elevations,
         logins,
-        config.rate_per_minute,
-        config.rate_burst,
-    )?;
-    authority.published = published;
-    authority.unauthenticated =
-        crate::unauthenticated::Unauthenticated::new(config.unauthenticated_per_minute);
-    Ok(authority)
+        metrics: crate::metrics::Metrics::new(),
+        unauthenticated: crate::unauthenticated::Unauthenticated::new(
+            config.unauthenticated_per_minute,
+        ),
+        guards,
+    })
 }
 
 pub fn app_state(

@@ -255,17 +255,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
-    fn poll_write(
+impl<S: AsyncWrite + Unpin> Guarded<S> {
+    /// One write (plain or vectored) under the deadline: progress re-arms
+    /// the idle timer, a blocked write waits on the deadline.
+    fn write_with(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &[u8],
+        write: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.expired() {
             return Poll::Ready(Err(this.error()));
         }
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+        match write(Pin::new(&mut this.inner), cx) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     this.on_write_progress(cx);
@@ -276,26 +278,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
             Poll::Pending => this.on_write_blocked(cx).map(Err),
         }
     }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.write_with(cx, |inner, cx| inner.poll_write(cx, buf))
+    }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.expired() {
-            return Poll::Ready(Err(this.error()));
-        }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.on_write_progress(cx);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => this.on_write_blocked(cx).map(Err),
-        }
+        self.write_with(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
