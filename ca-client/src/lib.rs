@@ -110,7 +110,10 @@ fn sign_in(a: cli::SignInArgs) -> elevate::SignIn {
 }
 
 /// Print a command's stdout text, or its error with the command's exit code.
-fn print_or_exit(result: Result<String, elevate::ElevateError>) -> Result<ExitCode, CliError> {
+fn print_or_exit<E: std::fmt::Display>(
+    result: Result<String, E>,
+    exit_code: impl Fn(&E) -> ExitCode,
+) -> Result<ExitCode, CliError> {
     match result {
         Ok(text) => {
             print!("{text}");
@@ -118,7 +121,7 @@ fn print_or_exit(result: Result<String, elevate::ElevateError>) -> Result<ExitCo
         }
         Err(e) => {
             eprintln!("error: {e}");
-            Ok(e.exit_code())
+            Ok(exit_code(&e))
         }
     }
 }
@@ -268,16 +271,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cert(a) => match workload::cert(&ctx, &target, &a).await {
-            Ok(text) => {
-                print!("{text}");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Ok(e.exit_code())
-            }
-        },
+        Command::Cert(a) => print_or_exit(
+            workload::cert(&ctx, &target, &a).await,
+            workload::WorkloadError::exit_code,
+        ),
         Command::Status => {
             let valid = status::status(&ctx, &target).await?;
             if let Some(grants) = elevate::active_grants(&ctx, &target).await {
@@ -296,17 +293,23 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let how = sign_in(a.sign_in);
             let result =
                 elevate::elevate(&ctx, &target, &a.role, &a.reason, a.ttl, a.wait, how).await;
-            print_or_exit(result)
+            print_or_exit(result, elevate::ElevateError::exit_code)
         }
-        Command::Requests(a) => print_or_exit(elevate::requests(&ctx, &target, sign_in(a)).await),
+        Command::Requests(a) => print_or_exit(
+            elevate::requests(&ctx, &target, sign_in(a)).await,
+            elevate::ElevateError::exit_code,
+        ),
         Command::Approve(a) => print_or_exit(
             elevate::decide(&ctx, &target, &a.id, true, a.comment, sign_in(a.sign_in)).await,
+            elevate::ElevateError::exit_code,
         ),
         Command::Deny(a) => print_or_exit(
             elevate::decide(&ctx, &target, &a.id, false, a.comment, sign_in(a.sign_in)).await,
+            elevate::ElevateError::exit_code,
         ),
         Command::Cancel(a) => print_or_exit(
             elevate::cancel(&ctx, &target, &a.id, a.comment, sign_in(a.sign_in)).await,
+            elevate::ElevateError::exit_code,
         ),
         Command::Logout => {
             let removed = status::logout(&ctx, &target).await?;
