@@ -19,7 +19,17 @@ pub struct PolicyInput<'a> {
     /// The caller's elevation grants active at `time` (empty when none):
     /// a policy adds their principals; the server checks it did so only
     /// under an active grant ([`crate::elevation::restrict_to_grants`]).
-    pub grants: Vec<crate::elevation::ActiveGrant>,
+    pub grants: Vec<ActiveGrant>,
+}
+
+/// An approved grant, as the issuance path sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActiveGrant {
+    pub id: String,
+    pub role: String,
+    pub principals: Vec<Principal>,
+    /// Unix seconds; the grant is active while `now < ends_at`.
+    pub ends_at: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,7 +93,7 @@ impl<'a> PolicyInput<'a> {
     }
 
     /// Add the caller's active elevation grants.
-    pub fn with_grants(mut self, grants: Vec<crate::elevation::ActiveGrant>) -> Self {
+    pub fn with_grants(mut self, grants: Vec<ActiveGrant>) -> Self {
         self.grants = grants;
         self
     }
