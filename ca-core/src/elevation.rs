@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::decision::{Decision, Refusal};
 use crate::identity::Party;
-use crate::policy::{ActiveGrant, Grant, Refusal};
+use crate::policy::{ActiveGrant, Grant};
 use crate::principal::Principal;
 use crate::ttl::Ttl;
 use crate::wire::ElevationCreate;
@@ -273,31 +274,18 @@ pub fn enforce_elevation(
     req: &ElevationRequest,
     ceiling: Ttl,
 ) -> Result<Outcome, Refusal> {
-    let decision = decision
-        .ok_or_else(|| Refusal::PolicyError("the elevation decision is undefined".into()))?;
-    let raw: RawElevationDecision = serde_json::from_value(decision.clone())
-        .map_err(|e| Refusal::PolicyError(format!("malformed elevation decision: {e}")))?;
-    let reasons: Vec<String> = raw
-        .reasons
-        .iter()
-        .map(|r| crate::escape_control(r))
-        .collect();
+    let raw: RawElevationDecision = Decision::ELEVATION.read(decision)?;
+    let reasons = Decision::reasons(&raw.reasons);
     let mut ttl = role.max_ttl.min(ceiling);
     if let Some(asked) = req.ttl {
         ttl = ttl.min(asked);
     }
     if let Some(policy) = raw.ttl_seconds {
-        let policy = Ttl::from_secs(policy.min(Ttl::ABSOLUTE_MAX))
-            .map_err(|e| Refusal::PolicyError(format!("elevation decision ttl_seconds: {e}")))?;
-        ttl = ttl.min(policy);
+        ttl = Decision::ELEVATION.ttl(policy, ttl)?;
     }
     match raw.outcome.as_str() {
         "deny" => Ok(Outcome::Deny {
-            reasons: if reasons.is_empty() {
-                vec!["denied by policy (no reason given)".into()]
-            } else {
-                reasons
-            },
+            reasons: Decision::ELEVATION.denial_reasons(reasons),
         }),
         "approve" => Ok(Outcome::Approve { ttl, reasons }),
         "pending" => match raw.approvals_required {
@@ -331,26 +319,8 @@ struct RawApprovalDecision {
 /// Turn `data.jitssh.approval_decision` into "may decide" (with reasons) or
 /// a refusal. Undefined or malformed means no.
 pub fn enforce_approval(decision: Option<&serde_json::Value>) -> Result<Vec<String>, Refusal> {
-    let decision = decision
-        .ok_or_else(|| Refusal::PolicyError("the approval decision is undefined".into()))?;
-    let raw: RawApprovalDecision = serde_json::from_value(decision.clone())
-        .map_err(|e| Refusal::PolicyError(format!("malformed approval decision: {e}")))?;
-    let reasons: Vec<String> = raw
-        .reasons
-        .iter()
-        .map(|r| crate::escape_control(r))
-        .collect();
-    if raw.allow {
-        Ok(reasons)
-    } else {
-        Err(Refusal::Denied {
-            reasons: if reasons.is_empty() {
-                vec!["not an approver for this request (no reason given)".into()]
-            } else {
-                reasons
-            },
-        })
-    }
+    let raw: RawApprovalDecision = Decision::APPROVAL.read(decision)?;
+    Decision::APPROVAL.allow(raw.allow, &raw.reasons)
 }
 
 /// What an approval is bound to: the hash of everything that defines the
