@@ -62,8 +62,8 @@ impl Decision {
     };
 
     /// The decision in its shape `T`, or a policy error: the rule was
-    /// undefined (`None`), or the value lacks a required field, has a wrong
-    /// type anywhere or an unknown field. All of that is
+    /// undefined (`None`), or the value is not an object, lacks a required
+    /// field, has a wrong type anywhere or an unknown field. All of that is
     /// checked before anything the decision says is used, so a malformed
     /// decision is a policy error even when it also says no.
     pub(crate) fn read<T: for<'de> Deserialize<'de>>(
@@ -72,6 +72,14 @@ impl Decision {
     ) -> Result<T, Refusal> {
         let decision = decision
             .ok_or_else(|| Refusal::PolicyError(format!("the {} is undefined", self.name)))?;
+        // serde reads a struct from an array too, field by field in order:
+        // `[true, ["root"], 3600]` (or a Rego set) would allow.
+        if decision.is_array() {
+            return Err(Refusal::PolicyError(format!(
+                "malformed {}: an array, not an object",
+                self.name
+            )));
+        }
         T::deserialize(decision)
             .map_err(|e| Refusal::PolicyError(format!("malformed {}: {e}", self.name)))
     }
@@ -161,6 +169,9 @@ mod tests {
             json!(true),
             json!("allow"),
             json!(1),
+            json!([true]),
+            json!([true, ["web01"], 60]),
+            json!([]),
             // `allow` missing, null or not a boolean.
             json!({}),
             json!({"reasons": ["ok"]}),

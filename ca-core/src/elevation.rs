@@ -547,6 +547,7 @@ mod tests {
             json!({"outcome": "approve", "ttl_seconds": 0}),
             json!({"outcome": "approve", "extra": true}),
             json!({"allow": true}),
+            json!(["approve"]),
         ] {
             assert!(
                 matches!(
@@ -588,6 +589,10 @@ mod tests {
         ));
         assert!(matches!(
             enforce_approval(Some(&json!({"allow": "yes"}))),
+            Err(Refusal::PolicyError(_))
+        ));
+        assert!(matches!(
+            enforce_approval(Some(&json!([true]))),
             Err(Refusal::PolicyError(_))
         ));
     }

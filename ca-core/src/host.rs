@@ -538,6 +538,7 @@ mod tests {
             json!({"allow": true, "hostnames": ["web01"], "ttl_seconds": 0}),
             json!({"allow": true, "hostnames": ["web01"], "ttl_seconds": 60, "principals": ["root"]}),
             json!({"allow": "yes"}),
+            json!([true, ["web01"], 60]),
         ] {
             assert!(matches!(refusal(d.clone()), Refusal::PolicyError(_)), "{d}");
         }

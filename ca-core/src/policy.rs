@@ -378,6 +378,7 @@ mod tests {
             Err(Refusal::PolicyError(_))
         ));
         policy_error(json!("yes"));
+        policy_error(json!([true, ["a"], 60]));
         policy_error(json!({"allow": "true", "principals": ["a"], "ttl_seconds": 60}));
         policy_error(json!({"allow": true, "principal": ["a"], "ttl_seconds": 60}));
         policy_error(json!({"allow": true, "principals": ["a,b"], "ttl_seconds": 60}));
