@@ -389,7 +389,7 @@ pub async fn active_grants(ctx: &Context, target: &Target) -> Option<Vec<Elevati
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use ca_core::elevation::Party;
+    use ca_core::identity::Party;
     use ca_core::wire::ElevationVote;
 
     fn sample(state: &str) -> Elevation {

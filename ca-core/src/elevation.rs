@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::policy::{Grant, Refusal};
+use crate::decision::{Decision, Refusal};
+use crate::identity::Party;
+use crate::policy::{ActiveGrant, Grant};
 use crate::principal::Principal;
 use crate::ttl::Ttl;
 use crate::wire::ElevationCreate;
@@ -272,31 +274,18 @@ pub fn enforce_elevation(
     req: &ElevationRequest,
     ceiling: Ttl,
 ) -> Result<Outcome, Refusal> {
-    let decision = decision
-        .ok_or_else(|| Refusal::PolicyError("the elevation decision is undefined".into()))?;
-    let raw: RawElevationDecision = serde_json::from_value(decision.clone())
-        .map_err(|e| Refusal::PolicyError(format!("malformed elevation decision: {e}")))?;
-    let reasons: Vec<String> = raw
-        .reasons
-        .iter()
-        .map(|r| crate::escape_control(r))
-        .collect();
+    let raw: RawElevationDecision = Decision::ELEVATION.read(decision)?;
+    let reasons = Decision::reasons(&raw.reasons);
     let mut ttl = role.max_ttl.min(ceiling);
     if let Some(asked) = req.ttl {
         ttl = ttl.min(asked);
     }
     if let Some(policy) = raw.ttl_seconds {
-        let policy = Ttl::from_secs(policy.min(Ttl::ABSOLUTE_MAX))
-            .map_err(|e| Refusal::PolicyError(format!("elevation decision ttl_seconds: {e}")))?;
-        ttl = ttl.min(policy);
+        ttl = Decision::ELEVATION.ttl(policy, ttl)?;
     }
     match raw.outcome.as_str() {
         "deny" => Ok(Outcome::Deny {
-            reasons: if reasons.is_empty() {
-                vec!["denied by policy (no reason given)".into()]
-            } else {
-                reasons
-            },
+            reasons: Decision::ELEVATION.denial_reasons(reasons),
         }),
         "approve" => Ok(Outcome::Approve { ttl, reasons }),
         "pending" => match raw.approvals_required {
@@ -330,61 +319,8 @@ struct RawApprovalDecision {
 /// Turn `data.jitssh.approval_decision` into "may decide" (with reasons) or
 /// a refusal. Undefined or malformed means no.
 pub fn enforce_approval(decision: Option<&serde_json::Value>) -> Result<Vec<String>, Refusal> {
-    let decision = decision
-        .ok_or_else(|| Refusal::PolicyError("the approval decision is undefined".into()))?;
-    let raw: RawApprovalDecision = serde_json::from_value(decision.clone())
-        .map_err(|e| Refusal::PolicyError(format!("malformed approval decision: {e}")))?;
-    let reasons: Vec<String> = raw
-        .reasons
-        .iter()
-        .map(|r| crate::escape_control(r))
-        .collect();
-    if raw.allow {
-        Ok(reasons)
-    } else {
-        Err(Refusal::Denied {
-            reasons: if reasons.is_empty() {
-                vec!["not an approver for this request (no reason given)".into()]
-            } else {
-                reasons
-            },
-        })
-    }
-}
-
-/// Someone taking part in an elevation: issuer + subject, and the email only
-/// when the IdP verified it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Party {
-    pub issuer: String,
-    pub subject: String,
-    #[serde(default)]
-    pub email: Option<String>,
-}
-
-impl Party {
-    /// The same person, as far as the CA can tell: the same issuer and
-    /// subject, or the same verified email (one person with accounts at two
-    /// issuers must not approve their own request).
-    pub fn same_person(&self, other: &Party) -> bool {
-        (self.issuer == other.issuer && self.subject == other.subject)
-            || matches!((&self.email, &other.email),
-                (Some(a), Some(b)) if a.eq_ignore_ascii_case(b))
-    }
-
-    /// [`Party::same_person`], or sharing a login name: `mine` and `theirs`
-    /// are the login names the CA knows for each (derived from the token now,
-    /// bound to the identity in the login-name table). A login name is one
-    /// account on every host, so two identities holding one are one person
-    /// for approvals, whatever their issuers and emails.
-    pub fn same_person_with_logins(
-        &self,
-        other: &Party,
-        mine: &[String],
-        theirs: &[String],
-    ) -> bool {
-        self.same_person(other) || mine.iter().any(|l| theirs.contains(l))
-    }
+    let raw: RawApprovalDecision = Decision::APPROVAL.read(decision)?;
+    Decision::APPROVAL.allow(raw.allow, &raw.reasons)
 }
 
 /// What an approval is bound to: the hash of everything that defines the
@@ -422,16 +358,6 @@ pub fn request_hash(
     // Struct fields serialise in declaration order: a canonical encoding.
     let json = serde_json::to_vec(&doc).unwrap_or_default();
     hex::encode(Sha256::digest(&json))
-}
-
-/// An approved grant, as the issuance path sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ActiveGrant {
-    pub id: String,
-    pub role: String,
-    pub principals: Vec<Principal>,
-    /// Unix seconds; the grant is active while `now < ends_at`.
-    pub ends_at: u64,
 }
 
 /// Enforce elevation on a certificate [`Grant`]: every principal a role
@@ -621,6 +547,7 @@ mod tests {
             json!({"outcome": "approve", "ttl_seconds": 0}),
             json!({"outcome": "approve", "extra": true}),
             json!({"allow": true}),
+            json!(["approve"]),
         ] {
             assert!(
                 matches!(
@@ -664,35 +591,10 @@ mod tests {
             enforce_approval(Some(&json!({"allow": "yes"}))),
             Err(Refusal::PolicyError(_))
         ));
-    }
-
-    #[test]
-    fn self_approval_is_recognised() {
-        let a = Party {
-            issuer: "https://idp".into(),
-            subject: "alice".into(),
-            email: Some("Alice@Example.com".into()),
-        };
-        let mut b = a.clone();
-        assert!(a.same_person(&b));
-        b.subject = "alice-2".into();
-        assert!(a.same_person(&b), "same verified email, other subject");
-        b.email = None;
-        assert!(!a.same_person(&b));
-        b.issuer = "https://other".into();
-        b.subject = "alice".into();
-        assert!(
-            !a.same_person(&b),
-            "same subject at another issuer is someone else"
-        );
-        let alice = ["alice".to_owned()];
-        assert!(
-            a.same_person_with_logins(&b, &alice, &alice),
-            "one login name at two issuers is one person"
-        );
-        assert!(!a.same_person_with_logins(&b, &alice, &["bob".to_owned()]));
-        assert!(!a.same_person_with_logins(&b, &[], &[]));
-        assert!(a.same_person_with_logins(&a.clone(), &[], &[]));
+        assert!(matches!(
+            enforce_approval(Some(&json!([true]))),
+            Err(Refusal::PolicyError(_))
+        ));
     }
 
     #[test]

@@ -17,8 +17,9 @@ use ssh_key::certificate::CertType;
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, Certificate, HashAlg, SshSig};
 
+use crate::decision::{Decision, Refusal};
 use crate::hostname::{HostName, HostNamesError, parse_hostnames};
-use crate::policy::{KeyInput, Refusal, TimeInput};
+use crate::policy::{KeyInput, TimeInput};
 use crate::subject_key::{SubjectKey, SubjectKeyError};
 use crate::ttl::Ttl;
 use crate::wire;
@@ -276,24 +277,8 @@ pub fn enforce_host(
     requested: &[HostName],
     max_ttl: Ttl,
 ) -> Result<HostGrant, Refusal> {
-    let decision =
-        decision.ok_or_else(|| Refusal::PolicyError("the host decision is undefined".into()))?;
-    let raw: RawHostDecision = serde_json::from_value(decision.clone())
-        .map_err(|e| Refusal::PolicyError(format!("malformed host decision: {e}")))?;
-    let reasons: Vec<String> = raw
-        .reasons
-        .iter()
-        .map(|r| crate::escape_control(r))
-        .collect();
-    if !raw.allow {
-        return Err(Refusal::Denied {
-            reasons: if reasons.is_empty() {
-                vec!["denied by the host policy (no reason given)".into()]
-            } else {
-                reasons
-            },
-        });
-    }
+    let raw: RawHostDecision = Decision::HOST.read(decision)?;
+    let reasons = Decision::HOST.allow(raw.allow, &raw.reasons)?;
     let mut granted: Vec<HostName> = Vec::with_capacity(raw.hostnames.len());
     for h in &raw.hostnames {
         granted.push(HostName::parse(h).map_err(|e| {
@@ -325,11 +310,7 @@ pub fn enforce_host(
             hostnames.len()
         )));
     }
-    let policy_ttl = raw
-        .ttl_seconds
-        .ok_or_else(|| Refusal::PolicyError("host decision has no ttl_seconds".into()))?;
-    let ttl = Ttl::from_secs(policy_ttl.min(max_ttl.as_secs()))
-        .map_err(|e| Refusal::PolicyError(format!("host decision ttl_seconds: {e}")))?;
+    let ttl = Decision::HOST.required_ttl(raw.ttl_seconds, max_ttl)?;
     Ok(HostGrant {
         hostnames,
         ttl,
@@ -557,6 +538,7 @@ mod tests {
             json!({"allow": true, "hostnames": ["web01"], "ttl_seconds": 0}),
             json!({"allow": true, "hostnames": ["web01"], "ttl_seconds": 60, "principals": ["root"]}),
             json!({"allow": "yes"}),
+            json!([true, ["web01"], 60]),
         ] {
             assert!(matches!(refusal(d.clone()), Refusal::PolicyError(_)), "{d}");
         }

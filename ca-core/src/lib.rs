@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod cert;
+mod decision;
 pub mod elevation;
 pub mod host;
 pub mod hostname;
@@ -24,10 +25,11 @@ pub mod ttl;
 pub mod wire;
 
 pub use cert::{CaSigner, CertKind};
+pub use decision::Refusal;
 pub use hostname::HostName;
 pub use identity::{IdentityKind, VerifiedIdentity};
 pub use login::{LoginName, LoginRule};
-pub use policy::{Grant, Limits, PolicyInput, Refusal};
+pub use policy::{Grant, Limits, PolicyInput};
 pub use principal::Principal;
 pub use request::CertRequest;
 pub use subject_key::SubjectKey;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::decision::{Decision, Refusal};
 use crate::identity::VerifiedIdentity;
 use crate::principal::Principal;
 use crate::request::CertRequest;
@@ -19,7 +20,17 @@ pub struct PolicyInput<'a> {
     /// The caller's elevation grants active at `time` (empty when none):
     /// a policy adds their principals; the server checks it did so only
     /// under an active grant ([`crate::elevation::restrict_to_grants`]).
-    pub grants: Vec<crate::elevation::ActiveGrant>,
+    pub grants: Vec<ActiveGrant>,
+}
+
+/// An approved grant, as the issuance path sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActiveGrant {
+    pub id: String,
+    pub role: String,
+    pub principals: Vec<Principal>,
+    /// Unix seconds; the grant is active while `now < ends_at`.
+    pub ends_at: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,7 +94,7 @@ impl<'a> PolicyInput<'a> {
     }
 
     /// Add the caller's active elevation grants.
-    pub fn with_grants(mut self, grants: Vec<crate::elevation::ActiveGrant>) -> Self {
+    pub fn with_grants(mut self, grants: Vec<ActiveGrant>) -> Self {
         self.grants = grants;
         self
     }
@@ -185,25 +196,6 @@ impl Grant {
     }
 }
 
-/// Why no certificate is issued.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// The policy said no, with its reasons.
-    #[error("denied by policy: {}", .reasons.join("; "))]
-    Denied { reasons: Vec<String> },
-    /// The policy's answer broke a rule; deny and tell the operator.
-    #[error("the policy returned an unusable decision: {0}")]
-    PolicyError(String),
-}
-
-impl Refusal {
-    fn denied(reason: impl Into<String>) -> Self {
-        Refusal::Denied {
-            reasons: vec![reason.into()],
-        }
-    }
-}
-
 /// Turn the policy's decision into a [`Grant`], or refuse.
 ///
 /// `decision` is `None` when the rule was undefined. The rules, in order:
@@ -217,24 +209,8 @@ pub fn enforce(
     req: &CertRequest,
     limits: &Limits,
 ) -> Result<Grant, Refusal> {
-    let decision =
-        decision.ok_or_else(|| Refusal::PolicyError("the decision is undefined".into()))?;
-    let raw: RawDecision = serde_json::from_value(decision.clone())
-        .map_err(|e| Refusal::PolicyError(format!("malformed decision: {e}")))?;
-    let reasons: Vec<String> = raw
-        .reasons
-        .iter()
-        .map(|r| crate::escape_control(r))
-        .collect();
-    if !raw.allow {
-        return Err(Refusal::Denied {
-            reasons: if reasons.is_empty() {
-                vec!["denied by policy (no reason given)".into()]
-            } else {
-                reasons
-            },
-        });
-    }
+    let raw: RawDecision = Decision::CERT.read(decision)?;
+    let reasons = Decision::CERT.allow(raw.allow, &raw.reasons)?;
 
     let mut principals: Vec<Principal> = Vec::new();
     for p in &raw.principals {
@@ -266,13 +242,7 @@ pub fn enforce(
         )));
     }
 
-    let policy_ttl = raw
-        .ttl_seconds
-        .ok_or_else(|| Refusal::PolicyError("decision has no ttl_seconds".into()))?;
-    // Above the ceiling is clamped (the ceiling is the operator's word); zero
-    // is a policy bug.
-    let mut ttl = Ttl::from_secs(policy_ttl.min(limits.max_ttl.as_secs()))
-        .map_err(|e| Refusal::PolicyError(format!("decision ttl_seconds: {e}")))?;
+    let mut ttl = Decision::CERT.required_ttl(raw.ttl_seconds, limits.max_ttl)?;
     if let Some(asked) = req.ttl {
         ttl = ttl.min(asked);
     }
@@ -408,6 +378,7 @@ mod tests {
             Err(Refusal::PolicyError(_))
         ));
         policy_error(json!("yes"));
+        policy_error(json!([true, ["a"], 60]));
         policy_error(json!({"allow": "true", "principals": ["a"], "ttl_seconds": 60}));
         policy_error(json!({"allow": true, "principal": ["a"], "ttl_seconds": 60}));
         policy_error(json!({"allow": true, "principals": ["a,b"], "ttl_seconds": 60}));

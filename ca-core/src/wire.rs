@@ -119,7 +119,7 @@ pub struct Elevation {
     /// `pending`, `approved` (active), `denied`, `expired`, `cancelled` or
     /// `revoked`. An approved grant whose window has passed reads `expired`.
     pub state: String,
-    pub requester: crate::elevation::Party,
+    pub requester: crate::identity::Party,
     pub reason: String,
     /// Length of the grant, counted from approval.
     pub ttl_seconds: u64,

@@ -26,9 +26,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use ca_core::audit::AuditEvent;
 use ca_core::elevation::{
-    ActiveGrant, ElevationError, ElevationRequest, Outcome, Party, Role, RoleName,
-    enforce_approval, enforce_elevation, parse_comment, request_hash,
+    ElevationError, ElevationRequest, Outcome, Role, RoleName, enforce_approval, enforce_elevation,
+    parse_comment, request_hash,
 };
+use ca_core::identity::Party;
+use ca_core::policy::ActiveGrant;
 use ca_core::wire::{Elevation, ElevationCreate, ElevationDecide, ElevationVote};
 use ca_core::{IdentityKind, Principal, Refusal, VerifiedIdentity};
 use rand_core::{OsRng, RngCore as _};

@@ -3,7 +3,7 @@
 //! state change and its audit row commit together; conditional `UPDATE`s
 //! (`WHERE state = 'pending'`) settle races.
 
-use ca_core::elevation::Party;
+use ca_core::identity::Party;
 use ca_core::wire::{Elevation, ElevationVote};
 
 use crate::db::{Conn, Db, DbError, Row as DbRow};

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ca_core::elevation::Party;
+use ca_core::identity::Party;
 use ca_core::wire::Elevation;
 use hmac::{Hmac, Mac as _};
 use serde::Serialize;

@@ -217,7 +217,7 @@ impl Authority {
     async fn grants_still_hold(
         &self,
         identity: &VerifiedIdentity,
-        grants: &[ca_core::elevation::ActiveGrant],
+        grants: &[ca_core::policy::ActiveGrant],
         principals: &[String],
         serial: u64,
         now: u64,
@@ -278,7 +278,7 @@ impl Authority {
         req: &CertRequest,
         source_ip: &str,
         now: u64,
-        grants: Vec<ca_core::elevation::ActiveGrant>,
+        grants: Vec<ca_core::policy::ActiveGrant>,
         event: &mut AuditEvent,
     ) -> Result<ca_core::Grant, IssueError> {
         let input = PolicyInput::user_cert(identity, req, source_ip.to_owned(), now)
