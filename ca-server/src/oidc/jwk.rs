@@ -214,7 +214,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::devidp::DevIdp;
+    use crate::dev::idp::DevIdp;
     use crate::oidc::tests::{ALGORITHMS, AUD, RSA_PEM, alg_str, b64, code, mock, verifier};
 
     #[tokio::test]

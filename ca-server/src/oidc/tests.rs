@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
 use super::{ACCEPTED_ALGORITHMS, IssuerConfig, TokenVerifier, VerifierOptions};
-use crate::devidp::{DevIdp, DevUser};
+use crate::dev::idp::{DevIdp, DevUser};
 
 pub(super) const AUD: &str = "jitssh-test";
 pub(super) const NOW: u64 = 1_700_000_000;
