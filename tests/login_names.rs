@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ca_server::devidp::DevUser;
+use ca_server::dev::idp::DevUser;
 use jitssh_e2e::*;
 
 fn login_name(config: &std::path::Path, args: &[&str]) -> (bool, String) {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use ca_server::devidp::{DevIdp, DevUser};
+pub use ca_server::dev::idp::{DevIdp, DevUser};
 
 /// End-to-end prerequisites are mandatory: in CI a missing `sshd` or a
 /// non-root user fails the suite instead of skipping it.

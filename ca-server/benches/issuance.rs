@@ -19,7 +19,7 @@ use ca_core::policy::{PolicyInput, enforce};
 use ca_core::wire::UserCertRequest;
 use ca_core::{CaSigner, CertRequest, IdentityKind, Limits, Ttl, VerifiedIdentity};
 use ca_server::audit::{AuditStore, UsedToken};
-use ca_server::devidp::{DevIdp, DevUser};
+use ca_server::dev::idp::{DevIdp, DevUser};
 use ca_server::issue::RequestContext;
 use ca_server::oidc::{IssuerConfig, TokenVerifier};
 use ca_server::policy::PolicyEngine;

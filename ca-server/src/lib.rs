@@ -9,7 +9,6 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod dev;
-pub mod devidp;
 pub mod elevation;
 pub mod hosts;
 pub mod hsm;

@@ -12,7 +12,7 @@ use ca_core::cert::sign_host_cert;
 use ca_core::host::{RENEW_NAMESPACE, enforce_host};
 use ca_core::hostname::HostName;
 use ca_core::{SubjectKey, Ttl};
-use ca_server::devidp::DevUser;
+use ca_server::dev::idp::DevUser;
 use ca_server::policy::PolicyEngine;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};

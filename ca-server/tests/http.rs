@@ -5,7 +5,7 @@
 
 use axum::body::Body;
 use axum::http::StatusCode;
-use ca_server::devidp::DevUser;
+use ca_server::dev::idp::DevUser;
 use ca_server::policy::PolicyEngine;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use ca_core::LoginRule;
-use ca_server::devidp::DevIdp;
+use ca_server::dev::idp::DevIdp;
 use ca_server::oidc::IssuerConfig;
 use ca_server::policy::PolicyEngine;
 use jsonwebtoken::Algorithm;

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ca_server::devidp::DevUser;
+use ca_server::dev::idp::DevUser;
 use ca_server::policy::PolicyEngine;
 use http_body_util::BodyExt as _;
 use jsonwebtoken::{Algorithm, EncodingKey};

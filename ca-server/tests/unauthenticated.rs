@@ -14,7 +14,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
-use ca_server::devidp::DevUser;
+use ca_server::dev::idp::DevUser;
 use ca_server::policy::PolicyEngine;
 use http_body_util::BodyExt as _;
 use jsonwebtoken::Algorithm;

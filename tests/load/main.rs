@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use ca_server::devidp::{DevIdp, DevUser};
+use ca_server::dev::idp::{DevIdp, DevUser};
 use ca_server::issue::Authority;
 use clap::{Parser, ValueEnum};
 use jsonwebtoken::Algorithm;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use ca_server::devidp::{DevIdp, DevUser};
+use ca_server::dev::idp::{DevIdp, DevUser};
 use ca_server::http::app;
 use ca_server::policy::PolicyEngine;
 use http_body_util::BodyExt as _;

@@ -2,14 +2,16 @@
 //! database, the default policy and a built-in OpenID provider, all on
 //! loopback. Never for production, and it says so on every start.
 
+pub mod idp;
+
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use ca_core::Limits;
+use idp::{DevIdp, DevUser};
 
 use crate::cli::DevArgs;
 use crate::config::{Config, LogFormat, RawLogin};
-use crate::devidp::{DevIdp, DevUser};
 use crate::oidc::IssuerConfig;
 use crate::policy::PolicyEngine;
 
@@ -310,8 +312,9 @@ pub fn dev_config(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
