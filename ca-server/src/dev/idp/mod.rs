@@ -21,7 +21,6 @@ mod routes;
 mod tests;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -286,7 +285,7 @@ impl DevIdp {
         nonce: Option<&str>,
         ttl_secs: u64,
     ) -> Value {
-        let now = unix_now();
+        let now = crate::clock::now_unix();
         let mut claims = json!({
             "iss": self.issuer,
             "sub": user.subject(),
@@ -390,10 +389,4 @@ fn ed25519_pkcs8(seed: &[u8; 32]) -> Vec<u8> {
 
 fn random_kid(prefix: &str) -> String {
     format!("{prefix}-{}", hex::encode(random_bytes::<8>()))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -19,7 +19,8 @@ use tower::ServiceExt as _;
 
 use super::grants::{DEVICE_GRANT_TYPE, DEVICE_TTL};
 use super::routes::{DEVICE_POLL_INTERVAL_SECS, ID_TOKEN_TTL_SECS, s256};
-use super::{DevIdp, DevIdpError, DevUser, unix_now};
+use super::{DevIdp, DevIdpError, DevUser};
+use crate::clock::now_unix;
 use crate::oidc::{IssuerConfig, TokenVerifier, VerifierOptions};
 
 const CLIENT: &str = "jitssh-cli";
@@ -650,26 +651,26 @@ async fn its_tokens_verify_with_the_token_verifier() {
 
         let bob = &idp.users()[1];
         let token = idp.id_token_for(bob, CLIENT, Some("n1"), 300);
-        let verified = verifier.verify_full(&token, unix_now()).await.unwrap();
+        let verified = verifier.verify_full(&token, now_unix()).await.unwrap();
         let id = &verified.identity;
         assert_eq!(id.issuer, issuer);
         assert_eq!(id.subject, "dev|bob");
         assert_eq!(id.email.as_deref(), Some("bob@example.com"));
         assert_eq!(id.groups, ["ops", "oncall"]);
         assert_eq!(id.claims["nonce"], "n1");
-        assert!(verified.exp > unix_now());
+        assert!(verified.exp > now_unix());
 
         for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
             let token = idp.mint(alg, idp.id_token_claims(bob, CLIENT, None, 60));
             verifier
-                .verify(&token, unix_now())
+                .verify(&token, now_unix())
                 .await
                 .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
         }
         let other_aud = idp.id_token_for(bob, "someone-else", None, 300);
         assert_eq!(
             verifier
-                .verify(&other_aud, unix_now())
+                .verify(&other_aud, now_unix())
                 .await
                 .unwrap_err()
                 .code(),
