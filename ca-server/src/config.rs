@@ -8,22 +8,7 @@ use std::time::Duration;
 use ca_core::{IdentityKind, Limits, Ttl};
 use serde::Deserialize;
 
-/// An I/O error as a person reads it: "no such file", "permission
-/// denied", without the OS error number.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        std::io::ErrorKind::IsADirectory => "it is a directory".into(),
-        _ => {
-            let text = e.to_string();
-            match text.find(" (os error") {
-                Some(i) => text[..i].to_owned(),
-                None => text,
-            }
-        }
-    }
-}
+use crate::io_reason::io_reason;
 
 /// Default of `server.idle_timeout_seconds`: a connection with no request
 /// in progress (never sent a byte, or between keep-alive requests) is
@@ -38,6 +23,11 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// limit, so that a flood of connections cannot starve the audit database,
 /// policy reloads or IdP key fetches of file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// Default of `[rate_limit] unauthenticated_per_source_per_minute`:
+/// refusals before authentication one source may cause per minute before
+/// it is answered 429.
+pub const DEFAULT_UNAUTHENTICATED_PER_MINUTE: u32 = 120;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -404,7 +394,7 @@ impl Default for RawRateLimit {
 }
 
 fn default_unauthenticated_rate() -> u32 {
-    crate::issue::DEFAULT_UNAUTHENTICATED_PER_MINUTE
+    DEFAULT_UNAUTHENTICATED_PER_MINUTE
 }
 
 fn default_listen() -> String {

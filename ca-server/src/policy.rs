@@ -127,7 +127,7 @@ pub enum PolicyError {
     #[error(
         "cannot read the policy directory {}: {}; give the folder with the .rego files (default ./policies)",
         dir.display(),
-        crate::config::io_reason(.error)
+        crate::io_reason::io_reason(.error)
     )]
     ReadDir {
         dir: PathBuf,
