@@ -40,7 +40,8 @@ pub(super) struct ElevationRules {
     pub(super) approval: CompiledPolicy,
 }
 
-/// One loaded policy set, as it was when [`PolicyEngine::snapshot`](crate::policy::PolicyEngine::snapshot) took it:
+/// One loaded policy set, as it was when
+/// [`PolicyEngine::snapshot`](crate::policy::PolicyEngine::snapshot) took it:
 /// its decisions, role table and hash all from the same version, whatever
 /// reloads happen meanwhile. Cheap to take (one reference count).
 #[derive(Clone)]
@@ -91,7 +92,8 @@ impl PolicySnapshot {
         &self.0.roles
     }
 
-    /// The policy set's hash (see [`PolicyEngine::policy_hash`](crate::policy::PolicyEngine::policy_hash)).
+    /// The policy set's hash (see
+    /// [`PolicyEngine::policy_hash`](crate::policy::PolicyEngine::policy_hash)).
     pub fn hash(&self) -> &str {
         &self.0.hash
     }
