@@ -13,6 +13,7 @@ pub mod elevation;
 pub mod hosts;
 pub mod hsm;
 pub mod http;
+pub mod io_reason;
 pub mod issue;
 pub mod keys;
 pub mod logging;

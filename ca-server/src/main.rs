@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 fn describe(e: &anyhow::Error) -> String {
     e.chain()
         .map(|cause| match cause.downcast_ref::<std::io::Error>() {
-            Some(io) => ca_server::config::io_reason(io),
+            Some(io) => ca_server::io_reason::io_reason(io),
             None => cause.to_string(),
         })
         .collect::<Vec<_>>()

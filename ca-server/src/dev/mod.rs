@@ -306,7 +306,7 @@ pub fn dev_config(
         }],
         rate_per_minute: 60,
         rate_burst: 20,
-        unauthenticated_per_minute: crate::issue::DEFAULT_UNAUTHENTICATED_PER_MINUTE,
+        unauthenticated_per_minute: crate::config::DEFAULT_UNAUTHENTICATED_PER_MINUTE,
         elevation: crate::config::ElevationConfig::default(),
     })
 }

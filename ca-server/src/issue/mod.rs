@@ -29,10 +29,6 @@ const PROBE_OK_FOR: Duration = Duration::from_secs(5);
 /// How long a failed one does (short: recovery shows up soon).
 const PROBE_FAILED_FOR: Duration = Duration::from_secs(1);
 
-/// Refusals before authentication one source may cause per minute before
-/// it is answered 429 (`[rate_limit] unauthenticated_per_source_per_minute`).
-pub const DEFAULT_UNAUTHENTICATED_PER_MINUTE: u32 = 120;
-
 /// The CA public keys to publish, per kind; the signing key first.
 #[derive(Clone, Debug, Default)]
 pub struct PublishedKeys {

@@ -33,43 +33,77 @@ thread_local! {
     static COMPILED: RefCell<HashMap<Box<str>, regex::Regex>> = RefCell::new(HashMap::new());
 }
 
-/// Install the extension in `engine` (before it compiles a policy).
-pub(super) fn install(engine: &mut Engine) -> anyhow::Result<()> {
-    engine.add_extension("regex.match".into(), 2, Box::new(regex_match))
+/// Why `regex.match` could not install or answer.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RegexMatchError {
+    #[error("{0}")]
+    Install(String),
+    #[error("`regex.match` expects two string arguments (pattern, value), got {0}")]
+    Arguments(String),
+    /// Becomes regorus's own [`LimitError`] at the boundary, as the builtin's is.
+    #[error("{0}")]
+    TooBig(LimitError),
+    #[error("invalid regex {pattern:?}: {error}")]
+    Invalid {
+        pattern: String,
+        /// Not a `source`: the message already says it, once.
+        error: regex::Error,
+    },
 }
 
-fn regex_match(args: Vec<Value>) -> anyhow::Result<Value> {
-    let [Value::String(pattern), Value::String(value)] = args.as_slice() else {
-        anyhow::bail!(
-            "`regex.match` expects two string arguments (pattern, value), got {}",
+/// Install the extension in `engine` (before it compiles a policy).
+pub(super) fn install(engine: &mut Engine) -> Result<(), RegexMatchError> {
+    engine
+        .add_extension("regex.match".into(), 2, Box::new(extension))
+        .map_err(|e| RegexMatchError::Install(e.to_string()))
+}
+
+/// The extension as regorus calls it: its `Extension` trait demands
+/// `anyhow::Result`, so anyhow stays at this boundary. An oversized pattern
+/// is regorus's `LimitError` itself, so the evaluation reports it as the
+/// builtin would.
+fn extension(args: Vec<Value>) -> anyhow::Result<Value> {
+    match regex_match(&args) {
+        Ok(matched) => Ok(Value::Bool(matched)),
+        Err(RegexMatchError::TooBig(limit)) => Err(anyhow::Error::new(limit)),
+        Err(e) => Err(anyhow::Error::new(e)),
+    }
+}
+
+fn regex_match(args: &[Value]) -> Result<bool, RegexMatchError> {
+    let [Value::String(pattern), Value::String(value)] = args else {
+        return Err(RegexMatchError::Arguments(
             args.iter()
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
-        );
+                .join(", "),
+        ));
     };
     COMPILED.with(|compiled| {
         let mut compiled = compiled.borrow_mut();
         if let Some(re) = compiled.get(&**pattern) {
-            return Ok(Value::Bool(re.is_match(value)));
+            return Ok(re.is_match(value));
         }
         let re = regex::RegexBuilder::new(pattern)
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| match e {
                 regex::Error::CompiledTooBig(_) => {
-                    anyhow::Error::new(LimitError::RegexSizeLimitExceeded {
+                    RegexMatchError::TooBig(LimitError::RegexSizeLimitExceeded {
                         limit: REGEX_SIZE_LIMIT,
                     })
                 }
-                e => anyhow::anyhow!("invalid regex {pattern:?}: {e}"),
+                error => RegexMatchError::Invalid {
+                    pattern: pattern.to_string(),
+                    error,
+                },
             })?;
         let matched = re.is_match(value);
         if compiled.len() >= PATTERNS_PER_THREAD {
             compiled.clear();
         }
         compiled.insert(pattern.as_ref().into(), re);
-        Ok(Value::Bool(matched))
+        Ok(matched)
     })
 }
 
@@ -171,7 +205,7 @@ mod tests {
 
     #[test]
     fn an_oversized_pattern_is_regoruss_limit_error() {
-        let e = regex_match(vec![Value::from("a{1000}{1000}"), Value::from("a")]).unwrap_err();
+        let e = extension(vec![Value::from("a{1000}{1000}"), Value::from("a")]).unwrap_err();
         assert!(matches!(
             e.downcast_ref::<LimitError>(),
             Some(LimitError::RegexSizeLimitExceeded { .. })
@@ -181,7 +215,7 @@ mod tests {
     #[test]
     fn the_cache_is_bounded() {
         for i in 0..PATTERNS_PER_THREAD + 10 {
-            regex_match(vec![Value::from(format!("^bound{i}$")), Value::from("x")]).unwrap();
+            regex_match(&[Value::from(format!("^bound{i}$")), Value::from("x")]).unwrap();
         }
         COMPILED.with(|c| assert!(c.borrow().len() <= PATTERNS_PER_THREAD));
     }

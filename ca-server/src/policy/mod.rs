@@ -1,0 +1,45 @@
+//! The Rego policy engine: load, test and compile a policy directory once,
+//! serve `data.jitssh.decision` (user certificates) and, when the set defines
+//! it, `data.jitssh.host_decision` (host certificates) from the compiled
+//! policy, and swap in a new policy atomically when it changes — only if it
+//! compiles and its tests pass. A set without `host_decision` denies every
+//! host certificate.
+//!
+//! A policy set is every `*.rego` file (tests included) and every
+//! `data*.json` file directly in one directory; nothing else is read. Its
+//! identity is [`PolicyEngine::policy_hash`], recorded in every audit row.
+//! A set serves only if it compiles, every `test_*` rule in every package
+//! evaluates to `true`, and the decision evaluates without error on the
+//! documented sample input ([`SAMPLE_CHECK`]; and [`HOST_SAMPLE_CHECK`] when
+//! the set has a host decision).
+//!
+//! Evaluation is lock-free: the serving policy is a [`regorus::CompiledPolicy`]
+//! behind an [`ArcSwap`](arc_swap::ArcSwap), shared by every request. Compiled policies take
+//! their time limit from regorus's process-wide fallback, which this module
+//! installs (see [`EVAL_TIME_LIMIT`]); nothing else in the process uses regorus.
+
+mod engine;
+mod error;
+mod eval;
+mod files;
+mod load;
+mod regex_match;
+mod rules;
+#[cfg(test)]
+mod test_support;
+mod testing;
+mod watch;
+
+pub use engine::{PolicyEngine, ReloadOutcome};
+pub use error::PolicyError;
+pub use eval::{Evaluation, PolicySnapshot};
+pub use files::EMBEDDED_FILES;
+pub use load::{run_embedded_tests, run_tests};
+pub use rules::{
+    APPROVAL_DECISION_RULE, DECISION_RULE, ELEVATION_DECISION_RULE, EVAL_TIME_LIMIT,
+    HOST_DECISION_RULE, ROLES_RULE, TEST_TIME_LIMIT,
+};
+pub use testing::{
+    APPROVAL_SAMPLE_CHECK, ELEVATION_SAMPLE_CHECK, HOST_SAMPLE_CHECK, SAMPLE_CHECK, TestReport,
+    TestResult,
+};
