@@ -202,9 +202,6 @@ impl From<HostError> for ApiError {
             HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut api = ApiError::refusal(status, &e, "host request failed");
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            api.retry_after = Some(5);
-        }
         match e {
             HostError::Denied { reasons } => api.body.error.reasons = reasons,
             HostError::SourceRateLimited { retry_after_secs } => {

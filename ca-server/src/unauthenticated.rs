@@ -127,9 +127,9 @@ impl Unauthenticated {
     /// stable error code, at `now` (Unix seconds).
     pub fn refused(&self, source_ip: &str, code: &str, now: u64) -> Verdict {
         let code = static_code(code);
-        let index = now / INTERVAL_SECS;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        roll(&mut state, index);
+        roll(&mut state, now / INTERVAL_SECS);
+        let index = state.current.index;
         let source = source_key(source_ip);
         let current = &mut state.current;
         if !current.sources.contains_key(&source) && current.sources.len() >= MAX_SOURCES {
@@ -217,7 +217,11 @@ impl Unauthenticated {
 
 /// Close the current interval if `index` is a later one.
 fn roll(state: &mut State, index: u64) {
-    if state.current.index == index {
+    // Only forward: a request that read the clock just before the interval
+    // ended may get here after one that rolled it. Rolling back would start
+    // every source's count again (and again on the next roll forward), so
+    // a flood straddling the boundary would escape its limit.
+    if index <= state.current.index {
         return;
     }
     let ended = std::mem::replace(
@@ -365,6 +369,25 @@ fn static_code(code: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_request_from_the_last_interval_does_not_reset_the_limit() {
+        let u = Unauthenticated::new(2);
+        let limited = |v| matches!(v, Verdict::Limited { .. });
+        // The interval starting at 120 is under way and the source is over.
+        for _ in 0..2 {
+            assert!(!limited(u.refused("192.0.2.1", "token_malformed", 120)));
+        }
+        assert!(limited(u.refused("192.0.2.1", "token_malformed", 120)));
+        // Requests that read the clock at 119 arrive now, interleaved with
+        // current ones: they count in the current interval, nobody's count
+        // starts again.
+        for t in [119, 120, 119, 121, 119] {
+            assert!(limited(u.refused("192.0.2.1", "token_malformed", t)), "{t}");
+        }
+        // The next interval starts the count again.
+        assert!(!limited(u.refused("192.0.2.1", "token_malformed", 180)));
+    }
 
     #[test]
     fn a_source_over_its_limit_is_told_when_to_retry() {

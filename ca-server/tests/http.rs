@@ -621,6 +621,12 @@ async fn broken_policy_decisions_deny() {
             "package jitssh\nimport rego.v1\ndecision := \"yes\"\n",
             "policy_error",
         ),
+        // An array is not a decision, even one whose items line up with the
+        // decision's fields (serde reads structs from arrays by position).
+        (
+            "package jitssh\nimport rego.v1\ndecision := [true, [\"alice\"], 60]\n",
+            "policy_error",
+        ),
         // Runtime error in the policy.
         (
             // (jti exists only in the test's tokens, so the load-time sample
