@@ -10,6 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use ca_server::dev::idp::{DevIdp, DevUser};
+pub use mint::MintExt;
+
+#[path = "../ca-server/tests/common/mint.rs"]
+mod mint;
 
 /// End-to-end prerequisites are mandatory: in CI a missing `sshd` or a
 /// non-root user fails the suite instead of skipping it.

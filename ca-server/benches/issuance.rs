@@ -28,6 +28,12 @@ use jsonwebtoken::Algorithm;
 use rand_core::OsRng;
 use tokio::runtime::Runtime;
 
+// Shared with the tests, of which the benches mint only some kinds of token.
+#[allow(dead_code)]
+#[path = "../tests/common/mint.rs"]
+mod mint;
+use mint::MintExt as _;
+
 const AUD: &str = "jitssh-bench";
 /// Distinct identities the issuance benches cycle through, so the per-identity
 /// rate limit (default 60/min, burst 20) never refuses a request.

@@ -27,3 +27,11 @@ pub mod rotation;
 pub mod secret_file;
 pub mod serve;
 pub mod unauthenticated;
+
+// The unit tests share the integration tests' minting conveniences, which
+// name this crate `ca_server` as every other includer does.
+#[cfg(test)]
+extern crate self as ca_server;
+#[cfg(test)]
+#[path = "../tests/common/mint.rs"]
+mod mint;

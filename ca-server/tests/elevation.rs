@@ -15,7 +15,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 mod common;
-use common::{AUD, Harness, now};
+use common::{AUD, Harness, MintExt as _, now};
 
 async fn harness(tweak: impl FnOnce(&mut ca_server::config::Config)) -> Harness {
     harness_with(PolicyEngine::load_embedded_default().unwrap(), tweak).await

@@ -20,7 +20,7 @@ use ssh_key::certificate::CertType;
 use ssh_key::{Certificate, HashAlg, LineEnding, PrivateKey};
 
 mod common;
-use common::{AUD, Harness, now};
+use common::{AUD, Harness, MintExt as _, now};
 
 async fn harness() -> Harness {
     harness_with(PolicyEngine::load_embedded_default().unwrap(), |_| {}).await

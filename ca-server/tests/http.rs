@@ -11,7 +11,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 mod common;
-use common::{AUD, Harness, now};
+use common::{AUD, Harness, MintExt as _, now};
 
 fn alice() -> DevUser {
     DevUser {

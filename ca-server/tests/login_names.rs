@@ -17,7 +17,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 mod common;
-use common::{AUD, Harness, now};
+use common::{AUD, Harness, MintExt as _, now};
 
 /// A second OpenID provider on a loopback port.
 async fn second_idp() -> Arc<DevIdp> {

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 mod common;
-use common::{AUD, Harness, now};
+use common::{AUD, Harness, MintExt as _, now};
 
 const RSA_PEM: &str = include_str!("fixtures/rsa2048.pem");
 

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use ssh_key::{HashAlg, LineEnding, PrivateKey};
 
 mod common;
-use common::{AUD, Harness, now};
+use common::{AUD, Harness, MintExt as _, now};
 
 async fn harness(tweak: impl FnOnce(&mut ca_server::config::Config)) -> Harness {
     common::build(

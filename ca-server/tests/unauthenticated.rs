@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 mod common;
-use common::{AUD, Harness, now};
+use common::{AUD, Harness, MintExt as _, now};
 
 const REQUESTS: usize = 20_000;
 const SOURCES: usize = 40;

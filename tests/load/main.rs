@@ -37,6 +37,7 @@ use anyhow::{Context as _, bail};
 use ca_server::dev::idp::{DevIdp, DevUser};
 use ca_server::issue::Authority;
 use clap::{Parser, ValueEnum};
+use jitssh_e2e::MintExt as _;
 use jsonwebtoken::Algorithm;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -228,7 +229,7 @@ struct Minter {
     ttl: u64,
     /// RS256 only: the dev IdP's RSA key (the one it publishes, with its
     /// kid) loaded into ring, which signs in a fraction of the ~4 ms the
-    /// pure-Rust RSA behind `DevIdp::mint` takes.
+    /// pure-Rust RSA behind `DevIdp::try_mint` takes.
     rsa: Option<(ring::signature::RsaKeyPair, String)>,
     rng: ring::rand::SystemRandom,
 }
@@ -247,7 +248,7 @@ impl Minter {
         self.idp.mint(self.alg, claims)
     }
 
-    /// What `DevIdp::mint(RS256, claims)` makes, signed with ring.
+    /// What `DevIdp::try_mint(RS256, claims)` makes, signed with ring.
     fn mint_rs256(
         &self,
         key: &ring::signature::RsaKeyPair,

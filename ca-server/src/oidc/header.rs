@@ -139,6 +139,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::mint::MintExt as _;
     use crate::oidc::tests::{RSA_PEM, alg_str, b64, code, hmac_token, mock, verifier};
 
     #[test]

@@ -215,6 +215,7 @@ mod tests {
 
     use super::*;
     use crate::dev::idp::DevIdp;
+    use crate::mint::MintExt as _;
     use crate::oidc::tests::{ALGORITHMS, AUD, RSA_PEM, alg_str, b64, code, mock, verifier};
 
     #[tokio::test]

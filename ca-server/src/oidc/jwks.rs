@@ -237,6 +237,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::mint::MintExt as _;
     use crate::oidc::fetch::MAX_IDP_RESPONSE_BYTES;
     use crate::oidc::tests::{AUD, NOW, RSA_PEM, b64, code, mock, opts, verifier, verifier_with};
     use crate::oidc::{TokenVerifier, VerifierOptions};

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use super::{ACCEPTED_ALGORITHMS, IssuerConfig, TokenVerifier, VerifierOptions};
 use crate::dev::idp::{DevIdp, DevUser};
+use crate::mint::MintExt as _;
 
 pub(super) const AUD: &str = "jitssh-test";
 pub(super) const NOW: u64 = 1_700_000_000;

@@ -159,6 +159,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::mint::MintExt as _;
     use crate::oidc::tests::{
         ALGORITHMS, AUD, NOW, access_token, b64, code, mock, opts, verifier, workload_verifier,
     };

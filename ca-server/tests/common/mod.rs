@@ -2,6 +2,7 @@
 //! serving its JWKS on a loopback port, a CA built from `dev_config` in a
 //! temp dir, and the real router driven with `oneshot`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+pub mod mint;
 pub mod pg;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use ca_server::dev::idp::{DevIdp, DevUser};
 use ca_server::http::app;
 use ca_server::policy::PolicyEngine;
 use http_body_util::BodyExt as _;
+pub use mint::MintExt;
 use tower::ServiceExt as _;
 
 tokio::task_local! {

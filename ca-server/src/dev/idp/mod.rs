@@ -50,7 +50,7 @@ impl DevUser {
 /// Why the dev IdP could not load a key or sign a token.
 #[derive(Debug, thiserror::Error)]
 pub enum DevIdpError {
-    #[error("the dev IdP has no {0:?} signing key (RS256 needs `with_rsa_pem`)")]
+    #[error("the dev IdP has no {0:?} signing key (RS256 needs `add_rsa_pem`)")]
     NoKey(Algorithm),
     #[error("cannot load the RSA key: {0}")]
     RsaKey(String),
@@ -136,17 +136,6 @@ impl DevIdp {
             ]),
             grants: Mutex::new(Grants::default()),
         })
-    }
-
-    /// Builder form of [`DevIdp::add_rsa_pem`], for tests with a fixture key.
-    ///
-    /// # Panics
-    /// When `pem` is not an RSA private key.
-    pub fn with_rsa_pem(self: Arc<Self>, pem: &str) -> Arc<Self> {
-        if let Err(e) = self.add_rsa_pem(pem) {
-            panic!("{e}");
-        }
-        self
     }
 
     /// Adds an RS256 key (PKCS#1 or PKCS#8 PEM) and returns its new random
@@ -236,14 +225,6 @@ impl DevIdp {
         self.try_mint_raw(header, claims, alg)
     }
 
-    /// [`DevIdp::try_mint`] for tests.
-    ///
-    /// # Panics
-    /// When there is no key for `alg` (RS256 without [`DevIdp::add_rsa_pem`]).
-    pub fn mint(&self, alg: Algorithm, claims: Value) -> String {
-        self.try_mint(alg, claims).unwrap_or_else(|e| panic!("{e}"))
-    }
-
     /// Signs `claims` under an arbitrary `header`, used as is (no kid or alg
     /// added), with the key for `sign_with`: for hostile-token tests.
     pub fn try_mint_raw(
@@ -266,15 +247,6 @@ impl DevIdp {
         let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key.key, sign_with)
             .map_err(|e| DevIdpError::Sign(e.to_string()))?;
         Ok(format!("{signing_input}.{signature}"))
-    }
-
-    /// [`DevIdp::try_mint_raw`] for tests.
-    ///
-    /// # Panics
-    /// When there is no key for `sign_with`.
-    pub fn mint_raw(&self, header: Value, claims: Value, sign_with: Algorithm) -> String {
-        self.try_mint_raw(header, claims, sign_with)
-            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The standard claims of an ID token for `user`, valid from now for `ttl_secs`.
@@ -305,23 +277,6 @@ impl DevIdp {
             obj.insert("nonce".into(), nonce.into());
         }
         claims
-    }
-
-    /// An ES256 ID token for `user` (see [`DevIdp::id_token_claims`]).
-    ///
-    /// # Panics
-    /// Never in practice: the ES256 key always exists.
-    pub fn id_token_for(
-        &self,
-        user: &DevUser,
-        audience: &str,
-        nonce: Option<&str>,
-        ttl_secs: u64,
-    ) -> String {
-        self.mint(
-            Algorithm::ES256,
-            self.id_token_claims(user, audience, nonce, ttl_secs),
-        )
     }
 
     fn user_index(&self, login_hint: Option<&str>) -> Result<usize, String> {

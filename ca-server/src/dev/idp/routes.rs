@@ -140,6 +140,29 @@ fn redirect(to: &Url) -> Response {
         .into_response()
 }
 
+/// The parsed body of a `/token` or `/device_authorization` request from our
+/// client, or the OAuth error response to send instead (boxed: it is large
+/// and rare). Public clients: the `client_id` is their only credential.
+fn client_form<T>(
+    idp: &DevIdp,
+    form: Result<Form<T>, FormRejection>,
+    client_id: fn(&T) -> Option<&str>,
+) -> Result<T, Box<Response>> {
+    let Ok(Form(p)) = form else {
+        return Err(Box::new(oauth_error(
+            "invalid_request",
+            "expected an application/x-www-form-urlencoded body",
+        )));
+    };
+    if client_id(&p) != Some(idp.client_id.as_str()) {
+        return Err(Box::new(oauth_error(
+            "invalid_client",
+            "unknown or missing client_id",
+        )));
+    }
+    Ok(p)
+}
+
 async fn discovery(State(idp): State<Arc<DevIdp>>) -> Json<Value> {
     Json(idp.discovery())
 }
@@ -264,15 +287,10 @@ async fn token(
     State(idp): State<Arc<DevIdp>>,
     form: Result<Form<TokenParams>, FormRejection>,
 ) -> Response {
-    let Ok(Form(p)) = form else {
-        return oauth_error(
-            "invalid_request",
-            "expected an application/x-www-form-urlencoded body",
-        );
+    let p = match client_form(&idp, form, |p| p.client_id.as_deref()) {
+        Ok(p) => p,
+        Err(refused) => return *refused,
     };
-    if p.client_id.as_deref() != Some(idp.client_id.as_str()) {
-        return oauth_error("invalid_client", "unknown or missing client_id");
-    }
     match p.grant_type.as_deref() {
         Some("authorization_code") => {
             // Removed before any other check: a code is spent by its first use, right or wrong.
@@ -361,14 +379,8 @@ async fn device_authorization(
     State(idp): State<Arc<DevIdp>>,
     form: Result<Form<DeviceAuthorizationParams>, FormRejection>,
 ) -> Response {
-    let Ok(Form(p)) = form else {
-        return oauth_error(
-            "invalid_request",
-            "expected an application/x-www-form-urlencoded body",
-        );
-    };
-    if p.client_id.as_deref() != Some(idp.client_id.as_str()) {
-        return oauth_error("invalid_client", "unknown or missing client_id");
+    if let Err(refused) = client_form(&idp, form, |p| p.client_id.as_deref()) {
+        return *refused;
     }
     let device_code = random_token();
     let user_code = random_user_code();

@@ -21,6 +21,7 @@ use super::grants::{DEVICE_GRANT_TYPE, DEVICE_TTL};
 use super::routes::{DEVICE_POLL_INTERVAL_SECS, ID_TOKEN_TTL_SECS, s256};
 use super::{DevIdp, DevIdpError, DevUser};
 use crate::clock::now_unix;
+use crate::mint::MintExt as _;
 use crate::oidc::{IssuerConfig, TokenVerifier, VerifierOptions};
 
 const CLIENT: &str = "jitssh-cli";
