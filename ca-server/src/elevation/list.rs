@@ -1,0 +1,90 @@
+//! Reading elevations: one by id and the list a caller may see (requests
+//! and the pending ones they may decide), and the operator's view of all.
+
+use ca_core::wire::Elevation;
+
+use super::Elevations;
+use super::caller::Caller;
+use super::error::ElevationOpError;
+use super::store::{self, Row};
+
+/// How many elevations `list` returns at most.
+const LIST_LIMIT: usize = 200;
+
+impl Elevations {
+    /// `GET /v1/elevations/{id}`.
+    pub fn get(&self, who: &Caller<'_>, id: &str, now: u64) -> Result<Elevation, ElevationOpError> {
+        let (row, votes) = self.load_row(id)?;
+        let (visible, can_decide) = self.visible(who, &row, &votes, now);
+        if !visible {
+            return Err(ElevationOpError::NotFound(id.to_owned()));
+        }
+        Ok(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, can_decide))
+    }
+
+    /// `GET /v1/elevations?state=...`: the caller's own requests and the
+    /// pending ones the caller may decide; `state` filters by the state read
+    /// at `now` (`active` means approved and not yet ended; `all` or none).
+    pub fn list(
+        &self,
+        who: &Caller<'_>,
+        state: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<Elevation>, ElevationOpError> {
+        let filter = match state {
+            None | Some("all") | Some("") => None,
+            Some(
+                s @ ("pending" | "approved" | "active" | "denied" | "expired" | "cancelled"
+                | "revoked"),
+            ) => Some(s),
+            Some(other) => {
+                return Err(ElevationOpError::BadBody(format!(
+                    "unknown state {:?}: use pending, active, approved, denied, expired, cancelled, revoked or all",
+                    ca_core::escape_control(other)
+                )));
+            }
+        };
+        let me = who.party();
+        let candidates = self.read(|c| {
+            let (own, pending) = store::candidates(c, &me, LIST_LIMIT)?;
+            let mut seen = std::collections::HashSet::new();
+            let mut out = Vec::new();
+            for row in own.into_iter().chain(pending) {
+                if !seen.insert(row.id.clone()) {
+                    continue;
+                }
+                let st = row.state_at(now);
+                let keep = match filter {
+                    None => true,
+                    Some("active") | Some("approved") => st == "approved",
+                    Some(f) => st == f,
+                };
+                if keep {
+                    let votes = store::votes(c, &row.id)?;
+                    out.push((row, votes));
+                }
+            }
+            Ok(out)
+        })?;
+        let mut out = Vec::new();
+        for (row, votes) in candidates {
+            let (visible, can_decide) = self.visible(who, &row, &votes, now);
+            if visible {
+                out.push(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, can_decide));
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// For `jitssh-ca elevation list/show` (operator view: everything).
+    pub fn all(&self, limit: usize) -> Result<Vec<Row>, ElevationOpError> {
+        self.read(|c| store::all(c, limit))
+    }
+
+    /// For `jitssh-ca elevation show`.
+    pub fn show(&self, id: &str, now: u64) -> Result<Elevation, ElevationOpError> {
+        let (row, votes) = self.load_row(id)?;
+        Ok(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, false))
+    }
+}
