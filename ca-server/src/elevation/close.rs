@@ -3,7 +3,7 @@
 //! certificates issued under it in the same transaction.
 
 use ca_core::audit::AuditEvent;
-use ca_core::elevation::{Party, parse_comment};
+use ca_core::elevation::parse_comment;
 use ca_core::wire::{Elevation, ElevationDecide, ElevationVote};
 use serde_json::json;
 
@@ -12,8 +12,7 @@ use super::caller::Caller;
 use super::decide::parse_optional_body;
 use super::error::ElevationOpError;
 use super::store;
-use super::transition::{details, refused};
-use crate::audit::TxOutcome;
+use super::transition::{Transition, committed, details, refused, single, voter};
 
 impl Elevations {
     /// `POST /v1/elevations/{id}/cancel`: the requester withdraws a pending
@@ -99,12 +98,9 @@ impl Elevations {
         kind: &'static str,
     ) -> Result<Elevation, ElevationOpError> {
         let id_owned = id.to_owned();
-        let base = event.clone();
         let operator = kind == "elevation.revoked";
-        let result = self
-            .audit
-            .transact(move |conn| {
-                let mut ev = base;
+        let answers = self
+            .commit_transition(event, now, move |conn, mut ev| {
                 let Some(current) = store::load(conn, &id_owned)? else {
                     return Ok(refused(ev, ElevationOpError::NotFound(id_owned.clone())));
                 };
@@ -166,81 +162,65 @@ impl Elevations {
                     );
                 }
                 ev.details = Some(d);
-                Ok(TxOutcome {
-                    events: vec![ev],
-                    keep: true,
-                    value: Ok(closed),
-                })
+                let transition = Transition {
+                    notify: if to == "cancelled" {
+                        "elevation.cancelled"
+                    } else {
+                        kind
+                    },
+                    actor: Some(voter(&by)),
+                    comment: by.comment,
+                    with_votes: false,
+                    grants_changed: true,
+                    row: closed,
+                };
+                Ok(committed(vec![ev], vec![transition]))
             })
-            .await
-            .map_err(ElevationOpError::AuditUnavailable)?;
-        event.outcome = "done".into();
-        let row = result?;
-        self.refresh_after_commit(now);
-        let wire = row.to_wire(vec![], now, false);
-        let actor = row.closed_by.as_ref().map(|c| Party {
-            issuer: c.issuer.clone(),
-            subject: c.subject.clone(),
-            email: c.email.clone(),
-        });
-        self.notify(
-            if row.state == "cancelled" {
-                "elevation.cancelled"
-            } else {
-                kind
-            },
-            actor,
-            row.closed_by.as_ref().and_then(|c| c.comment.clone()),
-            &wire,
-            now,
-        );
-        tracing::info!(id, state = %row.state, "elevation closed");
+            .await?;
+        let wire = single(answers)?;
+        tracing::info!(id, state = %wire.state, "elevation closed");
         Ok(wire)
     }
 
     /// Record expiry of undecided requests and ended grants (one audit row
     /// each). Reads see them expired anyway; this makes it a transition.
     pub async fn sweep(&self, now: u64) -> Result<usize, ElevationOpError> {
+        let mut template = AuditEvent {
+            time: now,
+            action: "elevation_expire".into(),
+            outcome: "expired".into(),
+            ..Default::default()
+        };
         let expired = self
-            .audit
-            .transact(move |conn| {
+            .commit_transition(&mut template, now, move |conn, base| {
                 let due = store::expire_due(conn, now)?;
-                let events = due
-                    .iter()
-                    .map(|row| {
-                        let mut d = details(row, None);
-                        d["from"] = json!(row.state);
-                        AuditEvent {
-                            time: now,
-                            action: "elevation_expire".into(),
-                            outcome: "expired".into(),
-                            issuer: Some(row.requester.issuer.clone()),
-                            subject: Some(row.requester.subject.clone()),
-                            email: row.requester.email.clone(),
-                            details: Some(d),
-                            ..Default::default()
-                        }
-                    })
-                    .collect();
-                Ok(TxOutcome {
-                    events,
-                    keep: true,
-                    value: due,
-                })
+                let mut events = Vec::with_capacity(due.len());
+                let mut transitions = Vec::with_capacity(due.len());
+                for mut row in due {
+                    let mut d = details(&row, None);
+                    d["from"] = json!(row.state);
+                    events.push(AuditEvent {
+                        issuer: Some(row.requester.issuer.clone()),
+                        subject: Some(row.requester.subject.clone()),
+                        email: row.requester.email.clone(),
+                        details: Some(d),
+                        ..base.clone()
+                    });
+                    row.state = "expired".into();
+                    // The one-second refresh that follows every sweep drops
+                    // ended grants from the index.
+                    transitions.push(Transition {
+                        row,
+                        notify: "elevation.expired",
+                        actor: None,
+                        comment: None,
+                        with_votes: false,
+                        grants_changed: false,
+                    });
+                }
+                Ok(committed(events, transitions))
             })
-            .await
-            .map_err(ElevationOpError::AuditUnavailable)?;
-        for row in &expired {
-            let mut r = row.clone();
-            r.state = "expired".into();
-            self.notify(
-                "elevation.expired",
-                None,
-                None,
-                &r.to_wire(vec![], now, false),
-                now,
-            );
-        }
+            .await?;
         Ok(expired.len())
     }
 }

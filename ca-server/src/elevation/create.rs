@@ -14,8 +14,7 @@ use super::caller::Caller;
 use super::error::{ElevationOpError, refusal};
 use super::policy_input;
 use super::store::{self, Row};
-use super::transition::details;
-use crate::audit::TxOutcome;
+use super::transition::{Transition, committed, details, single};
 use crate::policy::PolicySnapshot;
 
 /// Undecided requests one person may have open at once: enough for real
@@ -145,35 +144,25 @@ impl Elevations {
             event.granted_principals = principals;
         }
         event.details = Some(details(&row, None));
-        let stored = row.clone();
-        let ev = event.clone();
-        self.audit
-            .transact(move |conn| {
-                store::insert(conn, &stored)?;
-                Ok(TxOutcome {
-                    events: vec![ev],
-                    keep: true,
-                    value: (),
-                })
-            })
-            .await
-            .map_err(ElevationOpError::AuditUnavailable)?;
-        event.outcome = "done".into();
-        if approved {
-            self.refresh_after_commit(now);
-        }
-        let wire = row.to_wire(vec![], now, false);
-        self.notify(
-            if approved {
+        let transition = Transition {
+            row,
+            notify: if approved {
                 "elevation.approved"
             } else {
                 "elevation.pending"
             },
-            Some(requester),
-            None,
-            &wire,
-            now,
-        );
+            actor: Some(requester),
+            comment: None,
+            with_votes: false,
+            grants_changed: approved,
+        };
+        let answers = self
+            .commit_transition(event, now, move |conn, ev| {
+                store::insert(conn, &transition.row)?;
+                Ok(committed(vec![ev], vec![transition]))
+            })
+            .await?;
+        let wire = single(answers)?;
         tracing::info!(id = %id, role = %role.name, state, who = %caller.identity.display_name(), "elevation requested");
         Ok(wire)
     }

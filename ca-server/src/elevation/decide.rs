@@ -3,7 +3,7 @@
 //! writer; a deny after approval ends the active grant.
 
 use ca_core::audit::AuditEvent;
-use ca_core::elevation::{Party, parse_comment};
+use ca_core::elevation::parse_comment;
 use ca_core::wire::{Elevation, ElevationDecide, ElevationVote};
 use serde_json::json;
 
@@ -11,8 +11,7 @@ use super::Elevations;
 use super::caller::Caller;
 use super::error::ElevationOpError;
 use super::store::{self, Row};
-use super::transition::{details, refused};
-use crate::audit::TxOutcome;
+use super::transition::{Transition, committed, details, refused, single, voter};
 
 impl Elevations {
     /// `POST /v1/elevations/{id}/approve`.
@@ -128,17 +127,14 @@ impl Elevations {
             issuer: me.issuer.clone(),
             subject: me.subject.clone(),
             email: me.email.clone(),
-            comment: comment.clone(),
+            comment,
             time: now,
         };
         let seen_hash = row.request_hash.clone();
         let id_owned = id.to_owned();
-        let base = event.clone();
         // Decided on the writer, one change at a time: re-read, re-check, write.
-        let result = self
-            .audit
-            .transact(move |conn| {
-                let mut ev = base;
+        let answers = self
+            .commit_transition(event, now, move |conn, mut ev| {
                 let refuse = |ev, e| Ok(refused(ev, e));
                 let Some(current) = store::load(conn, &id_owned)? else {
                     return refuse(ev, ElevationOpError::NotFound(id_owned.clone()));
@@ -179,30 +175,27 @@ impl Elevations {
                         },
                         vote.comment.as_deref(),
                     ));
-                    let mut closed = current;
-                    closed.state = "denied".into();
-                    closed.closed_by = Some(vote);
-                    return Ok(TxOutcome {
-                        events: vec![ev],
-                        keep: true,
-                        value: Ok(closed),
-                    });
+                    let transition = Transition {
+                        notify: "elevation.denied",
+                        actor: Some(voter(&vote)),
+                        comment: vote.comment.clone(),
+                        with_votes: true,
+                        grants_changed: false,
+                        row: Row {
+                            state: "denied".into(),
+                            closed_by: Some(vote),
+                            ..current
+                        },
+                    };
+                    return Ok(committed(vec![ev], vec![transition]));
                 }
                 let prior = store::votes(conn, &id_owned)?;
-                let me = Party {
-                    issuer: vote.issuer.clone(),
-                    subject: vote.subject.clone(),
-                    email: vote.email.clone(),
-                };
+                let me = voter(&vote);
                 // One vote per person: by identity, verified email, or a
                 // login name bound to the earlier voter.
                 if prior.iter().any(|(v, _)| {
                     me.same_person_with_logins(
-                        &Party {
-                            issuer: v.issuer.clone(),
-                            subject: v.subject.clone(),
-                            email: v.email.clone(),
-                        },
+                        &voter(v),
                         &voter_logins,
                         &bound(&v.issuer, &v.subject),
                     )
@@ -233,29 +226,24 @@ impl Elevations {
                 let mut d = details(&now_row, vote.comment.as_deref());
                 d["approvals"] = json!(counted);
                 ev.details = Some(d);
-                Ok(TxOutcome {
-                    events: vec![ev],
-                    keep: true,
-                    value: Ok(now_row),
-                })
+                let approved = now_row.state == "approved";
+                let transition = Transition {
+                    row: now_row,
+                    notify: if approved {
+                        "elevation.approved"
+                    } else {
+                        "elevation.approval"
+                    },
+                    actor: Some(me),
+                    comment: vote.comment,
+                    with_votes: true,
+                    grants_changed: approved,
+                };
+                Ok(committed(vec![ev], vec![transition]))
             })
-            .await
-            .map_err(ElevationOpError::AuditUnavailable)?;
-        // The transaction audited itself, refusal or not.
-        event.outcome = "done".into();
-        let row = result?;
-        if row.state == "approved" {
-            self.refresh_after_commit(now);
-        }
-        let votes = self.read(|c| store::votes(c, id)).unwrap_or_default();
-        let wire = row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, false);
-        let kind = match (approve, row.state.as_str()) {
-            (false, _) => "elevation.denied",
-            (true, "approved") => "elevation.approved",
-            _ => "elevation.approval",
-        };
-        self.notify(kind, Some(me), comment, &wire, now);
-        tracing::info!(id, state = %row.state, who = %who.identity.display_name(), "elevation decided");
+            .await?;
+        let wire = single(answers)?;
+        tracing::info!(id, state = %wire.state, who = %who.identity.display_name(), "elevation decided");
         Ok(wire)
     }
 
