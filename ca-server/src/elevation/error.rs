@@ -108,6 +108,15 @@ impl ElevationOpError {
     }
 }
 
+impl crate::audit::Refused for ElevationOpError {
+    fn code(&self) -> &'static str {
+        ElevationOpError::code(self)
+    }
+    fn audit_unavailable(&self) -> bool {
+        matches!(self, ElevationOpError::AuditUnavailable(_))
+    }
+}
+
 /// The policy's refusal of a request as this operation's error.
 pub(super) fn refusal(r: Refusal) -> ElevationOpError {
     match r {

@@ -89,20 +89,13 @@ impl Elevations {
         Ok(answers)
     }
 
-    /// Audit a refused call (unless the database is the problem, or the
-    /// change already committed its own row).
-    pub(super) async fn audit_refusal(&self, mut event: AuditEvent, e: &ElevationOpError) {
-        if matches!(e, ElevationOpError::AuditUnavailable(_)) || event.outcome == "done" {
+    /// Audit a refused call, unless the change already committed its own
+    /// row (a refusal inside the writer is recorded there).
+    pub(super) async fn audit_refusal(&self, event: AuditEvent, e: &ElevationOpError) {
+        if event.outcome == "done" {
             return;
         }
-        event.outcome = "denied".into();
-        event.code = Some(e.code().into());
-        if event.decision_reasons.is_empty() {
-            event.decision_reasons = vec![e.to_string()];
-        }
-        if let Err(ae) = self.audit.append(event, None).await {
-            tracing::error!(error = %ae, "could not audit an elevation refusal");
-        }
+        self.audit.append_refusal(event, e).await;
     }
 }
 
