@@ -493,13 +493,13 @@ fn elevations(config_path: &std::path::Path) -> anyhow::Result<crate::elevation:
     let policy = std::sync::Arc::new(PolicyEngine::load_dir(&config.policy_dir)?);
     let db = config.database.open()?;
     let audit = AuditStore::open(&db)?;
-    crate::elevation::Elevations::open(
+    Ok(crate::elevation::Elevations::open(
         &db,
         audit,
         policy,
         config.elevation.clone(),
         crate::clock::now_unix(),
-    )
+    )?)
 }
 
 async fn elevation(command: crate::cli::ElevationCommand) -> anyhow::Result<ExitCode> {

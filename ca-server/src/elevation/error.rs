@@ -5,7 +5,9 @@
 use ca_core::Refusal;
 use ca_core::elevation::ElevationError;
 
+use super::webhook::WebhookError;
 use crate::audit::AuditError;
+use crate::db::DbError;
 
 /// Everything that can stop an elevation call. `http` maps each to a status.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,20 @@ impl ElevationOpError {
             ElevationOpError::Internal(_) => "internal_error",
         }
     }
+}
+
+/// Why the elevation service could not open (`serve`, the operator
+/// commands).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the elevation tables: {0}")]
+    Tables(DbError),
+    #[error("cannot create the revocations table: {0}")]
+    Revocations(crate::revocation::RevocationError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    #[error("cannot load active elevation grants: {0}")]
+    Grants(ElevationOpError),
 }
 
 impl crate::audit::Refused for ElevationOpError {

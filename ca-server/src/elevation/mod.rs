@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 pub use caller::Caller;
 pub use create::MAX_PENDING_PER_REQUESTER;
-pub use error::ElevationOpError;
+pub use error::{ElevationOpError, OpenError};
 pub use grants::GrantIndex;
 pub use store::{Row, create_tables};
 

@@ -9,7 +9,7 @@ use ca_core::elevation::ActiveGrant;
 use ca_core::wire::ElevationVote;
 
 use super::Elevations;
-use super::error::ElevationOpError;
+use super::error::{ElevationOpError, OpenError};
 use super::grants::{GrantIndex, active_grant};
 use super::store::{self, Row};
 use super::webhook::Notifier;
@@ -26,13 +26,11 @@ impl Elevations {
         policy: Arc<PolicyEngine>,
         config: ElevationConfig,
         now: u64,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, OpenError> {
         let db = db.into();
-        store::create_tables(&db)
-            .map_err(|e| anyhow::anyhow!("cannot create the elevation tables: {e}"))?;
+        store::create_tables(&db).map_err(OpenError::Tables)?;
         // Ending a grant revokes its certificates in the same transaction.
-        crate::revocation::RevocationStore::open(db.clone())
-            .map_err(|e| anyhow::anyhow!("cannot create the revocations table: {e}"))?;
+        crate::revocation::RevocationStore::open(db.clone()).map_err(OpenError::Revocations)?;
         let notifier = config.webhook.clone().map(Notifier::new).transpose()?;
         let this = Elevations {
             db,
@@ -43,8 +41,7 @@ impl Elevations {
             notifier,
             logins: None,
         };
-        this.refresh(now)
-            .map_err(|e| anyhow::anyhow!("cannot load active elevation grants: {e}"))?;
+        this.refresh(now).map_err(OpenError::Grants)?;
         Ok(this)
     }
 

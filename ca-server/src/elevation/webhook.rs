@@ -14,6 +14,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use crate::config::WebhookConfig;
+use crate::secret_file::SecretFileError;
 
 /// Notifications waiting for delivery before new ones are dropped.
 const QUEUE: usize = 1024;
@@ -32,6 +33,16 @@ pub struct Notification {
     pub elevation: Elevation,
 }
 
+/// Why the notifier cannot be set up; the message names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// `elevation.webhook_url` is not one notifications may go to.
+    #[error("{0}")]
+    Url(String),
+    #[error(transparent)]
+    SecretFile(#[from] SecretFileError),
+}
+
 /// Queues notifications and delivers them in the background.
 pub struct Notifier {
     tx: mpsc::Sender<Notification>,
@@ -41,9 +52,9 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(config: WebhookConfig) -> anyhow::Result<Self> {
+    pub fn new(config: WebhookConfig) -> Result<Self, WebhookError> {
         // Config load checks this already; a config built in code too.
-        check_url(&config.url).map_err(anyhow::Error::msg)?;
+        check_url(&config.url).map_err(WebhookError::Url)?;
         let secret = match &config.secret_file {
             Some(path) => {
                 let text = crate::secret_file::read_line(path, "elevation.webhook_secret_file")?;
