@@ -2,7 +2,7 @@
 //! may decide a request (the server's rules, then the policy's); who may see
 //! it at all.
 
-use ca_core::elevation::{RoleName, enforce_approval};
+use ca_core::elevation::{ElevationState, RoleName, enforce_approval};
 use ca_core::wire::ElevationVote;
 use ca_core::{IdentityKind, Refusal};
 
@@ -79,7 +79,7 @@ impl Elevations {
                 .as_ref()
                 .is_some_and(|c| c.issuer == me.issuer && c.subject == me.subject);
         let can = self.may_decide(who, row, votes, "approve", now).is_ok();
-        let pending = row.state_at(now) == "pending";
+        let pending = row.state_at(now) == ElevationState::Pending;
         (voted || can, can && pending && !voted)
     }
 }

@@ -3,6 +3,7 @@
 //! certificates issued under it in the same transaction.
 
 use ca_core::audit::AuditEvent;
+use ca_core::elevation::ElevationState::{self, Approved, Cancelled, Pending, Revoked};
 use ca_core::elevation::parse_comment;
 use ca_core::wire::{Elevation, ElevationDecide, ElevationVote};
 use serde_json::json;
@@ -104,10 +105,10 @@ impl Elevations {
                 let Some(current) = store::load(conn, &id_owned)? else {
                     return Ok(refused(ev, ElevationOpError::NotFound(id_owned.clone())));
                 };
-                let state = current.state_at(now).to_owned();
-                let to = match (state.as_str(), operator) {
-                    ("pending", false) => "cancelled",
-                    ("pending", true) | ("approved", _) => "revoked",
+                let state = current.state_at(now);
+                let to = match (state, operator) {
+                    (Pending, false) => Cancelled,
+                    (Pending, true) | (Approved, _) => Revoked,
                     _ => {
                         let e = ElevationOpError::NotCancellable {
                             id: id_owned.clone(),
@@ -116,25 +117,18 @@ impl Elevations {
                         return Ok(refused(ev, e));
                     }
                 };
-                let updated = store::close(
-                    conn,
-                    &id_owned,
-                    &[current.state.as_str()],
-                    to,
-                    Some(&by),
-                    now,
-                )?;
+                let updated = store::close(conn, &id_owned, &[current.state], to, Some(&by), now)?;
                 if updated == store::Updated::Nothing {
                     let e = ElevationOpError::Changed {
                         id: id_owned.clone(),
-                        action: to,
+                        action: to.as_str(),
                     };
                     return Ok(refused(ev, e));
                 }
                 // An active grant ended early: the certificates issued under
                 // it are revoked in this same transaction.
-                let revoked_serials = match (state.as_str(), current.grant_start) {
-                    ("approved", Some(start)) => crate::revocation::revoke_grant_certificates(
+                let revoked_serials = match (state, current.grant_start) {
+                    (Approved, Some(start)) => crate::revocation::revoke_grant_certificates(
                         conn,
                         &current.requester.issuer,
                         &current.requester.subject,
@@ -146,14 +140,14 @@ impl Elevations {
                     _ => Vec::new(),
                 };
                 let mut closed = current;
-                closed.state = to.into();
+                closed.state = to;
                 if closed.grant_end.is_some() {
                     closed.grant_end = Some(now);
                 }
                 closed.closed_by = Some(by.clone());
-                ev.outcome = to.into();
+                ev.outcome = to.as_str().into();
                 let mut d = details(&closed, by.comment.as_deref());
-                if state == "approved" {
+                if state == Approved {
                     d["revoked_serials"] = json!(
                         revoked_serials
                             .iter()
@@ -163,7 +157,7 @@ impl Elevations {
                 }
                 ev.details = Some(d);
                 let transition = Transition {
-                    notify: if to == "cancelled" {
+                    notify: if to == Cancelled {
                         "elevation.cancelled"
                     } else {
                         kind
@@ -188,7 +182,7 @@ impl Elevations {
         let mut template = AuditEvent {
             time: now,
             action: "elevation_expire".into(),
-            outcome: "expired".into(),
+            outcome: ElevationState::Expired.as_str().into(),
             ..Default::default()
         };
         let expired = self
@@ -206,7 +200,7 @@ impl Elevations {
                         details: Some(d),
                         ..base.clone()
                     });
-                    row.state = "expired".into();
+                    row.state = ElevationState::Expired;
                     // The one-second refresh that follows every sweep drops
                     // ended grants from the index.
                     transitions.push(Transition {

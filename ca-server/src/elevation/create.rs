@@ -3,7 +3,7 @@
 
 use ca_core::audit::AuditEvent;
 use ca_core::elevation::{
-    ElevationRequest, Outcome, Role, RoleName, enforce_elevation, request_hash,
+    ElevationRequest, ElevationState, Outcome, Role, RoleName, enforce_elevation, request_hash,
 };
 use ca_core::wire::{Elevation, ElevationCreate};
 use rand_core::{OsRng, RngCore as _};
@@ -99,12 +99,12 @@ impl Elevations {
                 event.decision_reasons = reasons.clone();
                 return Err(ElevationOpError::Denied { reasons });
             }
-            Outcome::Approve { ttl, reasons } => ("approved", ttl, 0, reasons),
+            Outcome::Approve { ttl, reasons } => (ElevationState::Approved, ttl, 0, reasons),
             Outcome::Pending {
                 ttl,
                 approvals,
                 reasons,
-            } => ("pending", ttl, approvals, reasons),
+            } => (ElevationState::Pending, ttl, approvals, reasons),
         };
         // A person acting: their login name is theirs, or now becomes theirs.
         self.claim_login(caller, now).await?;
@@ -117,7 +117,7 @@ impl Elevations {
             &req.reason,
             now,
         );
-        let approved = state == "approved";
+        let approved = state == ElevationState::Approved;
         let row = Row {
             id: id.clone(),
             requester: requester.clone(),
@@ -128,7 +128,7 @@ impl Elevations {
             reason: req.reason.clone(),
             reasons: reasons.clone(),
             approvals_required,
-            state: state.into(),
+            state,
             created_at: now,
             pending_until: now + self.config.pending_timeout.as_secs(),
             grant_start: approved.then_some(now),
@@ -137,7 +137,7 @@ impl Elevations {
             request_hash: hash.clone(),
             policy_hash: eval.policy_hash.clone(),
         };
-        event.outcome = state.into();
+        event.outcome = state.as_str().into();
         event.decision_reasons = reasons;
         event.ttl_seconds = Some(ttl.as_secs());
         if approved {
@@ -163,7 +163,7 @@ impl Elevations {
             })
             .await?;
         let wire = single(answers)?;
-        tracing::info!(id = %id, role = %role.name, state, who = %caller.identity.display_name(), "elevation requested");
+        tracing::info!(id = %id, role = %role.name, %state, who = %caller.identity.display_name(), "elevation requested");
         Ok(wire)
     }
 }

@@ -3,6 +3,7 @@
 //! writer; a deny after approval ends the active grant.
 
 use ca_core::audit::AuditEvent;
+use ca_core::elevation::ElevationState::{Approved, Denied, Pending};
 use ca_core::elevation::parse_comment;
 use ca_core::wire::{Elevation, ElevationDecide, ElevationVote};
 use serde_json::json;
@@ -76,20 +77,20 @@ impl Elevations {
         event.details = Some(details(&row, comment.as_deref()));
         let verb = if approve { "approved" } else { "denied" };
         let state = row.state_at(now);
-        if state == "approved" && !approve {
+        if state == Approved && !approve {
             let hash = body.request_hash.clone();
             return self
                 .deny_active(who, row, &votes, hash, comment, now, event)
                 .await;
         }
-        if state != "pending" {
+        if state != Pending {
             // Say what it is only to those who may see it.
             if !self.visible(who, &row, &votes, now).0 {
                 return Err(ElevationOpError::NotFound(id.to_owned()));
             }
             return Err(ElevationOpError::NotPending {
                 id: id.to_owned(),
-                state: state.to_owned(),
+                state,
                 action: verb,
             });
         }
@@ -139,8 +140,8 @@ impl Elevations {
                 let Some(current) = store::load(conn, &id_owned)? else {
                     return refuse(ev, ElevationOpError::NotFound(id_owned.clone()));
                 };
-                let state = current.state_at(now).to_owned();
-                if state != "pending" {
+                let state = current.state_at(now);
+                if state != Pending {
                     return refuse(
                         ev,
                         ElevationOpError::NotPending {
@@ -162,15 +163,15 @@ impl Elevations {
                 };
                 if !approve {
                     let updated =
-                        store::close(conn, &id_owned, &["pending"], "denied", Some(&vote), now)?;
+                        store::close(conn, &id_owned, &[Pending], Denied, Some(&vote), now)?;
                     if updated == store::Updated::Nothing {
                         return refuse(ev, changed());
                     }
-                    ev.outcome = "denied".into();
+                    ev.outcome = Denied.as_str().into();
                     ev.code = None;
                     ev.details = Some(details(
                         &Row {
-                            state: "denied".into(),
+                            state: Denied,
                             ..current.clone()
                         },
                         vote.comment.as_deref(),
@@ -182,7 +183,7 @@ impl Elevations {
                         with_votes: true,
                         grants_changed: false,
                         row: Row {
-                            state: "denied".into(),
+                            state: Denied,
                             closed_by: Some(vote),
                             ..current
                         },
@@ -214,10 +215,10 @@ impl Elevations {
                     if updated == store::Updated::Nothing {
                         return refuse(ev, changed());
                     }
-                    now_row.state = "approved".into();
+                    now_row.state = Approved;
                     now_row.grant_start = Some(now);
                     now_row.grant_end = Some(now + current.ttl_seconds);
-                    ev.outcome = "approved".into();
+                    ev.outcome = Approved.as_str().into();
                     ev.granted_principals = current.principals.clone();
                     ev.ttl_seconds = Some(current.ttl_seconds);
                 } else {
@@ -226,7 +227,7 @@ impl Elevations {
                 let mut d = details(&now_row, vote.comment.as_deref());
                 d["approvals"] = json!(counted);
                 ev.details = Some(d);
-                let approved = now_row.state == "approved";
+                let approved = now_row.state == Approved;
                 let transition = Transition {
                     row: now_row,
                     notify: if approved {

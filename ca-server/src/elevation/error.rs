@@ -3,7 +3,7 @@
 //! a stable code that `http` maps to a status.
 
 use ca_core::Refusal;
-use ca_core::elevation::ElevationError;
+use ca_core::elevation::{ElevationError, ElevationState};
 
 use super::webhook::WebhookError;
 use crate::audit::AuditError;
@@ -33,11 +33,11 @@ pub enum ElevationOpError {
     #[error("elevation {id} is {state}; only a pending request can be {action}")]
     NotPending {
         id: String,
-        state: String,
+        state: ElevationState,
         action: &'static str,
     },
     #[error("elevation {id} is {state}; nothing to cancel")]
-    NotCancellable { id: String, state: String },
+    NotCancellable { id: String, state: ElevationState },
     /// A conditional `UPDATE` changed no row: the stored request was not in
     /// the state just read (changed outside this writer, or its deadline
     /// passed). Nothing was written.

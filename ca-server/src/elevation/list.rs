@@ -1,6 +1,7 @@
 //! Reading elevations: one by id and the list a caller may see (requests
 //! and the pending ones they may decide), and the operator's view of all.
 
+use ca_core::elevation::ElevationState;
 use ca_core::wire::Elevation;
 
 use super::Elevations;
@@ -31,19 +32,7 @@ impl Elevations {
         state: Option<&str>,
         now: u64,
     ) -> Result<Vec<Elevation>, ElevationOpError> {
-        let filter = match state {
-            None | Some("all") | Some("") => None,
-            Some(
-                s @ ("pending" | "approved" | "active" | "denied" | "expired" | "cancelled"
-                | "revoked"),
-            ) => Some(s),
-            Some(other) => {
-                return Err(ElevationOpError::BadBody(format!(
-                    "unknown state {:?}: use pending, active, approved, denied, expired, cancelled, revoked or all",
-                    ca_core::escape_control(other)
-                )));
-            }
-        };
+        let filter = state_filter(state)?;
         let me = who.party();
         let candidates = self.read(|c| {
             let (own, pending) = store::candidates(c, &me, LIST_LIMIT)?;
@@ -54,12 +43,7 @@ impl Elevations {
                     continue;
                 }
                 let st = row.state_at(now);
-                let keep = match filter {
-                    None => true,
-                    Some("active") | Some("approved") => st == "approved",
-                    Some(f) => st == f,
-                };
-                if keep {
+                if filter.is_none_or(|f| st == f) {
                     let votes = store::votes(c, &row.id)?;
                     out.push((row, votes));
                 }
@@ -86,5 +70,20 @@ impl Elevations {
     pub fn show(&self, id: &str, now: u64) -> Result<Elevation, ElevationOpError> {
         let (row, votes) = self.load_row(id)?;
         Ok(row.to_wire(votes.into_iter().map(|(v, _)| v).collect(), now, false))
+    }
+}
+
+/// The `?state=` filter of `list`: none for none, `all` or empty; `active`
+/// means approved; anything else must name a state.
+fn state_filter(state: Option<&str>) -> Result<Option<ElevationState>, ElevationOpError> {
+    match state {
+        None | Some("all" | "") => Ok(None),
+        Some("active") => Ok(Some(ElevationState::Approved)),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            ElevationOpError::BadBody(format!(
+                "unknown state {:?}: use pending, active, approved, denied, expired, cancelled, revoked or all",
+                ca_core::escape_control(s)
+            ))
+        }),
     }
 }
