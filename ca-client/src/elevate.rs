@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use ca_core::elevation::ElevationState;
 use ca_core::wire::{Elevation, ElevationCreate, ElevationDecide, ElevationList};
 
 use crate::Context;
@@ -127,13 +128,13 @@ pub fn describe(e: &Elevation, now: u64) -> String {
     let left =
         |t: u64| time_left(i64::try_from(t).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(0));
     let what = format!("{} {} ({})", e.id, e.role, e.principals.join(", "));
-    match e.state.as_str() {
-        "approved" => format!(
+    match e.state {
+        ElevationState::Approved => format!(
             "{what}: active until {} ({})",
             local_time(e.expires_at, now),
             left(e.expires_at)
         ),
-        "pending" => format!(
+        ElevationState::Pending => format!(
             "{what}: pending, {} of {} approval(s); expires {} ({})",
             e.approvals.len(),
             e.approvals_required,
@@ -186,16 +187,16 @@ pub async fn elevate(
     }
     if !wait {
         let mut text = format!("{}\n", describe(&e, unix_now()));
-        if e.state == "approved" {
+        if e.state == ElevationState::Approved {
             text.push_str("Run `jitssh login` to load a certificate with the role's principals.\n");
-        } else if e.state == "pending" {
+        } else if e.state == ElevationState::Pending {
             text.push_str(&format!(
                 "Approvers see it with `jitssh requests`; `jitssh elevate {role} --wait` or `jitssh login` once approved.\n"
             ));
         }
         return Ok(text);
     }
-    if e.state == "pending" {
+    if e.state == ElevationState::Pending {
         let spinner = ctx.ui.spinner(&format!(
             "Waiting for approval of {} (needs {}); Ctrl-C stops waiting, the request stays",
             e.id, e.approvals_required
@@ -203,7 +204,7 @@ pub async fn elevate(
         let deadline = Instant::now()
             + Duration::from_secs(e.expires_at.saturating_sub(unix_now()).saturating_add(5));
         let path = format!("/v1/elevations/{}", e.id);
-        while e.state == "pending" && Instant::now() < deadline {
+        while e.state == ElevationState::Pending && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
             match authed
                 .ca
@@ -223,7 +224,7 @@ pub async fn elevate(
         }
         spinner.finish();
     }
-    if e.state != "approved" {
+    if e.state != ElevationState::Approved {
         return Err(ElevateError::Ended(describe(&e, unix_now())));
     }
     let grant = describe(&e, unix_now());
@@ -392,12 +393,12 @@ mod tests {
     use ca_core::identity::Party;
     use ca_core::wire::ElevationVote;
 
-    fn sample(state: &str) -> Elevation {
+    fn sample(state: ElevationState) -> Elevation {
         Elevation {
             id: "el_1".into(),
             role: "db-admin".into(),
             principals: vec!["postgres".into()],
-            state: state.into(),
+            state,
             requester: Party {
                 issuer: "https://idp".into(),
                 subject: "alice".into(),
@@ -421,15 +422,15 @@ mod tests {
     #[test]
     fn describes_each_state() {
         let now = 1_800_000_000;
-        let a = describe(&sample("approved"), now);
+        let a = describe(&sample(ElevationState::Approved), now);
         assert!(
             a.starts_with("el_1 db-admin (postgres): active until "),
             "{a}"
         );
         assert!(a.ends_with("(30 min left)"), "{a}");
-        let p = describe(&sample("pending"), now);
+        let p = describe(&sample(ElevationState::Pending), now);
         assert!(p.contains("pending, 0 of 2 approval(s)"), "{p}");
-        let mut d = sample("denied");
+        let mut d = sample(ElevationState::Denied);
         d.closed_by = Some(ElevationVote {
             issuer: "https://idp".into(),
             subject: "bob".into(),

@@ -279,7 +279,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let valid = status::status(&ctx, &target).await?;
             if let Some(grants) = elevate::active_grants(&ctx, &target).await {
                 let now = unix_now();
-                for g in grants.iter().filter(|g| g.state == "approved") {
+                for g in grants
+                    .iter()
+                    .filter(|g| g.state == ca_core::elevation::ElevationState::Approved)
+                {
                     println!("elevation {}", elevate::describe(g, now));
                 }
             }

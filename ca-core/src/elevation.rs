@@ -15,6 +15,8 @@ use crate::principal::Principal;
 use crate::ttl::Ttl;
 use crate::wire::ElevationCreate;
 
+pub use crate::elevation_state::{ElevationState, UnknownState};
+
 /// A role's name: 1–64 characters, lowercase ASCII letters, digits, `-`,
 /// `_` and `.`, starting with a letter or digit.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

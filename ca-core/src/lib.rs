@@ -12,6 +12,7 @@ pub mod audit;
 pub mod cert;
 mod decision;
 pub mod elevation;
+pub mod elevation_state;
 pub mod host;
 pub mod hostname;
 pub mod identity;

@@ -116,9 +116,8 @@ pub struct Elevation {
     pub role: String,
     /// The principals an approved grant lets certificates carry.
     pub principals: Vec<String>,
-    /// `pending`, `approved` (active), `denied`, `expired`, `cancelled` or
-    /// `revoked`. An approved grant whose window has passed reads `expired`.
-    pub state: String,
+    /// An approved grant whose window has passed reads `expired`.
+    pub state: crate::elevation_state::ElevationState,
     pub requester: crate::identity::Party,
     pub reason: String,
     /// Length of the grant, counted from approval.

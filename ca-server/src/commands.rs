@@ -493,13 +493,13 @@ fn elevations(config_path: &std::path::Path) -> anyhow::Result<crate::elevation:
     let policy = std::sync::Arc::new(PolicyEngine::load_dir(&config.policy_dir)?);
     let db = config.database.open()?;
     let audit = AuditStore::open(&db)?;
-    crate::elevation::Elevations::open(
+    Ok(crate::elevation::Elevations::open(
         &db,
         audit,
         policy,
         config.elevation.clone(),
         crate::clock::now_unix(),
-    )
+    )?)
 }
 
 async fn elevation(command: crate::cli::ElevationCommand) -> anyhow::Result<ExitCode> {
@@ -512,15 +512,17 @@ async fn elevation(command: crate::cli::ElevationCommand) -> anyhow::Result<Exit
             limit,
             json,
         } => {
+            use ca_core::elevation::ElevationState;
+            // `active` means approved; a name that is no state matches
+            // nothing (it has never been an error here).
+            let want: Option<Option<ElevationState>> = state.as_deref().map(|s| match s {
+                "active" => Some(ElevationState::Approved),
+                s => s.parse().ok(),
+            });
             let service = elevations(&config)?;
             for row in service.all(limit)? {
                 let e = row.to_wire(vec![], now, false);
-                let keep = match state.as_deref() {
-                    None => true,
-                    Some("active") => e.state == "approved",
-                    Some(s) => e.state == s,
-                };
-                if !keep {
+                if want.is_some_and(|w| w != Some(e.state)) {
                     continue;
                 }
                 if json {

@@ -384,7 +384,7 @@ async fn elevation_action(
         _ => el.cancel(&caller, &id, &body, now).await?,
     };
     // A grant ended early revoked its certificates: serve them in the KRL now.
-    if e.state == "revoked" {
+    if e.state == ca_core::elevation::ElevationState::Revoked {
         refresh_revocations(&s).await;
     }
     Ok(axum::Json(e))

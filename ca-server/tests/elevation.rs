@@ -529,7 +529,7 @@ async fn grants_end_by_themselves_and_can_be_dropped_or_revoked() {
         .revoke(&id, "root", Some("incident over".into()), now())
         .await
         .unwrap();
-    assert_eq!(r.state, "revoked");
+    assert_eq!(r.state, ca_core::elevation::ElevationState::Revoked);
     assert_eq!(
         h.cert(&alice(), Some(&["postgres"])).await.0,
         StatusCode::FORBIDDEN

@@ -17,5 +17,5 @@ pub use raw::{
     RawCa, RawCerts, RawConfig, RawDatabase, RawElevation, RawIssuer, RawKind, RawLogin, RawPolicy,
     RawRateLimit, RawServer,
 };
-pub use resolve::{Config, ElevationConfig, WebhookConfig};
+pub use resolve::{Config, ElevationConfig, WebhookConfig, check_webhook_url};
 pub use template::{template, template_pkcs11, with_login_rule};

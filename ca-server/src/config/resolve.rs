@@ -325,7 +325,7 @@ fn resolve_elevation(
             let url = reqwest::Url::parse(&url).map_err(|e| {
                 ConfigError::Invalid(format!("elevation.webhook_url {url:?} is not a URL: {e}"))
             })?;
-            crate::elevation::webhook::check_url(&url).map_err(ConfigError::Invalid)?;
+            check_webhook_url(&url).map_err(ConfigError::Invalid)?;
             if !(1..=60).contains(&raw.webhook_timeout_seconds) || raw.webhook_retries > 10 {
                 return Err(ConfigError::Invalid(
                     "elevation.webhook_timeout_seconds must be 1-60 and webhook_retries 0-10"
@@ -345,4 +345,25 @@ fn resolve_elevation(
         max_grant: raw.max_grant,
         webhook,
     })
+}
+
+/// Notifications name the requester, the role and the reason: they go
+/// only over HTTPS, or over plain HTTP to this host (loopback: `localhost`,
+/// 127.0.0.0/8, ::1), say to a local relay.
+pub fn check_webhook_url(url: &reqwest::Url) -> Result<(), String> {
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!(
+            "elevation.webhook_url {url} is plain http: notifications carry who asked for what and why; \
+             use an https URL (plain http only to loopback: localhost, 127.0.0.1, [::1])"
+        )),
+        _ => Err("elevation.webhook_url must be an https URL".into()),
+    }
 }

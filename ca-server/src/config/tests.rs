@@ -402,3 +402,30 @@ fn host_max_ttl_is_bounded_and_defaults_to_seven_days() {
     let c = parse(&t.replace("host_max_ttl = \"7d\"", "")).unwrap();
     assert_eq!(c.host_max_ttl.as_secs(), 7 * 86400);
 }
+
+#[test]
+fn requester_details_go_only_over_https_or_to_loopback() {
+    for ok in [
+        "https://hooks.example.com/x",
+        "http://127.0.0.1:9000/hook",
+        "http://127.8.9.10/hook",
+        "http://localhost/hook",
+        "http://[::1]:8080/hook",
+    ] {
+        assert_eq!(
+            crate::config::check_webhook_url(&ok.parse().unwrap()),
+            Ok(()),
+            "{ok}"
+        );
+    }
+    for bad in [
+        "http://hooks.example.com/x",
+        "http://10.0.0.1/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+        "http://localhost.example.com/hook",
+        "ftp://hooks.example.com/x",
+    ] {
+        let e = crate::config::check_webhook_url(&bad.parse().unwrap()).unwrap_err();
+        assert!(e.contains("https"), "{bad}: {e}");
+    }
+}

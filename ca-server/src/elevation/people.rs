@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use ca_core::VerifiedIdentity;
 
-use super::{Caller, ElevationOpError, Elevations, Row, party};
+use super::caller::{Caller, party};
+use super::error::ElevationOpError;
+use super::service::Elevations;
+use super::store::Row;
 use crate::logins::{LoginNameError, LoginNames};
 
 impl Elevations {

@@ -3,6 +3,7 @@
 //! state change and its audit row commit together; conditional `UPDATE`s
 //! (`WHERE state = 'pending'`) settle races.
 
+use ca_core::elevation::ElevationState;
 use ca_core::identity::Party;
 use ca_core::wire::{Elevation, ElevationVote};
 
@@ -99,8 +100,9 @@ pub struct Row {
     pub reason: String,
     pub reasons: Vec<String>,
     pub approvals_required: u32,
-    /// As stored: `pending`, `approved`, `denied`, `expired`, `cancelled`, `revoked`.
-    pub state: String,
+    /// As stored (a pending request or grant past its end still reads
+    /// `pending` or `approved` until the sweeper records it).
+    pub state: ElevationState,
     pub created_at: u64,
     pub pending_until: u64,
     pub grant_start: Option<u64>,
@@ -114,22 +116,26 @@ impl Row {
     /// The state a reader should see at `now`: stored states, except that a
     /// pending request past its deadline and a grant past its end read
     /// `expired` even before the sweeper has recorded it.
-    pub fn state_at(&self, now: u64) -> &str {
-        match self.state.as_str() {
-            "pending" if now >= self.pending_until => "expired",
-            "approved" if self.grant_end.is_none_or(|end| now >= end) => "expired",
+    pub fn state_at(&self, now: u64) -> ElevationState {
+        use ElevationState::{Approved, Expired, Pending};
+        match self.state {
+            Pending if now >= self.pending_until => Expired,
+            Approved if self.grant_end.is_none_or(|end| now >= end) => Expired,
             s => s,
         }
     }
 
     pub fn to_wire(&self, votes: Vec<ElevationVote>, now: u64, can_decide: bool) -> Elevation {
-        let state = self.state_at(now).to_owned();
+        let state = self.state_at(now);
         Elevation {
             id: self.id.clone(),
             role: self.role.clone(),
             principals: self.principals.clone(),
-            expires_at: match (self.state.as_str(), self.grant_end) {
-                ("approved" | "revoked" | "expired", Some(end)) => end,
+            expires_at: match (self.state, self.grant_end) {
+                (
+                    ElevationState::Approved | ElevationState::Revoked | ElevationState::Expired,
+                    Some(end),
+                ) => end,
                 _ => self.pending_until,
             },
             state,
@@ -174,7 +180,11 @@ fn row_from(r: &DbRow) -> Result<Row, DbError> {
         reason: r.text(8)?,
         reasons: from_json(9, &r.text(9)?)?,
         approvals_required: u32::try_from(r.u64(10)?).unwrap_or(u32::MAX),
-        state: r.text(11)?,
+        // A state this version does not know is an error, not a guess.
+        state: r
+            .text(11)?
+            .parse()
+            .map_err(|e| DbError::decode(format!("column 11: {e}")))?,
         created_at: r.u64(12)?,
         pending_until: r.u64(13)?,
         grant_start: r.opt_u64(14)?,
@@ -216,7 +226,7 @@ pub fn insert(conn: &mut dyn Conn, row: &Row) -> Result<(), DbError> {
             &row.reason,
             &reasons,
             row.approvals_required,
-            &row.state,
+            row.state.as_str(),
             row.created_at,
             row.pending_until,
             row.grant_start,
@@ -320,24 +330,24 @@ pub fn approve(conn: &mut dyn Conn, id: &str, now: u64, ttl: u64) -> Result<Upda
 pub fn close(
     conn: &mut dyn Conn,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[ElevationState],
+    to: ElevationState,
     by: Option<&ElevationVote>,
     now: u64,
 ) -> Result<Updated, DbError> {
     let by = by.map(json);
     let mut total = 0;
     for state in from {
-        total += match *state {
-            "pending" => conn.execute(
+        total += match state {
+            ElevationState::Pending => conn.execute(
                 "UPDATE elevations SET state = $2, closed_by = $3
                  WHERE id = $1 AND state = 'pending' AND pending_until > $4",
-                &params![id, to, &by, now],
+                &params![id, to.as_str(), &by, now],
             )?,
-            "approved" => conn.execute(
+            ElevationState::Approved => conn.execute(
                 "UPDATE elevations SET state = $2, closed_by = $3, grant_end = $4
                  WHERE id = $1 AND state = 'approved' AND grant_end > $4",
-                &params![id, to, &by, now],
+                &params![id, to.as_str(), &by, now],
             )?,
             _ => 0,
         };
@@ -366,7 +376,7 @@ pub fn expire_due(conn: &mut dyn Conn, now: u64) -> Result<Vec<Row>, DbError> {
         // Another replica may have expired it first: report only ours.
         if conn.execute(
             "UPDATE elevations SET state = 'expired' WHERE id = $1 AND state = $2",
-            &params![&row.id, &row.state],
+            &params![&row.id, row.state.as_str()],
         )? == 1
         {
             changed.push(row);

@@ -14,6 +14,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use crate::config::WebhookConfig;
+use crate::secret_file::SecretFileError;
 
 /// Notifications waiting for delivery before new ones are dropped.
 const QUEUE: usize = 1024;
@@ -32,6 +33,16 @@ pub struct Notification {
     pub elevation: Elevation,
 }
 
+/// Why the notifier cannot be set up; the message names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// `elevation.webhook_url` is not one notifications may go to.
+    #[error("{0}")]
+    Url(String),
+    #[error(transparent)]
+    SecretFile(#[from] SecretFileError),
+}
+
 /// Queues notifications and delivers them in the background.
 pub struct Notifier {
     tx: mpsc::Sender<Notification>,
@@ -41,9 +52,9 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(config: WebhookConfig) -> anyhow::Result<Self> {
+    pub fn new(config: WebhookConfig) -> Result<Self, WebhookError> {
         // Config load checks this already; a config built in code too.
-        check_url(&config.url).map_err(anyhow::Error::msg)?;
+        crate::config::check_webhook_url(&config.url).map_err(WebhookError::Url)?;
         let secret = match &config.secret_file {
             Some(path) => {
                 let text = crate::secret_file::read_line(path, "elevation.webhook_secret_file")?;
@@ -91,27 +102,6 @@ impl Notifier {
                 deliver(&client, &config, secret.as_deref(), &n).await;
             }
         });
-    }
-}
-
-/// Notifications name the requester, the role and the reason: they go
-/// only over HTTPS, or over plain HTTP to this host (loopback: `localhost`,
-/// 127.0.0.0/8, ::1), say to a local relay.
-pub fn check_url(url: &reqwest::Url) -> Result<(), String> {
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        "http" => Err(format!(
-            "elevation.webhook_url {url} is plain http: notifications carry who asked for what and why; \
-             use an https URL (plain http only to loopback: localhost, 127.0.0.1, [::1])"
-        )),
-        _ => Err("elevation.webhook_url must be an https URL".into()),
     }
 }
 
@@ -169,29 +159,6 @@ async fn deliver(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requester_details_go_only_over_https_or_to_loopback() {
-        for ok in [
-            "https://hooks.example.com/x",
-            "http://127.0.0.1:9000/hook",
-            "http://127.8.9.10/hook",
-            "http://localhost/hook",
-            "http://[::1]:8080/hook",
-        ] {
-            assert_eq!(check_url(&ok.parse().unwrap()), Ok(()), "{ok}");
-        }
-        for bad in [
-            "http://hooks.example.com/x",
-            "http://10.0.0.1/hook",
-            "http://[::ffff:10.0.0.1]/hook",
-            "http://localhost.example.com/hook",
-            "ftp://hooks.example.com/x",
-        ] {
-            let e = check_url(&bad.parse().unwrap()).unwrap_err();
-            assert!(e.contains("https"), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn the_secret_file_is_checked_like_a_ca_key() {
