@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::StoredEvent;
+use super::types::StoredEvent;
 
 /// One line: time, seq, action, outcome, who, principals, serial, reasons.
 ///

@@ -8,8 +8,9 @@ use ca_core::audit::{AuditEvent, ChainError, ChainRow};
 use crate::db::{Backend, Conn, DbError, Param, Row, TxMode, Value};
 use crate::params;
 
+use super::store::AuditStore;
+use super::types::{AuditError, Filter, StoredEvent, UsedToken};
 use super::writer::event_principals;
-use super::{AuditError, AuditStore, Filter, StoredEvent, UsedToken};
 
 /// The outcome of [`AuditStore::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]

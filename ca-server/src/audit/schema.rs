@@ -2,7 +2,7 @@
 
 use crate::db::{Backend, Conn, Db, DbError, TxMode};
 
-use super::AuditError;
+use super::types::AuditError;
 
 /// Schema version (SQLite: `PRAGMA user_version`; PostgreSQL: the `audit`
 /// row of `jitssh_schema`).

@@ -14,7 +14,7 @@ use crate::db::{Conn, Db, DbError, Param, TxMode};
 use crate::params;
 
 use super::checkpoint::Checkpoints;
-use super::{AuditError, UsedToken};
+use super::types::{AuditError, UsedToken};
 
 /// How often expired `used_tokens` rows are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);

@@ -9,8 +9,8 @@ use ::postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use ::postgres::{Client, Config, NoTls, Statement};
 use bytes::BytesMut;
 
+use super::conn::{Backend, Conn, DbError, DbErrorKind, LOCK_TIMEOUT, Param, Row, TxMode, Value};
 use super::pg_tls::{self, PgTls};
-use super::{Backend, Conn, DbError, DbErrorKind, LOCK_TIMEOUT, Param, Row, TxMode, Value};
 
 /// The advisory lock key that serialises audit chain appends across
 /// replicas ("jitssh" in ASCII).

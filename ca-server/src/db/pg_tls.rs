@@ -44,7 +44,7 @@ use rustls::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{DbError, DbErrorKind};
+use super::conn::{DbError, DbErrorKind};
 
 /// `[database] tls`: how connections to PostgreSQL are protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
 
-use super::{Backend, Conn, DbError, DbErrorKind, Param, Row, TxMode, Value};
+use super::conn::{
+    Backend, Conn, DbError, DbErrorKind, Param, Row, TxMode, Value, to_sqlite_params,
+};
 
 pub(super) struct SqliteConn {
     conn: Connection,
@@ -68,7 +70,7 @@ impl Conn for SqliteConn {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, DbError> {
-        let sql = super::to_sqlite_params(sql);
+        let sql = to_sqlite_params(sql);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(&e))?;
         let n = stmt
             .execute(rusqlite::params_from_iter(params.iter()))
@@ -82,7 +84,7 @@ impl Conn for SqliteConn {
         params: &[Param<'_>],
         f: &mut dyn FnMut(Row) -> Result<(), DbError>,
     ) -> Result<(), DbError> {
-        let sql = super::to_sqlite_params(sql);
+        let sql = to_sqlite_params(sql);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(&e))?;
         let columns = stmt.column_count();
         let mut rows = stmt
