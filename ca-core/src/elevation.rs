@@ -87,6 +87,17 @@ impl RoleTable {
         let Some(value) = value else {
             return Ok(RoleTable::default());
         };
+        // serde reads a struct from an array too, field by field: a role
+        // must be spelled as the object the schema documents.
+        if let Some((name, _)) = value
+            .as_object()
+            .and_then(|roles| roles.iter().find(|(_, role)| !role.is_object()))
+        {
+            return Err(format!(
+                "data.jitssh.roles is malformed: role {:?} is not an object",
+                crate::escape_control(name)
+            ));
+        }
         let raw: BTreeMap<String, RawRole> = serde_json::from_value(value.clone())
             .map_err(|e| format!("data.jitssh.roles is malformed: {e}"))?;
         if raw.len() > Self::MAX_ROLES {
@@ -458,6 +469,9 @@ mod tests {
             json!({"x": {"principals": ["a"], "max_ttl_seconds": 60, "extra": 1}}),
             json!({"BAD": {"principals": ["a"], "max_ttl_seconds": 60}}),
             json!(["x"]),
+            // A role spelled as an array (serde would read it by position).
+            json!({"x": [["a"], 60]}),
+            json!({"x": [["a"], 60, "d"]}),
         ] {
             assert!(RoleTable::parse(Some(&bad)).is_err(), "{bad}");
         }
