@@ -244,13 +244,7 @@ impl From<ElevationOpError> for ApiError {
             }
             ElevationOpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
-            tracing::warn!(error = %e, code = e.code(), "elevation request failed");
-        }
-        let mut api = ApiError::new(status, e.code(), e.to_string());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            api.retry_after = Some(5);
-        }
+        let mut api = ApiError::refusal(status, &e, "elevation request failed");
         match e {
             ElevationOpError::Denied { reasons }
             | ElevationOpError::NotApprover { reasons, .. } => api.body.error.reasons = reasons,
