@@ -32,7 +32,8 @@ pub use read::{IndexMismatch, VerifyReport};
 pub(crate) use schema::ensure_tables;
 pub use store::AuditStore;
 pub use types::{
-    AuditError, Filter, Refused, SERIAL_BLOCK_BITS, StoreOptions, StoredEvent, TxOutcome, UsedToken,
+    AuditError, Filter, Refused, SERIAL_BLOCK_BITS, StoreOptions, StoredEvent, TxOutcome,
+    UsedToken, refusal_row,
 };
 pub use writer::WriterStats;
 

@@ -9,7 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db::{Conn, Db, DbError, TxMode};
 
 use super::schema;
-use super::types::{AuditError, Refused, SERIAL_BLOCK_BITS, StoreOptions, TxOutcome, UsedToken};
+use super::types::{
+    AuditError, Refused, SERIAL_BLOCK_BITS, StoreOptions, TxOutcome, UsedToken, refusal_row,
+};
 use super::writer::{self, WriterStats};
 
 struct TxJobImpl<T, F> {
@@ -181,16 +183,11 @@ impl AuditStore {
     /// steps already recorded the policy's reasons). Nothing is written when
     /// the audit log is what failed. A failure to append is logged: the
     /// caller's refusal stands either way.
-    pub async fn append_refusal(&self, mut event: AuditEvent, refusal: &(dyn Refused + Sync)) {
+    pub async fn append_refusal(&self, event: AuditEvent, refusal: &(dyn Refused + Sync)) {
         if refusal.audit_unavailable() {
             return;
         }
-        event.outcome = "denied".into();
-        event.code = Some(refusal.code().into());
-        if event.decision_reasons.is_empty() {
-            event.decision_reasons = vec![refusal.to_string()];
-        }
-        if let Err(ae) = self.append(event, None).await {
+        if let Err(ae) = self.append(refusal_row(event, refusal), None).await {
             tracing::error!(error = %ae, code = refusal.code(), "could not audit a refusal");
         }
     }

@@ -27,6 +27,20 @@ pub trait Refused: std::fmt::Display {
     fn audit_unavailable(&self) -> bool;
 }
 
+/// The audit row of a refusal after authentication: outcome `denied`, the
+/// error's stable code, and its message as the reason unless the steps
+/// already recorded the policy's reasons. The one shape of every refusal
+/// row, appended on its own (`AuditStore::append_refusal`) or inside a
+/// rolled-back transaction (an elevation transition refused in the writer).
+pub fn refusal_row(mut event: AuditEvent, refusal: &dyn Refused) -> AuditEvent {
+    event.outcome = "denied".into();
+    event.code = Some(refusal.code().into());
+    if event.decision_reasons.is_empty() {
+        event.decision_reasons = vec![refusal.to_string()];
+    }
+    event
+}
+
 /// What a [`AuditStore::transact`] operation decided.
 pub struct TxOutcome<T> {
     /// Rows appended to the chain in the same transaction.

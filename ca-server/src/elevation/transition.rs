@@ -111,11 +111,10 @@ pub(super) fn committed(events: Vec<AuditEvent>, transitions: Vec<Transition>) -
 /// A transition refused inside the writer: roll the change back, still
 /// append the refusal row.
 pub(super) fn refused(mut ev: AuditEvent, e: ElevationOpError) -> Change {
-    ev.outcome = "denied".into();
-    ev.code = Some(e.code().into());
-    ev.decision_reasons = vec![e.to_string()];
+    // The refusal's own message, whatever the change had recorded so far.
+    ev.decision_reasons.clear();
     TxOutcome {
-        events: vec![ev],
+        events: vec![crate::audit::refusal_row(ev, &e)],
         keep: false,
         value: Err(e),
     }
