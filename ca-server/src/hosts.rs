@@ -11,7 +11,7 @@ use ca_core::hostname::HostName;
 use ca_core::wire::HostChallenge;
 use rand_core::{OsRng, RngCore as _};
 
-use crate::audit::{AuditStore, UsedToken};
+use crate::audit::{AuditError, AuditStore, UsedToken};
 use crate::db::{Db, DbError};
 use crate::params;
 
@@ -180,6 +180,17 @@ impl JoinTokenStore {
     }
 }
 
+/// Why `jitssh-ca host token create` made no token.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateTokenError {
+    #[error("name at least one host (--hostname H)")]
+    NoHostnames,
+    #[error(transparent)]
+    Store(#[from] TokenStoreError),
+    #[error("the token was not created")]
+    Audit(#[source] AuditError),
+}
+
 /// Create a join token for `hostnames`, valid for `ttl` from `now`: stored
 /// hashed, and audited (`host_token_create`) before it is returned. If the
 /// audit row cannot be written the token is removed again.
@@ -189,9 +200,9 @@ pub async fn create_join_token(
     hostnames: &[HostName],
     ttl: Ttl,
     now: u64,
-) -> anyhow::Result<(JoinToken, u64)> {
+) -> Result<(JoinToken, u64), CreateTokenError> {
     if hostnames.is_empty() {
-        anyhow::bail!("name at least one host (--hostname H)");
+        return Err(CreateTokenError::NoHostnames);
     }
     let token = JoinToken::generate(&mut OsRng);
     let expires_at = now + ttl.as_secs();
@@ -209,7 +220,7 @@ pub async fn create_join_token(
     };
     if let Err(e) = audit.append(event, None).await {
         let _ = store.delete(&token);
-        return Err(anyhow::Error::new(e).context("the token was not created"));
+        return Err(CreateTokenError::Audit(e));
     }
     Ok((token, expires_at))
 }
