@@ -508,8 +508,8 @@ pub(super) async fn callback(
 }
 
 /// The session of a POST, its CSRF token checked (the form's `csrf` field,
-/// bound to the session id) and, when the browser says where the form came
-/// from, its `Origin` too.
+/// bound to the session id) and, when the browser says which site the form
+/// came from, its `Origin` too.
 async fn post_session(s: &UiState, req: Request) -> Result<Session, Response> {
     let (parts, body) = req.into_parts();
     let me = session(s, &parts.headers).await?;
@@ -520,7 +520,11 @@ async fn post_session(s: &UiState, req: Request) -> Result<Session, Response> {
             "This form did not come from your console page (its security token is missing or wrong). Reload the page and try again.",
         )
     };
-    if let Some(origin) = parts.headers.get(header::ORIGIN) {
+    // `Origin: null` is what browsers send from our own pages too (their
+    // `Referrer-Policy: no-referrer`): then the token alone decides.
+    if let Some(origin) = parts.headers.get(header::ORIGIN)
+        && origin.as_bytes() != b"null"
+    {
         let ours = s.console.config.public_url.origin().ascii_serialization();
         if origin.as_bytes() != ours.as_bytes() {
             return Err(forbidden());

@@ -85,6 +85,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     eprintln!(" The built-in OpenID provider logs anyone in as the dev user.");
     eprintln!("==============================================================");
     println!("CA:        {base}");
+    println!("Console:   {base}/ui/");
     println!(
         "OIDC:      {issuer} (dev user {username} <{email}>, groups {})",
         a.groups.join(",")

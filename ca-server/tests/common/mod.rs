@@ -150,12 +150,12 @@ impl Harness {
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
+        self.send(req.body(body).unwrap()).await
+    }
+
+    /// Any request through the router: status, body bytes, headers.
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Vec<u8>, HeaderMap) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp
