@@ -101,9 +101,9 @@ async fn send(
     }
 }
 
-/// Sign in as the provider's user: the console's redirect to the provider,
-/// the provider's redirect back, the callback. The session cookie's value.
-async fn sign_in(h: &Harness) -> String {
+/// Begin a sign-in and let the provider's user through: the pending
+/// sign-in cookie and the callback path (with code and state) it returns to.
+async fn through_the_provider(h: &Harness) -> (String, String) {
     let start = send(h, "GET", "/ui/login/start", None, None, None).await;
     assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.body);
     let pending = start
@@ -125,7 +125,16 @@ async fn sign_in(h: &Harness) -> String {
     let back = idp.get(authorize).send().await.unwrap();
     assert!(back.status().is_redirection(), "{}", back.status());
     let back = reqwest::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
-    let path = format!("{}?{}", back.path(), back.query().unwrap());
+    (
+        pending,
+        format!("{}?{}", back.path(), back.query().unwrap()),
+    )
+}
+
+/// Sign in as the provider's user: the console's redirect to the provider,
+/// the provider's redirect back, the callback. The session cookie's value.
+async fn sign_in(h: &Harness) -> String {
+    let (pending, path) = through_the_provider(h).await;
     let done = send(
         h,
         "GET",
@@ -563,4 +572,45 @@ async fn a_callback_this_browser_did_not_begin_stores_nothing() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
     assert_eq!(sessions(&h), 0);
     assert!(h.rows("console_signin").is_empty());
+}
+
+#[tokio::test]
+async fn revoking_the_person_ends_their_session() {
+    let h = console(|_| {}).await;
+    let me = with_session(&sign_in(&h).await);
+    assert_eq!(
+        send(&h, "GET", "/ui/", Some(&me), None, None).await.status,
+        StatusCode::OK
+    );
+    let revocations = &h.state.authority.revocations;
+    revocations
+        .store()
+        .revoke(
+            &ca_server::revocation::Target::Subject {
+                issuer: h.idp.issuer().to_owned(),
+                subject: alice().subject(),
+            },
+            Some("left the company"),
+            common::now(),
+            3600,
+        )
+        .unwrap();
+    revocations.refresh(common::now()).unwrap();
+    let a = send(&h, "GET", "/ui/", Some(&me), None, None).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.body.contains("Your access was revoked"), "{}", a.body);
+    assert_eq!(sessions(&h), 0, "the row is gone");
+    // Signing in again is refused before a session is stored.
+    let (pending, path) = through_the_provider(&h).await;
+    let a = send(
+        &h,
+        "GET",
+        &path,
+        Some(&format!("jitssh_login={pending}")),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(sessions(&h), 0);
 }
