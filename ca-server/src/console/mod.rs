@@ -4,7 +4,7 @@
 //! (`pages`). Like `http` for JSON, this module (and only it, for HTML)
 //! chooses status codes. No route answers without a session except the
 //! sign-in pages and the static assets, and every answer carries the
-//! security headers of [`security_headers`].
+//! security headers of `security_headers`.
 
 mod assets;
 mod pages;
