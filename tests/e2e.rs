@@ -1,6 +1,7 @@
 //! End-to-end suites, one module per area (ripgrep-style single test binary).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod console;
 mod doctor;
 mod elevation;
 mod faults;

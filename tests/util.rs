@@ -183,7 +183,12 @@ pub fn user(name: &str, groups: &[&str]) -> DevUser {
 /// `jitssh-ca serve --config CONFIG` on a free loopback port, once it
 /// listens: its URL and process.
 pub fn spawn_serve(config: &Path) -> (String, Child) {
-    let port = free_port();
+    spawn_serve_on(config, free_port())
+}
+
+/// [`spawn_serve`] on `port` (for a config that names its own address,
+/// like the console's `public_url`).
+pub fn spawn_serve_on(config: &Path, port: u16) -> (String, Child) {
     let mut child = Command::new(bin("jitssh-ca"))
         .args(["serve", "--config"])
         .arg(config)
@@ -198,6 +203,24 @@ pub fn spawn_serve(config: &Path) -> (String, Child) {
         .unwrap();
     wait_for_port(port, &mut child, "jitssh-ca serve");
     (format!("http://127.0.0.1:{port}"), child)
+}
+
+/// `jitssh-ca init` a CA in `dir` trusting `issuer` for `audience`, login
+/// names from `preferred_username` (the test issuers' usernames are set by
+/// the tests).
+pub fn init_ca(dir: &Path, issuer: &str, audience: &str) {
+    let out = Command::new(bin("jitssh-ca"))
+        .args(["init", "--dir"])
+        .arg(dir)
+        .args(["--issuer", issuer, "--audience", audience])
+        .args(["--login-claim", "preferred_username"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A `jitssh-ca serve` process with its own config, keys and database.
@@ -217,19 +240,7 @@ impl CaServer {
     /// `serve` (to edit `config.toml` or the `policies/` folder).
     pub fn start_with(issuer: &str, audience: &str, prepare: impl FnOnce(&Path)) -> CaServer {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(bin("jitssh-ca"))
-            .args(["init", "--dir"])
-            .arg(dir.path())
-            .args(["--issuer", issuer, "--audience", audience])
-            // The test issuers' usernames are set by the tests.
-            .args(["--login-claim", "preferred_username"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        init_ca(dir.path(), issuer, audience);
         prepare(dir.path());
         let (url, child) = Self::spawn(dir.path());
         CaServer { url, dir, child }

@@ -207,7 +207,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             "http"
         }
     );
-    let state = crate::serve::app_state(&config, authority, None);
+    let state = crate::serve::app_state(&config, authority, None)?;
     crate::serve::run(&config, state, listener, crate::serve::shutdown_signal()).await
 }
 

@@ -27,12 +27,18 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Extra routes (the dev OpenID provider in `jitssh-ca dev`).
     pub extra: Option<Router>,
+    /// The web console under `/ui/` (`[ui] enabled`).
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 /// The whole API as a `Router`, so tests can drive it in-process.
 pub fn app(state: Arc<AppState>) -> Router {
     let timeout = state.request_timeout;
     let extra = state.extra.clone();
+    let console = state
+        .console
+        .clone()
+        .map(|c| crate::console::router(state.authority.clone(), c));
     let mut router = Router::new()
         .route("/v1/ca", get(ca_keys))
         .route("/v1/ca/user.pub", get(user_ca_pub))
@@ -67,6 +73,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state);
     if let Some(extra) = extra {
         router = router.merge(extra);
+    }
+    if let Some(console) = console {
+        router = router.merge(console);
     }
     router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod dev;
 pub mod elevation;

@@ -31,6 +31,7 @@ const TABLES: &[(&str, &str)] = &[
     ("login_names", "login"),
     ("login_name_holders", "login, issuer, subject"),
     ("login_names_version", "id"),
+    ("console_sessions", "id_hash"),
 ];
 
 /// Why a migration did not happen (the target is unchanged).
@@ -97,6 +98,7 @@ fn create_tables(db: &Db) -> Result<(), MigrateError> {
     crate::hosts::JoinTokenStore::open(db.clone()).map_err(|e| schema(&e))?;
     crate::elevation::create_tables(db).map_err(|e| schema(&e))?;
     crate::logins::create_tables(db).map_err(|e| schema(&e))?;
+    crate::console::session::SessionStore::open(db.clone()).map_err(|e| schema(&e))?;
     Ok(())
 }
 

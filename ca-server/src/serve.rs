@@ -164,12 +164,26 @@ pub fn build_authority(config: &Config, policy: Arc<PolicyEngine>) -> anyhow::Re
     })
 }
 
+/// The HTTP layer's state: `authority`, what `/v1/config` says, and the
+/// console when `[ui]` is on (its session table and secret opened here).
 pub fn app_state(
     config: &Config,
     authority: Authority,
     extra: Option<axum::Router>,
-) -> Arc<AppState> {
-    Arc::new(AppState {
+) -> anyhow::Result<Arc<AppState>> {
+    let console = match &config.ui {
+        Some(ui) => Some(Arc::new(
+            crate::console::Console::open(
+                ui.clone(),
+                &config.issuers,
+                &verifier_options(),
+                &authority,
+            )
+            .context("starting the web console ([ui])")?,
+        )),
+        None => None,
+    };
+    Ok(Arc::new(AppState {
         authority: Arc::new(authority),
         client_config: config.login.as_ref().map(|l| ClientConfig {
             issuer: l.issuer.clone(),
@@ -180,7 +194,8 @@ pub fn app_state(
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.request_timeout,
         extra,
-    })
+        console,
+    }))
 }
 
 /// The server's TLS certificate and key (`server.tls_cert`, `server.tls_key`),

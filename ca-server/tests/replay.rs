@@ -201,7 +201,7 @@ async fn every_spelling_of_a_spent_token_is_replayed() {
         let authority =
             ca_server::serve::build_authority(&fresh_config, std::sync::Arc::new(policy()))
                 .unwrap();
-        ca_server::http::app(ca_server::serve::app_state(&fresh_config, authority, None))
+        ca_server::http::app(ca_server::serve::app_state(&fresh_config, authority, None).unwrap())
     };
 
     let mut spent = Vec::new();

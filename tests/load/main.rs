@@ -365,7 +365,7 @@ async fn in_process(args: &Args) -> anyhow::Result<(Target, Arc<DevIdp>)> {
     }
     let policy = Arc::new(ca_server::policy::PolicyEngine::load_embedded_default()?);
     let authority = ca_server::serve::build_authority(&config, policy)?;
-    let state = ca_server::serve::app_state(&config, authority, None);
+    let state = ca_server::serve::app_state(&config, authority, None)?;
     let authority = state.authority.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let db = config.database.sqlite_path().map(std::path::Path::to_owned);

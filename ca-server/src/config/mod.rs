@@ -15,7 +15,7 @@ pub use error::ConfigError;
 pub use raw::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_UNAUTHENTICATED_PER_MINUTE, LogFormat,
     RawCa, RawCerts, RawConfig, RawDatabase, RawElevation, RawIssuer, RawKind, RawLogin, RawPolicy,
-    RawRateLimit, RawServer,
+    RawRateLimit, RawServer, RawUi,
 };
-pub use resolve::{Config, ElevationConfig, WebhookConfig, check_webhook_url};
+pub use resolve::{Config, ElevationConfig, UiConfig, WebhookConfig, check_webhook_url};
 pub use template::{template, template_pkcs11, with_login_rule};

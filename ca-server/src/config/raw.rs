@@ -45,6 +45,46 @@ pub struct RawConfig {
     pub rate_limit: RawRateLimit,
     #[serde(default)]
     pub elevation: RawElevation,
+    #[serde(default)]
+    pub ui: RawUi,
+}
+
+/// `[ui]`: the web console under `/ui/` (sign-in with the `[login]` provider).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUi {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where browsers reach this CA (`https://ca.example.com`); the sign-in
+    /// redirect is `{public_url}/ui/callback`.
+    pub public_url: Option<String>,
+    /// The console's OpenID client ID; default: `[login] client_id`.
+    pub client_id: Option<String>,
+    /// A session unused this long ends.
+    #[serde(default = "default_ui_idle_timeout")]
+    pub idle_timeout: Ttl,
+    /// A session ends this long after sign-in, however busy.
+    #[serde(default = "default_ui_max_session")]
+    pub max_session: Ttl,
+}
+
+impl Default for RawUi {
+    fn default() -> Self {
+        RawUi {
+            enabled: false,
+            public_url: None,
+            client_id: None,
+            idle_timeout: default_ui_idle_timeout(),
+            max_session: default_ui_max_session(),
+        }
+    }
+}
+
+pub(super) fn default_ui_idle_timeout() -> Ttl {
+    Ttl::from_secs(30 * 60).unwrap_or_else(|_| unreachable!("30m is within bounds"))
+}
+pub(super) fn default_ui_max_session() -> Ttl {
+    Ttl::from_secs(8 * 3600).unwrap_or_else(|_| unreachable!("8h is within bounds"))
 }
 
 /// `[elevation]`: just-in-time role grants (the roles live in the policy).

@@ -11,7 +11,7 @@ use ca_core::{IdentityKind, Limits, Ttl};
 use super::database::{self, Database};
 use super::error::ConfigError;
 use super::raw::{
-    LogFormat, RawConfig, RawElevation, RawIssuer, RawKind, RawLogin, default_max_grant,
+    LogFormat, RawConfig, RawElevation, RawIssuer, RawKind, RawLogin, RawUi, default_max_grant,
     default_pending_timeout,
 };
 
@@ -45,6 +45,33 @@ pub struct Config {
     /// `[rate_limit] unauthenticated_per_source_per_minute`.
     pub unauthenticated_per_minute: u32,
     pub elevation: ElevationConfig,
+    /// The web console (`[ui]`); `None` when disabled.
+    pub ui: Option<UiConfig>,
+}
+
+/// The resolved `[ui]` section: the console is on.
+#[derive(Debug, Clone)]
+pub struct UiConfig {
+    /// Scheme, host and port browsers use (no path); the sign-in redirect
+    /// is `{public_url}/ui/callback`.
+    pub public_url: reqwest::Url,
+    /// The OpenID provider (`[login] issuer`, one of `[[issuers]]`).
+    pub issuer: String,
+    /// The console's client ID (an audience of that issuer).
+    pub client_id: String,
+    /// The scopes it asks for: `[login] scopes` without `offline_access`
+    /// (the console keeps no token, so it wants no refresh token).
+    pub scopes: Vec<String>,
+    pub idle_timeout: Duration,
+    pub max_session: Duration,
+}
+
+impl UiConfig {
+    /// The session cookie is `Secure` unless browsers reach the CA over
+    /// plain HTTP, which `resolve_ui` allows only on loopback.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
 }
 
 impl Config {
@@ -163,8 +190,16 @@ impl Config {
                     login,
                 })
             })
-            .collect::<Result<_, ConfigError>>()?;
+            .collect::<Result<Vec<_>, ConfigError>>()?;
 
+        let login = match raw.login {
+            Some(l) => {
+                check_login(&l)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let ui = resolve_ui(raw.ui, login.as_ref(), &issuers)?;
         Ok(Config {
             listen,
             tls,
@@ -197,18 +232,13 @@ impl Config {
             policy_reload: Duration::from_secs(raw.policy.reload_interval_seconds.max(1)),
             limits,
             host_max_ttl,
-            login: match raw.login {
-                Some(l) => {
-                    check_login(&l)?;
-                    Some(l)
-                }
-                None => None,
-            },
+            login,
             issuers,
             rate_per_minute: raw.rate_limit.per_identity_per_minute,
             rate_burst: raw.rate_limit.burst.max(1),
             unauthenticated_per_minute: raw.rate_limit.unauthenticated_per_source_per_minute,
             elevation: resolve_elevation(raw.elevation, &abs)?,
+            ui,
         })
     }
 
@@ -347,23 +377,111 @@ fn resolve_elevation(
     })
 }
 
+/// Whether `url` names this host: `localhost`, 127.0.0.0/8 or `[::1]`
+/// (where plain http is allowed: it never leaves the machine).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Notifications name the requester, the role and the reason: they go
 /// only over HTTPS, or over plain HTTP to this host (loopback: `localhost`,
 /// 127.0.0.0/8, ::1), say to a local relay.
 pub fn check_webhook_url(url: &reqwest::Url) -> Result<(), String> {
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
     match url.scheme() {
         "https" => Ok(()),
-        "http" if loopback => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
         "http" => Err(format!(
             "elevation.webhook_url {url} is plain http: notifications carry who asked for what and why; \
              use an https URL (plain http only to loopback: localhost, 127.0.0.1, [::1])"
         )),
         _ => Err("elevation.webhook_url must be an https URL".into()),
     }
+}
+
+/// `[ui]` → the console's settings, or `None` when it is off. Sign-in uses
+/// the `[login]` provider, which must be one of `[[issuers]]` (a human one)
+/// with the console's client ID among its audiences, so the console's ID
+/// tokens pass the same verifier as the API's.
+fn resolve_ui(
+    raw: RawUi,
+    login: Option<&RawLogin>,
+    issuers: &[crate::oidc::IssuerConfig],
+) -> Result<Option<UiConfig>, ConfigError> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let invalid = |why: String| Err(ConfigError::Invalid(format!("[ui]: {why}")));
+    let Some(login) = login else {
+        return invalid(
+            "the console signs people in with the [login] provider; add a [login] section".into(),
+        );
+    };
+    let Some(public_url) = raw.public_url else {
+        return invalid(
+            "set public_url to the address browsers use, e.g. \"https://ca.example.com\"".into(),
+        );
+    };
+    let url = match reqwest::Url::parse(&public_url) {
+        Ok(u) => u,
+        Err(e) => return invalid(format!("public_url {public_url:?} is not a URL: {e}")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        _ => {
+            return invalid(format!(
+                "public_url {public_url:?} must be https (plain http only on loopback): the session cookie travels on it"
+            ));
+        }
+    }
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return invalid(format!(
+            "public_url {public_url:?} must be scheme, host and port only (the console is served under /ui/)"
+        ));
+    }
+    let client_id = raw.client_id.unwrap_or_else(|| login.client_id.clone());
+    let Some(issuer) = issuers.iter().find(|i| i.issuer == login.issuer) else {
+        return invalid(format!(
+            "the [login] issuer {:?} is not one of [[issuers]]: add it there so the console's ID tokens can be verified",
+            login.issuer
+        ));
+    };
+    if issuer.kind != IdentityKind::Human {
+        return invalid(format!(
+            "the [login] issuer {:?} is kind = \"workload\"; people sign in with a human issuer",
+            login.issuer
+        ));
+    }
+    if !issuer.audiences.contains(&client_id) {
+        return invalid(format!(
+            "client ID {client_id:?} is not among the audiences of [[issuers]] {:?}; add it there",
+            login.issuer
+        ));
+    }
+    if raw.idle_timeout.as_secs() > raw.max_session.as_secs() {
+        return invalid("idle_timeout is longer than max_session".into());
+    }
+    Ok(Some(UiConfig {
+        public_url: url,
+        issuer: login.issuer.clone(),
+        client_id,
+        scopes: login
+            .scopes
+            .iter()
+            .filter(|s| *s != "offline_access")
+            .cloned()
+            .collect(),
+        idle_timeout: Duration::from_secs(raw.idle_timeout.as_secs()),
+        max_session: Duration::from_secs(raw.max_session.as_secs()),
+    }))
 }

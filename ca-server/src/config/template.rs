@@ -88,6 +88,19 @@ max_grant = "8h"
 # webhook_retries = 3
 # webhook_secret_file = "webhook.secret"   # adds X-Jitssh-Signature: sha256=HMAC-SHA256 of the body
 
+[ui]
+# The web console under /ui/ (approvers and people reading their access, in a browser).
+# People sign in with the [login] provider (authorization code + PKCE); register
+# {{public_url}}/ui/callback as a redirect URI of client_id there.
+enabled = false
+# The address browsers use: https (plain http only on loopback), no path.
+# public_url = "https://ca.example.com"
+# The console's client ID; default: [login] client_id. Must be among the issuer's audiences.
+# client_id = "{audience}"
+# A session unused for idle_timeout ends, and every session ends max_session after sign-in.
+idle_timeout = "30m"
+max_session = "8h"
+
 # What `GET /v1/config` tells `jitssh login`.
 [login]
 issuer = "{issuer}"

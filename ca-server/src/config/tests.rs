@@ -429,3 +429,75 @@ fn requester_details_go_only_over_https_or_to_loopback() {
         assert!(e.contains("https"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_console_is_off_by_default_and_checked_when_on() {
+    let t = template("https://idp.example.com", "jitssh");
+    assert!(
+        parse(&t).unwrap().ui.is_none(),
+        "the template leaves it off"
+    );
+    let on =
+        |lines: &str| parse(&t.replace("enabled = false\n", &format!("enabled = true\n{lines}")));
+    let ui = on("public_url = \"https://ca.example.com\"\n")
+        .unwrap()
+        .ui
+        .unwrap();
+    assert_eq!(ui.public_url.as_str(), "https://ca.example.com/");
+    assert!(ui.secure_cookies());
+    assert_eq!(ui.client_id, "jitssh", "[login] client_id by default");
+    assert_eq!(ui.issuer, "https://idp.example.com");
+    assert!(
+        !ui.scopes.iter().any(|s| s == "offline_access"),
+        "{:?}",
+        ui.scopes
+    );
+    assert_eq!(ui.idle_timeout.as_secs(), 1800);
+    assert_eq!(ui.max_session.as_secs(), 8 * 3600);
+    // Plain http on loopback: allowed, and its cookies are not Secure.
+    let dev = on("public_url = \"http://127.0.0.1:8443\"\n")
+        .unwrap()
+        .ui
+        .unwrap();
+    assert!(!dev.secure_cookies());
+    for (lines, why) in [
+        ("", "public_url"),
+        ("public_url = \"http://ca.example.com\"\n", "must be https"),
+        (
+            "public_url = \"https://ca.example.com/console\"\n",
+            "scheme, host and port only",
+        ),
+        ("public_url = \"not a url\"\n", "not a URL"),
+        (
+            "public_url = \"https://ca.example.com\"\nclient_id = \"other\"\n",
+            "not among the audiences",
+        ),
+    ] {
+        let e = on(lines).unwrap_err().to_string();
+        assert!(e.contains(why), "{lines:?}: {e}");
+    }
+    let long_idle = t
+        .replace(
+            "enabled = false\n",
+            "enabled = true\npublic_url = \"https://ca.example.com\"\n",
+        )
+        .replace("idle_timeout = \"30m\"", "idle_timeout = \"9h\"");
+    let e = parse(&long_idle).unwrap_err().to_string();
+    assert!(e.contains("longer than max_session"), "{e}");
+    // Sign-in needs the [login] provider.
+    let no_login = t
+        .replace(
+            "enabled = false\n",
+            "enabled = true\npublic_url = \"https://ca.example.com\"\n",
+        )
+        .replace(
+            "[login]\nissuer = \"https://idp.example.com\"\nclient_id = \"jitssh\"\n",
+            "",
+        )
+        .replace(
+            "scopes = [\"openid\", \"email\", \"profile\", \"groups\", \"offline_access\"]\n",
+            "",
+        );
+    let e = parse(&no_login).unwrap_err().to_string();
+    assert!(e.contains("[login]"), "{e}");
+}

@@ -78,13 +78,14 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     let idp = DevIdp::new(issuer.clone(), DEV_CLIENT_ID.into(), vec![user]);
     let authority = crate::serve::build_authority(&config, policy)?;
     let extra = axum::Router::new().nest(DEV_IDP_PATH, idp.router());
-    let state = crate::serve::app_state(&config, authority, Some(extra));
+    let state = crate::serve::app_state(&config, authority, Some(extra))?;
 
     eprintln!("==============================================================");
     eprintln!(" jitssh-ca dev: DEVELOPMENT MODE, NOT FOR PRODUCTION");
     eprintln!(" The built-in OpenID provider logs anyone in as the dev user.");
     eprintln!("==============================================================");
     println!("CA:        {base}");
+    println!("Console:   {base}/ui/");
     println!(
         "OIDC:      {issuer} (dev user {username} <{email}>, groups {})",
         a.groups.join(",")
@@ -308,6 +309,17 @@ pub fn dev_config(
         rate_burst: 20,
         unauthenticated_per_minute: crate::config::DEFAULT_UNAUTHENTICATED_PER_MINUTE,
         elevation: crate::config::ElevationConfig::default(),
+        // The console, on the address `dev` listens on (plain HTTP: loopback).
+        ui: Some(crate::config::UiConfig {
+            public_url: reqwest::Url::parse(&format!("http://{listen}/"))?,
+            issuer: issuer.to_owned(),
+            client_id: DEV_CLIENT_ID.into(),
+            scopes: ["openid", "email", "profile", "groups"]
+                .map(String::from)
+                .to_vec(),
+            idle_timeout: std::time::Duration::from_secs(30 * 60),
+            max_session: std::time::Duration::from_secs(8 * 3600),
+        }),
     })
 }
 

@@ -15,7 +15,7 @@ const MAX_REDIRECTS: usize = 5;
 /// The client that fetches one issuer's discovery document and keys:
 /// bounded in time, same-host redirects only, https only unless the issuer
 /// is on loopback, and the issuer's own roots when it names a CA bundle.
-pub(super) fn client(
+pub(crate) fn client(
     cfg: &IssuerConfig,
     opts: &VerifierOptions,
     https: bool,
@@ -76,8 +76,8 @@ fn same_host_redirects() -> reqwest::redirect::Policy {
     })
 }
 
-pub(super) async fn get_json(client: &reqwest::Client, url: &Url) -> Result<Value, String> {
-    let mut resp = client
+pub(crate) async fn get_json(client: &reqwest::Client, url: &Url) -> Result<Value, String> {
+    let resp = client
         .get(url.clone())
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
@@ -86,22 +86,70 @@ pub(super) async fn get_json(client: &reqwest::Client, url: &Url) -> Result<Valu
     if !resp.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", resp.status()));
     }
+    read_json(resp, "GET", url).await
+}
+
+/// A form POST (the console's token request) and its JSON answer, bounded
+/// like [`get_json`]; an error status still returns its JSON body when it
+/// has one (`{"error": ...}`), with `Err` only for transport failures.
+pub(crate) async fn post_form_json(
+    client: &reqwest::Client,
+    url: &Url,
+    form: &[(&str, &str)],
+) -> Result<(u16, Value), String> {
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let resp = client
+        .post(url.clone())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    Ok((status, read_json(resp, "POST", url).await?))
+}
+
+/// `application/x-www-form-urlencoded` for one key or value.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+async fn read_json(mut resp: reqwest::Response, method: &str, url: &Url) -> Result<Value, String> {
+    let url = format!("{method} {url}");
     if resp
         .content_length()
         .is_some_and(|n| n > MAX_IDP_RESPONSE_BYTES as u64)
     {
         return Err(format!(
-            "GET {url}: response larger than {MAX_IDP_RESPONSE_BYTES} bytes"
+            "{url}: response larger than {MAX_IDP_RESPONSE_BYTES} bytes"
         ));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{url}: {e}"))? {
         if body.len() + chunk.len() > MAX_IDP_RESPONSE_BYTES {
             return Err(format!(
-                "GET {url}: response larger than {MAX_IDP_RESPONSE_BYTES} bytes"
+                "{url}: response larger than {MAX_IDP_RESPONSE_BYTES} bytes"
             ));
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
 }

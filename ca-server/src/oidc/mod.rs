@@ -40,6 +40,7 @@ mod tests;
 mod verifier;
 
 pub use error::{OidcConfigError, TokenError};
+pub(crate) use fetch::{client as idp_client, get_json, post_form_json};
 pub use hash::{legacy_token_hash, token_hash};
 pub use header::ACCEPTED_ALGORITHMS;
 pub use options::{DEFAULT_GROUPS_CLAIM, IssuerConfig, MAX_LEEWAY_SECS, VerifierOptions};

@@ -75,6 +75,9 @@ pub async fn build(
         ca_server::dev::dev_config(dir.path(), "127.0.0.1:0".parse().unwrap(), &issuer, None)
             .unwrap();
     config.issuers[0].audiences = vec![AUD.into()];
+    if let Some(ui) = &mut config.ui {
+        ui.client_id = AUD.into();
+    }
     if POSTGRES.try_with(|on| *on).unwrap_or(false) {
         config.database = ca_server::config::Database::Postgres {
             url: pg::cluster().fresh_database(),
@@ -82,6 +85,12 @@ pub async fn build(
         };
     }
     tweak(&mut config);
+    // A case that replaced the provider has no console (it signs in there).
+    if let Some(ui) = &config.ui
+        && !config.issuers.iter().any(|i| i.issuer == ui.issuer)
+    {
+        config.ui = None;
+    }
     let authority = ca_server::serve::build_authority(&config, Arc::new(policy)).unwrap();
     if POSTGRES.try_with(|on| *on).unwrap_or(false) {
         assert!(
@@ -89,7 +98,7 @@ pub async fn build(
             "a PostgreSQL case must not touch the SQLite file"
         );
     }
-    let state = ca_server::serve::app_state(&config, authority, None);
+    let state = ca_server::serve::app_state(&config, authority, None).unwrap();
     Harness {
         router: app(state.clone()),
         idp,
@@ -109,7 +118,7 @@ impl Harness {
     /// in-memory state is built anew from the database). Its router.
     pub fn another_ca(&self, policy: PolicyEngine) -> axum::Router {
         let authority = ca_server::serve::build_authority(&self.config, Arc::new(policy)).unwrap();
-        app(ca_server::serve::app_state(&self.config, authority, None))
+        app(ca_server::serve::app_state(&self.config, authority, None).unwrap())
     }
 
     /// The audit events of one action, oldest first.
@@ -143,12 +152,12 @@ impl Harness {
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
+        self.send(req.body(body).unwrap()).await
+    }
+
+    /// Any request through the router: status, body bytes, headers.
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Vec<u8>, HeaderMap) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp
