@@ -51,6 +51,10 @@ pub struct AuditEvent {
     /// SHA-256 of the ID token: links replays without storing the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_hash: Option<String>,
+    /// `console` when the request came through the web console; absent for
+    /// the HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
     /// Action-specific fields (elevation ids, comments, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,

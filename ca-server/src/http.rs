@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use ca_core::wire::{CaKeys, ClientConfig, ErrorBody, ErrorDetail};
 use http_body_util::BodyExt as _;
 
-use crate::elevation::{Caller, ElevationOpError};
+use crate::elevation::{Caller, Channel, ElevationOpError};
 use crate::issue::host::HostError;
 use crate::issue::{Authority, IssueError, RequestContext};
 
@@ -303,6 +303,7 @@ async fn elevation_create(
     let caller = Caller {
         identity: &identity,
         source_ip: &ip,
+        channel: Channel::Api,
     };
     let e = s
         .authority
@@ -334,6 +335,7 @@ async fn elevation_list(
     let caller = Caller {
         identity: &identity,
         source_ip: &ip,
+        channel: Channel::Api,
     };
     let elevations =
         s.authority
@@ -352,6 +354,7 @@ async fn elevation_get(
     let caller = Caller {
         identity: &identity,
         source_ip: &ip,
+        channel: Channel::Api,
     };
     Ok(axum::Json(s.authority.elevations.get(
         &caller,
@@ -378,6 +381,7 @@ async fn elevation_action(
     let caller = Caller {
         identity: &identity,
         source_ip: &ip,
+        channel: Channel::Api,
     };
     let now = crate::clock::now_unix();
     let el = &s.authority.elevations;

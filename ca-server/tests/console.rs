@@ -8,19 +8,11 @@ mod common;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
-use ca_server::dev::idp::DevUser;
+use axum::http::{StatusCode, header};
 use ca_server::policy::PolicyEngine;
+use common::ui::{alice, send, sessions, sign_in, through_the_provider, with_session};
 use common::{AUD, Harness, MintExt as _, build};
 use serde_json::json;
-
-fn alice() -> DevUser {
-    DevUser {
-        username: "alice".into(),
-        email: "alice@example.com".into(),
-        groups: vec!["dba".into(), "oncall".into(), "sre".into()],
-    }
-}
 
 async fn console(tweak: impl FnOnce(&mut ca_server::config::Config)) -> Harness {
     build(
@@ -29,145 +21,6 @@ async fn console(tweak: impl FnOnce(&mut ca_server::config::Config)) -> Harness 
         tweak,
     )
     .await
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn location(&self) -> &str {
-        self.headers
-            .get(header::LOCATION)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
-    }
-
-    /// The `Set-Cookie` line for `name`.
-    fn set_cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .find(|c| c.starts_with(&format!("{name}=")))
-    }
-
-    /// The value `Set-Cookie` gives `name`.
-    fn cookie_value(&self, name: &str) -> Option<String> {
-        let line = self.set_cookie(name)?;
-        let first = line.split(';').next().unwrap();
-        Some(first.split_once('=').unwrap().1.to_owned())
-    }
-
-    fn csrf(&self) -> String {
-        let at = self
-            .body
-            .find("name=\"csrf\" value=\"")
-            .expect("a CSRF field")
-            + 19;
-        self.body[at..at + 43].to_owned()
-    }
-}
-
-async fn send(
-    h: &Harness,
-    method: &str,
-    path: &str,
-    cookie: Option<&str>,
-    form: Option<&str>,
-    origin: Option<&str>,
-) -> Answer {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, c);
-    }
-    if let Some(o) = origin {
-        req = req.header(header::ORIGIN, o);
-    }
-    let body = match form {
-        Some(f) => {
-            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-            Body::from(f.to_owned())
-        }
-        None => Body::empty(),
-    };
-    let (status, bytes, headers) = h.send(req.body(body).unwrap()).await;
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-/// Begin a sign-in and let the provider's user through: the pending
-/// sign-in cookie and the callback path (with code and state) it returns to.
-async fn through_the_provider(h: &Harness) -> (String, String) {
-    let start = send(h, "GET", "/ui/login/start", None, None, None).await;
-    assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.body);
-    let pending = start
-        .cookie_value("jitssh_login")
-        .expect("a pending sign-in cookie");
-    let authorize = reqwest::Url::parse(start.location()).unwrap();
-    assert!(
-        authorize.as_str().starts_with(h.idp.issuer()),
-        "{authorize}"
-    );
-    let q: std::collections::HashMap<_, _> = authorize.query_pairs().into_owned().collect();
-    assert_eq!(q["client_id"], AUD);
-    assert_eq!(q["code_challenge_method"], "S256");
-    assert!(q["redirect_uri"].ends_with("/ui/callback"));
-    let idp = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let back = idp.get(authorize).send().await.unwrap();
-    assert!(back.status().is_redirection(), "{}", back.status());
-    let back = reqwest::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
-    (
-        pending,
-        format!("{}?{}", back.path(), back.query().unwrap()),
-    )
-}
-
-/// Sign in as the provider's user: the console's redirect to the provider,
-/// the provider's redirect back, the callback. The session cookie's value.
-async fn sign_in(h: &Harness) -> String {
-    let (pending, path) = through_the_provider(h).await;
-    let done = send(
-        h,
-        "GET",
-        &path,
-        Some(&format!("jitssh_login={pending}")),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert_eq!(done.location(), "/ui/");
-    assert!(
-        done.set_cookie("jitssh_login")
-            .unwrap()
-            .contains("Max-Age=0"),
-        "the pending sign-in is cleared"
-    );
-    done.cookie_value("jitssh_session")
-        .expect("a session cookie")
-}
-
-fn sessions(h: &Harness) -> u64 {
-    h.state
-        .console
-        .as_ref()
-        .unwrap()
-        .sessions()
-        .count()
-        .unwrap()
-}
-
-fn with_session(id: &str) -> String {
-    format!("jitssh_session={id}")
 }
 
 #[tokio::test]
@@ -504,11 +357,12 @@ async fn a_busy_session_still_ends_at_its_maximum_age() {
     let h = console(|c| {
         let ui = c.ui.as_mut().unwrap();
         ui.idle_timeout = Duration::from_secs(3);
-        ui.max_session = Duration::from_secs(4);
+        // 1.5 s of slack for a loaded machine before the last OK answer.
+        ui.max_session = Duration::from_secs(6);
     })
     .await;
     let me = with_session(&sign_in(&h).await);
-    for _ in 0..2 {
+    for _ in 0..3 {
         assert_eq!(
             send(&h, "GET", "/ui/", Some(&me), None, None).await.status,
             StatusCode::OK
@@ -520,7 +374,7 @@ async fn a_busy_session_still_ends_at_its_maximum_age() {
         StatusCode::OK,
         "used within its idle timeout"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let a = send(&h, "GET", "/ui/", Some(&me), None, None).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "past max_session");
     assert_eq!(sessions(&h), 0);

@@ -1,15 +1,21 @@
 //! The web console under `/ui/`: server-rendered pages for people, signed in
 //! with the `[login]` provider (`signin`), held by a server-side session
-//! (`session`), every page a client of the same services the HTTP API uses
-//! (`pages`). Like `http` for JSON, this module (and only it, for HTML)
+//! (`session`), every page a client of the same services the HTTP API uses.
+//! What a person may see and do is the policy's `ui_decision` (`rights`),
+//! asked on every request (`auth`). Like `http` for JSON, this module (and only it, for HTML)
 //! chooses status codes. No route answers without a session except the
 //! sign-in pages and the static assets, and every answer carries the
 //! security headers of `security_headers`.
 
+mod access;
 mod assets;
-mod pages;
+mod auth;
+mod nav;
+mod render;
+pub mod rights;
 pub mod session;
 pub mod signin;
+mod signin_pages;
 mod state;
 
 pub use state::{Console, ConsoleError, LOGIN_COOKIE, SESSION_COOKIE, UiState};
@@ -35,18 +41,18 @@ object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
     let state = UiState { authority, console };
     let not_found = || async {
-        pages::problem(
+        render::problem(
             StatusCode::NOT_FOUND,
             "Page not found",
             "There is no such page in the console.",
         )
     };
     Router::new()
-        .route("/ui/", get(pages::my_access))
-        .route("/ui/login", get(pages::signin_page))
-        .route("/ui/login/start", get(pages::start))
-        .route("/ui/callback", get(pages::callback))
-        .route("/ui/logout", post(pages::logout))
+        .route("/ui/", get(access::my_access))
+        .route("/ui/login", get(signin_pages::signin_page))
+        .route("/ui/login/start", get(signin_pages::start))
+        .route("/ui/callback", get(signin_pages::callback))
+        .route("/ui/logout", post(signin_pages::logout))
         .route("/ui/static/console.css", get(assets::css))
         .route("/ui", get(|| async { see_other("/ui/") }))
         .route("/ui/{*rest}", get(not_found).post(not_found))

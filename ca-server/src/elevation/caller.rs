@@ -5,10 +5,22 @@ use ca_core::VerifiedIdentity;
 use ca_core::audit::AuditEvent;
 use ca_core::identity::Party;
 
-/// What a request's caller is: the verified identity and where it came from.
+/// What a request's caller is: the verified identity, where it came from,
+/// and through which door.
 pub struct Caller<'a> {
     pub identity: &'a VerifiedIdentity,
     pub source_ip: &'a str,
+    pub channel: Channel,
+}
+
+/// The door a request came through; the audit row names it when it is not
+/// the JSON API (rows written before the console have no `channel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// The HTTP API (`jitssh`, `jitssh-ca`, scripts).
+    Api,
+    /// The web console under `/ui/`.
+    Console,
 }
 
 impl Caller<'_> {
@@ -16,7 +28,7 @@ impl Caller<'_> {
         party(self.identity)
     }
 
-    pub(super) fn event(&self, action: &str, now: u64) -> AuditEvent {
+    pub fn event(&self, action: &str, now: u64) -> AuditEvent {
         AuditEvent {
             time: now,
             action: action.into(),
@@ -24,6 +36,10 @@ impl Caller<'_> {
             subject: Some(self.identity.subject.clone()),
             email: self.identity.email.clone(),
             source_ip: Some(self.source_ip.to_owned()),
+            channel: match self.channel {
+                Channel::Api => None,
+                Channel::Console => Some("console".into()),
+            },
             ..Default::default()
         }
     }

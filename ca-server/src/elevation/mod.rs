@@ -31,7 +31,7 @@ mod store;
 mod transition;
 pub mod webhook;
 
-pub use caller::Caller;
+pub use caller::{Caller, Channel};
 pub use create::MAX_PENDING_PER_REQUESTER;
 pub use error::{ElevationOpError, OpenError};
 pub use grants::GrantIndex;

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::rules::{DECISION_RULE, ELEVATION_DECISION_RULE, HOST_DECISION_RULE, ROLES_RULE};
+use super::rules::{
+    DECISION_RULE, ELEVATION_DECISION_RULE, HOST_DECISION_RULE, ROLES_RULE, UI_DECISION_RULE,
+};
 
 /// Why a policy could not be loaded, tested or evaluated. Messages name the
 /// file and carry regorus's own message (with line and column) where it has one.
@@ -74,6 +76,11 @@ pub enum PolicyError {
          so every host certificate is denied; add host.rego from the default policy to serve {HOST_DECISION_RULE}"
     )]
     NoHostDecision { policy_hash: String },
+    #[error(
+        "the policy (policy {policy_hash}) has no {UI_DECISION_RULE}, so the console shows nothing; \
+         add console.rego from the default policy to decide who sees which page"
+    )]
+    NoUiDecision { policy_hash: String },
     #[error(
         "the policy (policy {policy_hash}) defines no roles, so there is nothing to elevate to; \
          add roles (see elevation.rego in the default policy) to serve {ELEVATION_DECISION_RULE}"

@@ -28,6 +28,8 @@ pub(super) struct Serving {
     pub(super) policy: CompiledPolicy,
     /// `data.jitssh.host_decision`, when the set defines it.
     pub(super) host: Option<CompiledPolicy>,
+    /// `data.jitssh.ui_decision`, when the set defines it.
+    pub(super) ui: Option<CompiledPolicy>,
     /// Elevation entry points, when the set defines roles.
     pub(super) elevation: Option<ElevationRules>,
     pub(super) roles: Arc<RoleTable>,
@@ -85,6 +87,18 @@ impl PolicySnapshot {
         let start = Instant::now();
         let rules = self.0.elevation_rules()?;
         eval_compiled(&rules.approval, &self.0.hash, input, start)
+    }
+
+    /// Evaluate `data.jitssh.ui_decision` for `input`. A policy set without
+    /// that rule is an `Err` (the console shows nothing).
+    pub fn evaluate_ui(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        let Some(ui) = &self.0.ui else {
+            return Err(PolicyError::NoUiDecision {
+                policy_hash: self.0.hash.clone(),
+            });
+        };
+        eval_compiled(ui, &self.0.hash, input, start)
     }
 
     /// The role table (empty when elevation is off).

@@ -55,6 +55,14 @@ pub const EMBEDDED_FILES: &[(&str, &str)] = &[
         "workload_test.rego",
         include_str!("../../../policies/workload_test.rego"),
     ),
+    (
+        "console.rego",
+        include_str!("../../../policies/console.rego"),
+    ),
+    (
+        "console_test.rego",
+        include_str!("../../../policies/console_test.rego"),
+    ),
 ];
 
 /// Whether a file name belongs to a policy set. Hidden files (editor

@@ -16,7 +16,7 @@ use super::files::PolicyFiles;
 use super::regex_match;
 use super::rules::{
     APPROVAL_DECISION_RULE, CHECK_INTERVAL, DECISION_RULE, ELEVATION_DECISION_RULE,
-    HOST_DECISION_RULE, ROLES_RULE, TEST_TIME_LIMIT,
+    HOST_DECISION_RULE, ROLES_RULE, TEST_TIME_LIMIT, UI_DECISION_RULE,
 };
 use super::testing::{self, TestReport};
 
@@ -37,6 +37,7 @@ pub(super) struct Prepared {
     origin: String,
     policy: CompiledPolicy,
     host: Option<CompiledPolicy>,
+    ui: Option<CompiledPolicy>,
     elevation: Option<ElevationRules>,
     roles: Arc<RoleTable>,
     hash: String,
@@ -155,6 +156,13 @@ impl Prepared {
                 })
         };
         let rules = policy.get_rules();
+        // The console's rule is optional too; without it the console shows
+        // nothing to anyone.
+        let ui = if rules.contains_key(UI_DECISION_RULE) {
+            Some(compile(UI_DECISION_RULE)?)
+        } else {
+            None
+        };
         let (roles, elevation) = if rules.contains_key(ROLES_RULE) {
             let roles_policy = compile(ROLES_RULE)?;
             let value = roles_policy
@@ -201,6 +209,7 @@ impl Prepared {
             origin: origin.clone(),
             policy,
             host,
+            ui,
             elevation,
             roles: Arc::new(roles),
             hash: files.hash(),
@@ -228,6 +237,7 @@ impl Prepared {
         Ok(Serving {
             policy: self.policy,
             host: self.host,
+            ui: self.ui,
             elevation: self.elevation,
             roles: self.roles,
             hash: self.hash,

@@ -29,6 +29,11 @@ pub const ELEVATION_DECISION_RULE: &str = "data.jitssh.elevation_decision";
 /// Required when the policy defines roles.
 pub const APPROVAL_DECISION_RULE: &str = "data.jitssh.approval_decision";
 
+/// What a signed-in person may see and do in the web console: an object
+/// `{"capabilities": [...]}` (see `console::rights`). Optional: a set without
+/// it shows nobody anything in the console (fail closed).
+pub const UI_DECISION_RULE: &str = "data.jitssh.ui_decision";
+
 /// Wall-clock budget for one decision. The default policy takes well under a
 /// millisecond; a policy that needs more than this is broken (a runaway
 /// comprehension), and the request is denied rather than holding a core.

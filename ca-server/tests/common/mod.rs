@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 pub mod mint;
 pub mod pg;
+pub mod ui;
 
 use std::sync::Arc;
 
