@@ -224,35 +224,7 @@ impl From<HostError> for ApiError {
 
 impl From<ElevationOpError> for ApiError {
     fn from(e: ElevationOpError) -> Self {
-        let status = match &e {
-            ElevationOpError::BadBody(_)
-            | ElevationOpError::Request(_)
-            | ElevationOpError::UnknownRole { .. } => StatusCode::BAD_REQUEST,
-            ElevationOpError::NotConfigured | ElevationOpError::NotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
-            ElevationOpError::Denied { .. }
-            | ElevationOpError::PolicyError(_)
-            | ElevationOpError::SelfApproval
-            | ElevationOpError::NotApprover { .. }
-            | ElevationOpError::NotRequester(_)
-            | ElevationOpError::WorkloadApprover
-            | ElevationOpError::Revoked => StatusCode::FORBIDDEN,
-            ElevationOpError::LoginName(l) if l.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            ElevationOpError::LoginName(_) => StatusCode::FORBIDDEN,
-            ElevationOpError::NotPending { .. }
-            | ElevationOpError::NotCancellable { .. }
-            | ElevationOpError::Changed { .. }
-            | ElevationOpError::AlreadyApproved(_)
-            | ElevationOpError::RequestChanged(_) => StatusCode::CONFLICT,
-            ElevationOpError::AuditUnavailable(_) | ElevationOpError::Store(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ElevationOpError::TooManyPending(_) | ElevationOpError::RateLimited(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            ElevationOpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = crate::status::elevation(&e);
         let mut api = ApiError::refusal(status, &e, "elevation request failed");
         match e {
             ElevationOpError::Denied { reasons }

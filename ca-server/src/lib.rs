@@ -27,6 +27,7 @@ pub mod revocation;
 pub mod rotation;
 pub mod secret_file;
 pub mod serve;
+pub mod status;
 pub mod unauthenticated;
 
 // The unit tests share the integration tests' minting conveniences, which
