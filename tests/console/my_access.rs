@@ -1,0 +1,129 @@
+//! My access in a real browser: signing in through the provider's login
+//! form, what the page shows, the session cookie's flags as the browser
+//! holds them, screenshots, and logging out with the keyboard.
+
+use fantoccini::Locator;
+use serde_json::json;
+
+use super::{
+    Driver, browser_present, console_ca, finish_sign_in, main_text, shoot, shoot_both, wait_at,
+};
+use crate::provider::{Provider, ProviderUser};
+
+#[test]
+fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
+    if !browser_present() {
+        return;
+    }
+    let cora = ProviderUser::new("e2e-cora", &["dba", "oncall", "sre"]);
+    let provider = Provider::start(std::slice::from_ref(&cora));
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _ca) = console_ca(&provider.issuer, dir.path());
+
+    // Something to show: one grant (auto-approved), one request waiting,
+    // whose reason tries to run a script.
+    let token = provider.login_tokens(&cora.username, &cora.password)["id_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (role, reason) in [
+        ("db-admin", "INC-4711 replication lag on db-3"),
+        (
+            "prod-root",
+            "kernel upgrade <script>document.title='pwned'</script>",
+        ),
+    ] {
+        let r = http
+            .post(format!("{ca}/v1/elevations"))
+            .bearer_auth(&token)
+            .json(&json!({"role": role, "reason": reason}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    }
+
+    let driver = Driver::start();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let old_session = rt.block_on(async {
+        let c = driver.browser().await;
+
+        // No session: the console sends the browser to its sign-in page.
+        c.goto(&format!("{ca}/ui/")).await.unwrap();
+        wait_at(&c, &format!("{ca}/ui/login")).await;
+        shoot(&c, 1280, 900, "sign-in-desktop.png").await;
+        c.find(Locator::LinkText("Sign in"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+
+        finish_sign_in(&c, &ca, &provider, &cora).await;
+        assert_eq!(wait_at(&c, &format!("{ca}/ui/")).await, format!("{ca}/ui/"));
+
+        // My access: who, the grant with its minutes, the waiting request.
+        let main = main_text(&c).await;
+        for shown in [
+            "My access",
+            "e2e-cora",
+            "user-e2e-cora",
+            provider.issuer.as_str(),
+            "db-admin",
+            "min left",
+            "postgres",
+            "prod-root",
+            "0 of 2 approvals",
+        ] {
+            assert!(main.contains(shown), "{shown:?} missing from\n{main}");
+        }
+        // The reason's script is text, and did not run.
+        assert!(
+            main.contains("<script>document.title='pwned'</script>"),
+            "{main}"
+        );
+        assert_eq!(c.title().await.unwrap(), "My access · jitssh");
+
+        // The session cookie as the browser holds it: HttpOnly (no script
+        // reads it), SameSite=Lax, only for /ui; not Secure on loopback HTTP.
+        let cookie = c.get_named_cookie("jitssh_session").await.unwrap();
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(format!("{:?}", cookie.same_site()), "Some(Lax)");
+        assert_eq!(cookie.path(), Some("/ui"));
+        assert_ne!(cookie.secure(), Some(true));
+        let visible = c.execute("return document.cookie;", vec![]).await.unwrap();
+        assert!(
+            !visible.as_str().unwrap_or("").contains("jitssh_session"),
+            "{visible}"
+        );
+        let session = cookie.value().to_owned();
+
+        shoot_both(&c, "my-access").await;
+
+        // Sign out with the keyboard: Enter on the focused button.
+        let out = c.find(Locator::Css("form.logout button")).await.unwrap();
+        out.send_keys("\u{E007}").await.unwrap();
+        wait_at(&c, &format!("{ca}/ui/login?signed_out=1")).await;
+        let main = main_text(&c).await;
+        assert!(main.contains("You are signed out."), "{main}");
+        assert!(
+            c.get_named_cookie("jitssh_session").await.is_err(),
+            "the cookie is cleared"
+        );
+        c.close().await.unwrap();
+        session
+    });
+
+    // The server ended the session: a kept copy of the cookie opens nothing.
+    let r = http
+        .get(format!("{ca}/ui/"))
+        .header("cookie", format!("jitssh_session={old_session}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/ui/login?ended=1");
+}
