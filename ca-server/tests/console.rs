@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{StatusCode, header};
 use ca_server::policy::PolicyEngine;
-use common::ui::{alice, send, sessions, sign_in, through_the_provider, with_session};
+use common::ui::{alice, callback, send, sessions, sign_in, through_the_provider, with_session};
 use common::{AUD, Harness, MintExt as _, build};
 use serde_json::json;
 
@@ -456,15 +456,7 @@ async fn revoking_the_person_ends_their_session() {
     assert_eq!(sessions(&h), 0, "the row is gone");
     // Signing in again is refused before a session is stored.
     let (pending, path) = through_the_provider(&h).await;
-    let a = send(
-        &h,
-        "GET",
-        &path,
-        Some(&format!("jitssh_login={pending}")),
-        None,
-        None,
-    )
-    .await;
+    let a = callback(&h, &pending, &path).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert_eq!(sessions(&h), 0);
 }

@@ -60,6 +60,11 @@ pub struct RawUi {
     pub public_url: Option<String>,
     /// The console's OpenID client ID; default: `[login] client_id`.
     pub client_id: Option<String>,
+    /// A file holding the client's secret, for providers that register web
+    /// sign-ins as confidential clients (sent as HTTP Basic,
+    /// `client_secret_basic`). Without it the console is a public client
+    /// (PKCE only).
+    pub client_secret_file: Option<std::path::PathBuf>,
     /// A session unused this long ends.
     #[serde(default = "default_ui_idle_timeout")]
     pub idle_timeout: Ttl,
@@ -74,6 +79,7 @@ impl Default for RawUi {
             enabled: false,
             public_url: None,
             client_id: None,
+            client_secret_file: None,
             idle_timeout: default_ui_idle_timeout(),
             max_session: default_ui_max_session(),
         }

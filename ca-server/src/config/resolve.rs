@@ -59,6 +59,9 @@ pub struct UiConfig {
     pub issuer: String,
     /// The console's client ID (an audience of that issuer).
     pub client_id: String,
+    /// The file with the client's secret, when the provider wants a
+    /// confidential client; read when the console opens.
+    pub client_secret_file: Option<PathBuf>,
     /// The scopes it asks for: `[login] scopes` without `offline_access`
     /// (the console keeps no token, so it wants no refresh token).
     pub scopes: Vec<String>,
@@ -199,7 +202,7 @@ impl Config {
             }
             None => None,
         };
-        let ui = resolve_ui(raw.ui, login.as_ref(), &issuers)?;
+        let ui = resolve_ui(raw.ui, login.as_ref(), &issuers, &abs)?;
         Ok(Config {
             listen,
             tls,
@@ -411,6 +414,7 @@ fn resolve_ui(
     raw: RawUi,
     login: Option<&RawLogin>,
     issuers: &[crate::oidc::IssuerConfig],
+    abs: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<Option<UiConfig>, ConfigError> {
     if !raw.enabled {
         return Ok(None);
@@ -475,6 +479,7 @@ fn resolve_ui(
         public_url: url,
         issuer: login.issuer.clone(),
         client_id,
+        client_secret_file: raw.client_secret_file.as_deref().map(abs),
         scopes: login
             .scopes
             .iter()

@@ -97,6 +97,9 @@ enabled = false
 # public_url = "https://ca.example.com"
 # The console's client ID; default: [login] client_id. Must be among the issuer's audiences.
 # client_id = "{audience}"
+# When the provider registers web sign-ins as confidential clients: a file (mode 600)
+# holding the client secret, sent as HTTP Basic at the token endpoint.
+# client_secret_file = "console-client.secret"
 # A session unused for idle_timeout ends, and every session ends max_session after sign-in.
 idle_timeout = "30m"
 max_session = "8h"

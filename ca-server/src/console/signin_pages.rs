@@ -168,14 +168,22 @@ pub(super) async fn callback(
     };
     let verifier = pending.verifier(&c.secret);
     let redirect_uri = c.redirect_uri();
-    let form = [
+    let mut form = vec![
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
         ("redirect_uri", redirect_uri.as_str()),
-        ("client_id", c.config.client_id.as_str()),
         ("code_verifier", verifier.as_str()),
     ];
-    let id_token = match crate::oidc::post_form_json(&c.idp, &endpoints.token, &form).await {
+    // A confidential client authenticates with HTTP Basic and so must not
+    // also name itself in the body (RFC 6749 §2.3: one method per request).
+    let basic = c
+        .client_secret
+        .as_deref()
+        .map(|secret| (c.config.client_id.as_str(), secret));
+    if basic.is_none() {
+        form.push(("client_id", c.config.client_id.as_str()));
+    }
+    let id_token = match crate::oidc::post_form_json(&c.idp, &endpoints.token, &form, basic).await {
         Ok((200, body)) => body
             .get("id_token")
             .and_then(|t| t.as_str())

@@ -29,6 +29,8 @@ pub enum ConsoleError {
     Provider(#[from] crate::oidc::OidcConfigError),
     #[error("console: the [login] issuer {0:?} is not one of [[issuers]]")]
     UnknownIssuer(String),
+    #[error("console: {0}")]
+    ClientSecret(#[from] crate::secret_file::SecretFileError),
 }
 
 /// The console's own state (its sessions, secret and provider client).
@@ -37,6 +39,9 @@ pub struct Console {
     pub(super) sessions: SessionStore,
     pub(super) secret: Secret,
     pub(super) idp: reqwest::Client,
+    /// `[ui] client_secret_file`'s secret: the console is then a
+    /// confidential client and authenticates at the token endpoint.
+    pub(super) client_secret: Option<String>,
     endpoints: OnceCell<Endpoints>,
 }
 
@@ -56,7 +61,15 @@ impl Console {
             .ok_or_else(|| ConsoleError::UnknownIssuer(config.issuer.clone()))?;
         let https = issuer.issuer.starts_with("https://");
         let idp = crate::oidc::idp_client(issuer, opts, https)?;
+        let client_secret = match &config.client_secret_file {
+            Some(path) => Some(crate::secret_file::read_line(
+                path,
+                "[ui] client_secret_file",
+            )?),
+            None => None,
+        };
         Ok(Console {
+            client_secret,
             sessions: SessionStore::open(authority.audit.db())?,
             secret: Secret::new(authority.audit.shared_secret("console")?),
             idp,

@@ -314,6 +314,7 @@ pub fn dev_config(
             public_url: reqwest::Url::parse(&format!("http://{listen}/"))?,
             issuer: issuer.to_owned(),
             client_id: DEV_CLIENT_ID.into(),
+            client_secret_file: None,
             scopes: ["openid", "email", "profile", "groups"]
                 .map(String::from)
                 .to_vec(),

@@ -1,6 +1,7 @@
 //! The HTTP side of key fetching: one hardened client per issuer and a JSON
 //! GET bounded in size.
 
+use base64::Engine as _;
 use reqwest::Url;
 use serde_json::Value;
 
@@ -96,14 +97,26 @@ pub(crate) async fn post_form_json(
     client: &reqwest::Client,
     url: &Url,
     form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
 ) -> Result<(u16, Value), String> {
     let body = form
         .iter()
         .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
         .collect::<Vec<_>>()
         .join("&");
-    let resp = client
-        .post(url.clone())
+    let mut req = client.post(url.clone());
+    if let Some((id, secret)) = basic {
+        // RFC 6749 §2.3.1: each part form-urlencoded before base64.
+        let pair = format!("{}:{}", form_encode(id), form_encode(secret));
+        req = req.header(
+            reqwest::header::AUTHORIZATION,
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ),
+        );
+    }
+    let resp = req
         .header(reqwest::header::ACCEPT, "application/json")
         .header(
             reqwest::header::CONTENT_TYPE,

@@ -139,15 +139,7 @@ pub async fn sign_in(h: &Harness) -> String {
 /// [`sign_in`] as the provider's user `login_hint`.
 pub async fn sign_in_as(h: &Harness, login_hint: Option<&str>) -> String {
     let (pending, path) = through_the_provider_as(h, login_hint).await;
-    let done = send(
-        h,
-        "GET",
-        &path,
-        Some(&format!("jitssh_login={pending}")),
-        None,
-        None,
-    )
-    .await;
+    let done = callback(h, &pending, &path).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location(), "/ui/");
     assert!(
@@ -172,4 +164,18 @@ pub fn sessions(h: &Harness) -> u64 {
 
 pub fn with_session(id: &str) -> String {
     format!("jitssh_session={id}")
+}
+
+/// The browser's return to the console's callback at `path`, carrying the
+/// pending sign-in cookie `pending`.
+pub async fn callback(h: &Harness, pending: &str, path: &str) -> Answer {
+    send(
+        h,
+        "GET",
+        path,
+        Some(&format!("jitssh_login={pending}")),
+        None,
+        None,
+    )
+    .await
 }

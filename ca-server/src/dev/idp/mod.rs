@@ -74,6 +74,10 @@ pub struct DevIdp {
     users: Vec<DevUser>,
     keys: RwLock<Vec<DevKey>>,
     grants: Mutex<Grants>,
+    /// When set, the token endpoint wants this client authenticated with
+    /// `client_secret_basic` (a confidential client, as some providers
+    /// require for web sign-ins).
+    client_secret: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for DevIdp {
@@ -135,7 +139,19 @@ impl DevIdp {
                 finish_jwk(eddsa),
             ]),
             grants: Mutex::new(Grants::default()),
+            client_secret: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Make the client confidential: from now on the token endpoint
+    /// refuses a request without HTTP Basic authentication by `secret`.
+    /// Set once; a second call changes nothing and returns `false`.
+    pub fn require_client_secret(&self, secret: &str) -> bool {
+        self.client_secret.set(secret.to_owned()).is_ok()
+    }
+
+    pub(super) fn client_secret(&self) -> Option<&str> {
+        self.client_secret.get().map(String::as_str)
     }
 
     /// Adds an RS256 key (PKCS#1 or PKCS#8 PEM) and returns its new random

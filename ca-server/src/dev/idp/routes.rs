@@ -143,10 +143,29 @@ fn redirect(to: &Url) -> Response {
 /// The parsed body of a `/token` or `/device_authorization` request from our
 /// client, or the OAuth error response to send instead (boxed: it is large
 /// and rare). Public clients: the `client_id` is their only credential.
+/// `Authorization: Basic` as RFC 6749 §2.3.1 spells client credentials:
+/// base64 of the form-urlencoded id and secret joined by a colon.
+fn basic_client(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let mut url = Url::parse("http://basic.invalid/").ok()?;
+    url.set_query(Some(&format!("i={id}&s={secret}")));
+    let mut pairs = url.query_pairs();
+    let id = pairs.next()?.1.into_owned();
+    let secret = pairs.next()?.1.into_owned();
+    Some((id, secret))
+}
+
 fn client_form<T>(
     idp: &DevIdp,
     form: Result<Form<T>, FormRejection>,
     client_id: fn(&T) -> Option<&str>,
+    authenticated: Option<&str>,
 ) -> Result<T, Box<Response>> {
     let Ok(Form(p)) = form else {
         return Err(Box::new(oauth_error(
@@ -154,7 +173,8 @@ fn client_form<T>(
             "expected an application/x-www-form-urlencoded body",
         )));
     };
-    if client_id(&p) != Some(idp.client_id.as_str()) {
+    // The client names itself in the form, or by its Basic credentials.
+    if client_id(&p).or(authenticated) != Some(idp.client_id.as_str()) {
         return Err(Box::new(oauth_error(
             "invalid_client",
             "unknown or missing client_id",
@@ -285,9 +305,27 @@ struct TokenParams {
 
 async fn token(
     State(idp): State<Arc<DevIdp>>,
+    headers: axum::http::HeaderMap,
     form: Result<Form<TokenParams>, FormRejection>,
 ) -> Response {
-    let p = match client_form(&idp, form, |p| p.client_id.as_deref()) {
+    let basic = basic_client(&headers);
+    if let Some(secret) = idp.client_secret() {
+        let ok = basic
+            .as_ref()
+            .is_some_and(|(id, s)| id == idp.client_id() && s == secret);
+        if !ok {
+            let mut r = oauth_error("invalid_client", "client authentication failed");
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            return r;
+        }
+    }
+    let authenticated = basic.map(|(id, _)| id);
+    let p = match client_form(
+        &idp,
+        form,
+        |p| p.client_id.as_deref(),
+        authenticated.as_deref(),
+    ) {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
@@ -379,7 +417,7 @@ async fn device_authorization(
     State(idp): State<Arc<DevIdp>>,
     form: Result<Form<DeviceAuthorizationParams>, FormRejection>,
 ) -> Response {
-    if let Err(refused) = client_form(&idp, form, |p| p.client_id.as_deref()) {
+    if let Err(refused) = client_form(&idp, form, |p| p.client_id.as_deref(), None) {
         return *refused;
     }
     let device_code = random_token();
