@@ -61,9 +61,16 @@ deny_reasons contains msg if {
 	not workload_binding
 	msg := sprintf("no workload binding matches this token (issuer %q, sub %v, repository_id %v, ref %v, client_id %v)", [
 		input.identity.issuer,
-		object.get(input.identity.claims, "sub", null),
-		object.get(input.identity.claims, "repository_id", null),
-		object.get(input.identity.claims, "ref", null),
-		object.get(input.identity.claims, "client_id", null),
+		object.get(token_claims, "sub", null),
+		object.get(token_claims, "repository_id", null),
+		object.get(token_claims, "ref", null),
+		object.get(token_claims, "client_id", null),
 	])
 }
+
+# The token's claims for the message above; none when the input carries
+# something else. Not an error there: whether a builtin's error or an
+# undefined argument (a missing issuer) wins depends on the engine's
+# evaluation order, and the interpreter and the VM differ on it.
+token_claims := input.identity.claims if is_object(input.identity.claims)
+else := {}

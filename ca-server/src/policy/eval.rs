@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ca_core::elevation::RoleTable;
-use regorus::{CompiledPolicy, LimitError};
 use serde::Deserialize as _;
 
+use super::entry::{EngineKind, EntryPoint, EvalFailure};
 use super::error::{PolicyError, one_line};
 
 /// One decision.
@@ -25,19 +25,20 @@ pub struct Evaluation {
 
 /// One compiled, tested policy set.
 pub(super) struct Serving {
-    pub(super) policy: CompiledPolicy,
+    pub(super) policy: EntryPoint,
     /// `data.jitssh.host_decision`, when the set defines it.
-    pub(super) host: Option<CompiledPolicy>,
+    pub(super) host: Option<EntryPoint>,
     /// Elevation entry points, when the set defines roles.
-    pub(super) elevation: Option<ElevationRules>,
+    pub(super) elevation: Option<ElevationRules<EntryPoint>>,
     pub(super) roles: Arc<RoleTable>,
     pub(super) hash: String,
 }
 
 /// The two elevation entry points; present together with a role table.
-pub(super) struct ElevationRules {
-    pub(super) request: CompiledPolicy,
-    pub(super) approval: CompiledPolicy,
+/// `P` is a compiled rule while loading, an [`EntryPoint`] once serving.
+pub(super) struct ElevationRules<P> {
+    pub(super) request: P,
+    pub(super) approval: P,
 }
 
 /// One loaded policy set, as it was when
@@ -97,6 +98,25 @@ impl PolicySnapshot {
     pub fn hash(&self) -> &str {
         &self.0.hash
     }
+
+    /// Each decision the set defines (`user`, `host`, `elevation`,
+    /// `approval`) and the engine serving it.
+    pub fn engines(&self) -> Vec<(&'static str, EngineKind)> {
+        self.0.engines()
+    }
+}
+
+impl Serving {
+    pub(super) fn engines(&self) -> Vec<(&'static str, EngineKind)> {
+        let s = self;
+        let mut out = vec![(s.policy.label, s.policy.engine())];
+        out.extend(s.host.iter().map(|h| (h.label, h.engine())));
+        if let Some(e) = &s.elevation {
+            out.push((e.request.label, e.request.engine()));
+            out.push((e.approval.label, e.approval.engine()));
+        }
+        out
+    }
 }
 
 impl Serving {
@@ -105,7 +125,7 @@ impl Serving {
         eval_compiled(&self.policy, &self.hash, input, start)
     }
 
-    fn elevation_rules(&self) -> Result<&ElevationRules, PolicyError> {
+    fn elevation_rules(&self) -> Result<&ElevationRules<EntryPoint>, PolicyError> {
         self.elevation
             .as_ref()
             .ok_or_else(|| PolicyError::NoElevation {
@@ -114,29 +134,26 @@ impl Serving {
     }
 }
 
-/// Evaluate one compiled entry point for `input`, mapping every failure to
-/// a [`PolicyError`] naming the policy set.
+/// Evaluate one entry point for `input` on its engine, mapping every
+/// failure to a [`PolicyError`] naming the policy set.
 fn eval_compiled(
-    policy: &CompiledPolicy,
+    policy: &EntryPoint,
     policy_hash: &str,
     input: &serde_json::Value,
     start: Instant,
 ) -> Result<Evaluation, PolicyError> {
     let input =
         regorus::Value::deserialize(input).map_err(|e| PolicyError::Input(e.to_string()))?;
-    let value =
-        policy
-            .eval_with_input(input)
-            .map_err(|e| match e.downcast_ref::<LimitError>() {
-                Some(LimitError::TimeLimitExceeded { limit, .. }) => PolicyError::TimeLimit {
-                    limit: *limit,
-                    policy_hash: policy_hash.to_owned(),
-                },
-                _ => PolicyError::Eval {
-                    policy_hash: policy_hash.to_owned(),
-                    message: one_line(&format!("{e:#}")),
-                },
-            })?;
+    let value = policy.eval(input).map_err(|e| match e {
+        EvalFailure::TimeLimit(limit) => PolicyError::TimeLimit {
+            limit,
+            policy_hash: policy_hash.to_owned(),
+        },
+        EvalFailure::Error(message) => PolicyError::Eval {
+            policy_hash: policy_hash.to_owned(),
+            message: one_line(&message),
+        },
+    })?;
     let decision = match value {
         regorus::Value::Undefined => None,
         v => Some(to_json(&v, 0).map_err(|message| PolicyError::NotJson {
