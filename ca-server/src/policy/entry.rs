@@ -147,9 +147,13 @@ impl EntryPoint {
         }
     }
 
-    /// Evaluate on the chosen engine.
-    pub(super) fn eval(&self, input: regorus::Value) -> Result<regorus::Value, EvalFailure> {
-        match &self.vm {
+    /// Evaluate on `engine` (the interpreter when there is no VM).
+    pub(super) fn eval_on(
+        &self,
+        engine: EngineKind,
+        input: regorus::Value,
+    ) -> Result<regorus::Value, EvalFailure> {
+        match self.vm.as_ref().filter(|_| engine == EngineKind::Vm) {
             Some(vm) => vm.eval(input).map_err(|e| match e {
                 VmFailure::TimeLimit(limit) => EvalFailure::TimeLimit(limit),
                 VmFailure::Error(message) => EvalFailure::Error(message),
@@ -317,5 +321,34 @@ mod tests {
             let err = e.evaluate(&bad).unwrap_err();
             assert!(matches!(err, PolicyError::Eval { .. }), "{rego}: {err}");
         }
+    }
+
+    /// Single-thread cost per decision on each engine, and of a load:
+    /// `cargo test -p ca-server --lib decision_cost -- --ignored --nocapture`
+    /// (criterion: `cargo bench -p ca-server -- policy`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn decision_cost() {
+        let engine = PolicyEngine::load_embedded_default().unwrap();
+        let snapshot = engine.snapshot();
+        let input = sample_input();
+        let per = |f: &dyn Fn()| {
+            let rounds = 3000u32;
+            let start = Instant::now();
+            for _ in 0..rounds {
+                f();
+            }
+            start.elapsed() / rounds
+        };
+        for _ in 0..3 {
+            let vm = per(&|| drop(snapshot.evaluate(&input).unwrap()));
+            let interpreter = per(&|| drop(snapshot.evaluate_on_interpreter(&input).unwrap()));
+            eprintln!("per decision: VM {vm:?}, interpreter {interpreter:?}");
+        }
+        let start = Instant::now();
+        for _ in 0..5 {
+            PolicyEngine::load_embedded_default().unwrap();
+        }
+        eprintln!("load of the default policy: {:?}", start.elapsed() / 5);
     }
 }

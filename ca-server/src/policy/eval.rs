@@ -61,6 +61,22 @@ impl PolicySnapshot {
         self.0.evaluate(input)
     }
 
+    /// [`Self::evaluate`] on the interpreter, whichever engine serves: for
+    /// benchmarks and comparisons, not for serving.
+    pub fn evaluate_on_interpreter(
+        &self,
+        input: &serde_json::Value,
+    ) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        eval_compiled(
+            &self.0.policy,
+            EngineKind::Interpreter,
+            &self.0.hash,
+            input,
+            start,
+        )
+    }
+
     /// Evaluate `data.jitssh.host_decision` for `input`. A policy set without
     /// that rule is an `Err` (fail closed), like any evaluation error.
     pub fn evaluate_host(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
@@ -70,7 +86,7 @@ impl PolicySnapshot {
                 policy_hash: self.0.hash.clone(),
             });
         };
-        eval_compiled(host, &self.0.hash, input, start)
+        eval_compiled(host, host.engine(), &self.0.hash, input, start)
     }
 
     /// Evaluate `data.jitssh.elevation_decision` for `input`. A policy set
@@ -78,14 +94,26 @@ impl PolicySnapshot {
     pub fn evaluate_elevation(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
         let start = Instant::now();
         let rules = self.0.elevation_rules()?;
-        eval_compiled(&rules.request, &self.0.hash, input, start)
+        eval_compiled(
+            &rules.request,
+            rules.request.engine(),
+            &self.0.hash,
+            input,
+            start,
+        )
     }
 
     /// Evaluate `data.jitssh.approval_decision` for `input`.
     pub fn evaluate_approval(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
         let start = Instant::now();
         let rules = self.0.elevation_rules()?;
-        eval_compiled(&rules.approval, &self.0.hash, input, start)
+        eval_compiled(
+            &rules.approval,
+            rules.approval.engine(),
+            &self.0.hash,
+            input,
+            start,
+        )
     }
 
     /// The role table (empty when elevation is off).
@@ -122,7 +150,7 @@ impl Serving {
 impl Serving {
     pub(super) fn evaluate(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
         let start = Instant::now();
-        eval_compiled(&self.policy, &self.hash, input, start)
+        eval_compiled(&self.policy, self.policy.engine(), &self.hash, input, start)
     }
 
     fn elevation_rules(&self) -> Result<&ElevationRules<EntryPoint>, PolicyError> {
@@ -138,13 +166,14 @@ impl Serving {
 /// failure to a [`PolicyError`] naming the policy set.
 fn eval_compiled(
     policy: &EntryPoint,
+    engine: EngineKind,
     policy_hash: &str,
     input: &serde_json::Value,
     start: Instant,
 ) -> Result<Evaluation, PolicyError> {
     let input =
         regorus::Value::deserialize(input).map_err(|e| PolicyError::Input(e.to_string()))?;
-    let value = policy.eval(input).map_err(|e| match e {
+    let value = policy.eval_on(engine, input).map_err(|e| match e {
         EvalFailure::TimeLimit(limit) => PolicyError::TimeLimit {
             limit,
             policy_hash: policy_hash.to_owned(),
@@ -301,14 +330,25 @@ mod tests {
             "package jitssh\ndecision := count([1 | some i in numbers.range(1, 4000); some j in numbers.range(1, 4000)]) if input.slow",
         )])
         .unwrap();
-        let start = Instant::now();
-        let err = e.evaluate(&json!({"slow": true})).unwrap_err();
-        assert!(matches!(err, PolicyError::TimeLimit { .. }), "{err}");
-        assert!(
-            start.elapsed() < EVAL_TIME_LIMIT * 8,
-            "{:?}",
-            start.elapsed()
-        );
+        // Both engines stop it: the VM, which serves it, and the interpreter.
+        let snapshot = e.snapshot();
+        assert_eq!(snapshot.engines(), [("user", EngineKind::Vm)]);
+        for on_vm in [true, false] {
+            let start = Instant::now();
+            let slow = json!({"slow": true});
+            let err = if on_vm {
+                snapshot.evaluate(&slow)
+            } else {
+                snapshot.evaluate_on_interpreter(&slow)
+            }
+            .unwrap_err();
+            assert!(matches!(err, PolicyError::TimeLimit { .. }), "{err}");
+            assert!(
+                start.elapsed() < EVAL_TIME_LIMIT * 8,
+                "{:?}",
+                start.elapsed()
+            );
+        }
     }
 
     #[test]
