@@ -170,9 +170,24 @@ fn policy(c: &mut Criterion) {
     assert!(enforce(decision.as_ref(), &s.req, &s.limits).is_ok());
 
     let mut g = c.benchmark_group("policy");
-    // What the regorus engine costs: input conversion, evaluation, result conversion.
+    // What the regorus engine costs: input conversion, evaluation, result
+    // conversion; on the engine serving (the VM for the default policy).
     g.bench_function("evaluate_default", |b| {
         b.iter(|| engine.evaluate(&input).unwrap());
+    });
+    // The same on the interpreter, for the ratio.
+    let snapshot = engine.snapshot();
+    assert_eq!(
+        snapshot.evaluate_on_interpreter(&input).unwrap().decision,
+        engine.evaluate(&input).unwrap().decision
+    );
+    g.bench_function("evaluate_default_interpreter", |b| {
+        b.iter(|| snapshot.evaluate_on_interpreter(&input).unwrap());
+    });
+    // A policy load: parse, compile, run the tests, and compare the VM with
+    // the interpreter on the load-time corpus.
+    g.bench_function("load_default", |b| {
+        b.iter(|| PolicyEngine::load_embedded_default().unwrap());
     });
     // Building the input and converting it for regorus (part of both above).
     g.bench_function("input_to_regorus", |b| {

@@ -644,6 +644,16 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    // Read at scrape time, so the gauge follows reloads.
+    let engines: Vec<(&'static str, &'static str)> = s
+        .authority
+        .policy
+        .snapshot()
+        .engines()
+        .into_iter()
+        .map(|(entry, engine)| (entry, engine.as_str()))
+        .collect();
+    s.authority.metrics.set_policy_engines(&engines);
     (
         [(
             header::CONTENT_TYPE,

@@ -1,10 +1,12 @@
-//! Prometheus metrics: issued/denied counters, request and policy latency.
+//! Prometheus metrics: issued/denied counters, request and policy latency,
+//! and which engine serves each policy decision.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -12,6 +14,19 @@ use prometheus_client::registry::Registry;
 pub struct CodeLabel {
     pub code: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabel {
+    /// `user`, `host`, `elevation`, `approval`.
+    pub entry: &'static str,
+    /// `vm` or `interpreter`.
+    pub engine: &'static str,
+}
+
+/// Every decision a policy can define, and every engine, so that a decision
+/// a reload removed or moved reads 0 rather than keeping its old 1.
+const POLICY_ENTRIES: [&str; 4] = ["user", "host", "elevation", "approval"];
+const POLICY_ENGINES: [&str; 2] = ["vm", "interpreter"];
 
 /// All counters and histograms, registered once.
 #[derive(Debug)]
@@ -22,6 +37,7 @@ pub struct Metrics {
     pub issue_seconds: Histogram,
     pub policy_seconds: Histogram,
     pub audit_seconds: Histogram,
+    policy_engine: Family<EngineLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -60,8 +76,15 @@ impl Metrics {
             "Time waiting for the audit row to commit",
             audit_seconds.clone(),
         );
+        let policy_engine = Family::<EngineLabel, Gauge>::default();
+        registry.register(
+            "policy_engine",
+            "1 for the engine serving each decision of the policy (vm, or interpreter when the VM cannot compile it or disagreed with the interpreter at load)",
+            policy_engine.clone(),
+        );
         Metrics {
             registry,
+            policy_engine,
             issued,
             denied,
             issue_seconds,
@@ -76,6 +99,19 @@ impl Metrics {
                 code: code.to_owned(),
             })
             .inc();
+    }
+
+    /// Record which engine serves each decision (`(entry, engine)` pairs);
+    /// decisions not listed read 0 for every engine.
+    pub fn set_policy_engines(&self, serving: &[(&'static str, &'static str)]) {
+        for entry in POLICY_ENTRIES {
+            for engine in POLICY_ENGINES {
+                let on = serving.contains(&(entry, engine));
+                self.policy_engine
+                    .get_or_create(&EngineLabel { entry, engine })
+                    .set(i64::from(on));
+            }
+        }
     }
 
     pub fn observe(h: &Histogram, d: Duration) {

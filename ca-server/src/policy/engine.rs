@@ -53,7 +53,7 @@ impl PolicyEngine {
     pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
         let files = PolicyFiles::read_dir(dir)?;
         let serving = Prepared::build(&files)?.into_serving()?;
-        tracing::info!(dir = %dir.display(), policy_hash = %serving.hash, "policy loaded");
+        tracing::info!(dir = %dir.display(), policy_hash = %serving.hash, engines = ?serving.engines(), "policy loaded");
         Ok(Self::new(Some(dir.to_path_buf()), serving))
     }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ca_core::elevation::RoleTable;
-use regorus::{CompiledPolicy, LimitError};
 use serde::Deserialize as _;
 
+use super::entry::{EngineKind, EntryPoint, EvalFailure};
 use super::error::{PolicyError, one_line};
 
 /// One decision.
@@ -25,21 +25,23 @@ pub struct Evaluation {
 
 /// One compiled, tested policy set.
 pub(super) struct Serving {
-    pub(super) policy: CompiledPolicy,
+    pub(super) policy: EntryPoint,
     /// `data.jitssh.host_decision`, when the set defines it.
-    pub(super) host: Option<CompiledPolicy>,
-    /// `data.jitssh.ui_decision`, when the set defines it.
-    pub(super) ui: Option<CompiledPolicy>,
+    pub(super) host: Option<EntryPoint>,
+    /// `data.jitssh.ui_decision`, when the set defines it (always on the
+    /// interpreter: it is asked once per console page, not per certificate).
+    pub(super) ui: Option<EntryPoint>,
     /// Elevation entry points, when the set defines roles.
-    pub(super) elevation: Option<ElevationRules>,
+    pub(super) elevation: Option<ElevationRules<EntryPoint>>,
     pub(super) roles: Arc<RoleTable>,
     pub(super) hash: String,
 }
 
 /// The two elevation entry points; present together with a role table.
-pub(super) struct ElevationRules {
-    pub(super) request: CompiledPolicy,
-    pub(super) approval: CompiledPolicy,
+/// `P` is a compiled rule while loading, an [`EntryPoint`] once serving.
+pub(super) struct ElevationRules<P> {
+    pub(super) request: P,
+    pub(super) approval: P,
 }
 
 /// One loaded policy set, as it was when
@@ -62,6 +64,22 @@ impl PolicySnapshot {
         self.0.evaluate(input)
     }
 
+    /// [`Self::evaluate`] on the interpreter, whichever engine serves: for
+    /// benchmarks and comparisons, not for serving.
+    pub fn evaluate_on_interpreter(
+        &self,
+        input: &serde_json::Value,
+    ) -> Result<Evaluation, PolicyError> {
+        let start = Instant::now();
+        eval_compiled(
+            &self.0.policy,
+            EngineKind::Interpreter,
+            &self.0.hash,
+            input,
+            start,
+        )
+    }
+
     /// Evaluate `data.jitssh.host_decision` for `input`. A policy set without
     /// that rule is an `Err` (fail closed), like any evaluation error.
     pub fn evaluate_host(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
@@ -71,7 +89,7 @@ impl PolicySnapshot {
                 policy_hash: self.0.hash.clone(),
             });
         };
-        eval_compiled(host, &self.0.hash, input, start)
+        eval_compiled(host, host.engine(), &self.0.hash, input, start)
     }
 
     /// Evaluate `data.jitssh.elevation_decision` for `input`. A policy set
@@ -79,14 +97,26 @@ impl PolicySnapshot {
     pub fn evaluate_elevation(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
         let start = Instant::now();
         let rules = self.0.elevation_rules()?;
-        eval_compiled(&rules.request, &self.0.hash, input, start)
+        eval_compiled(
+            &rules.request,
+            rules.request.engine(),
+            &self.0.hash,
+            input,
+            start,
+        )
     }
 
     /// Evaluate `data.jitssh.approval_decision` for `input`.
     pub fn evaluate_approval(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
         let start = Instant::now();
         let rules = self.0.elevation_rules()?;
-        eval_compiled(&rules.approval, &self.0.hash, input, start)
+        eval_compiled(
+            &rules.approval,
+            rules.approval.engine(),
+            &self.0.hash,
+            input,
+            start,
+        )
     }
 
     /// Evaluate `data.jitssh.ui_decision` for `input`. A policy set without
@@ -98,7 +128,7 @@ impl PolicySnapshot {
                 policy_hash: self.0.hash.clone(),
             });
         };
-        eval_compiled(ui, &self.0.hash, input, start)
+        eval_compiled(ui, ui.engine(), &self.0.hash, input, start)
     }
 
     /// The role table (empty when elevation is off).
@@ -111,15 +141,34 @@ impl PolicySnapshot {
     pub fn hash(&self) -> &str {
         &self.0.hash
     }
+
+    /// Each decision the set defines (`user`, `host`, `elevation`,
+    /// `approval`) and the engine serving it.
+    pub fn engines(&self) -> Vec<(&'static str, EngineKind)> {
+        self.0.engines()
+    }
+}
+
+impl Serving {
+    pub(super) fn engines(&self) -> Vec<(&'static str, EngineKind)> {
+        let s = self;
+        let mut out = vec![(s.policy.label, s.policy.engine())];
+        out.extend(s.host.iter().map(|h| (h.label, h.engine())));
+        if let Some(e) = &s.elevation {
+            out.push((e.request.label, e.request.engine()));
+            out.push((e.approval.label, e.approval.engine()));
+        }
+        out
+    }
 }
 
 impl Serving {
     pub(super) fn evaluate(&self, input: &serde_json::Value) -> Result<Evaluation, PolicyError> {
         let start = Instant::now();
-        eval_compiled(&self.policy, &self.hash, input, start)
+        eval_compiled(&self.policy, self.policy.engine(), &self.hash, input, start)
     }
 
-    fn elevation_rules(&self) -> Result<&ElevationRules, PolicyError> {
+    fn elevation_rules(&self) -> Result<&ElevationRules<EntryPoint>, PolicyError> {
         self.elevation
             .as_ref()
             .ok_or_else(|| PolicyError::NoElevation {
@@ -128,29 +177,27 @@ impl Serving {
     }
 }
 
-/// Evaluate one compiled entry point for `input`, mapping every failure to
-/// a [`PolicyError`] naming the policy set.
+/// Evaluate one entry point for `input` on its engine, mapping every
+/// failure to a [`PolicyError`] naming the policy set.
 fn eval_compiled(
-    policy: &CompiledPolicy,
+    policy: &EntryPoint,
+    engine: EngineKind,
     policy_hash: &str,
     input: &serde_json::Value,
     start: Instant,
 ) -> Result<Evaluation, PolicyError> {
     let input =
         regorus::Value::deserialize(input).map_err(|e| PolicyError::Input(e.to_string()))?;
-    let value =
-        policy
-            .eval_with_input(input)
-            .map_err(|e| match e.downcast_ref::<LimitError>() {
-                Some(LimitError::TimeLimitExceeded { limit, .. }) => PolicyError::TimeLimit {
-                    limit: *limit,
-                    policy_hash: policy_hash.to_owned(),
-                },
-                _ => PolicyError::Eval {
-                    policy_hash: policy_hash.to_owned(),
-                    message: one_line(&format!("{e:#}")),
-                },
-            })?;
+    let value = policy.eval_on(engine, input).map_err(|e| match e {
+        EvalFailure::TimeLimit(limit) => PolicyError::TimeLimit {
+            limit,
+            policy_hash: policy_hash.to_owned(),
+        },
+        EvalFailure::Error(message) => PolicyError::Eval {
+            policy_hash: policy_hash.to_owned(),
+            message: one_line(&message),
+        },
+    })?;
     let decision = match value {
         regorus::Value::Undefined => None,
         v => Some(to_json(&v, 0).map_err(|message| PolicyError::NotJson {
@@ -298,14 +345,25 @@ mod tests {
             "package jitssh\ndecision := count([1 | some i in numbers.range(1, 4000); some j in numbers.range(1, 4000)]) if input.slow",
         )])
         .unwrap();
-        let start = Instant::now();
-        let err = e.evaluate(&json!({"slow": true})).unwrap_err();
-        assert!(matches!(err, PolicyError::TimeLimit { .. }), "{err}");
-        assert!(
-            start.elapsed() < EVAL_TIME_LIMIT * 8,
-            "{:?}",
-            start.elapsed()
-        );
+        // Both engines stop it: the VM, which serves it, and the interpreter.
+        let snapshot = e.snapshot();
+        assert_eq!(snapshot.engines(), [("user", EngineKind::Vm)]);
+        for on_vm in [true, false] {
+            let start = Instant::now();
+            let slow = json!({"slow": true});
+            let err = if on_vm {
+                snapshot.evaluate(&slow)
+            } else {
+                snapshot.evaluate_on_interpreter(&slow)
+            }
+            .unwrap_err();
+            assert!(matches!(err, PolicyError::TimeLimit { .. }), "{err}");
+            assert!(
+                start.elapsed() < EVAL_TIME_LIMIT * 8,
+                "{:?}",
+                start.elapsed()
+            );
+        }
     }
 
     #[test]

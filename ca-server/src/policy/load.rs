@@ -10,6 +10,8 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{CompiledPolicy, Engine};
 use serde::Deserialize as _;
 
+use super::corpus::Pool;
+use super::entry::{Corpus, EntryPoint, LOAD_CORPUS};
 use super::error::{PolicyError, one_line};
 use super::eval::{ElevationRules, Serving, to_json};
 use super::files::PolicyFiles;
@@ -18,7 +20,10 @@ use super::rules::{
     APPROVAL_DECISION_RULE, CHECK_INTERVAL, DECISION_RULE, ELEVATION_DECISION_RULE,
     HOST_DECISION_RULE, ROLES_RULE, TEST_TIME_LIMIT, UI_DECISION_RULE,
 };
-use super::testing::{self, TestReport};
+use super::testing::{
+    self, APPROVAL_SAMPLE_INPUT, ELEVATION_SAMPLE_INPUT, HOST_SAMPLE_INPUT, SAMPLE_INPUT,
+    TestReport,
+};
 
 /// Run every `test_*` rule of the policy set in `dir`. `Err` only when the
 /// set cannot be read or does not compile; failing tests are in the report.
@@ -35,12 +40,16 @@ pub fn run_embedded_tests() -> Result<TestReport, PolicyError> {
 /// A policy set parsed, compiled and tested (tests may have failed).
 pub(super) struct Prepared {
     origin: String,
-    policy: CompiledPolicy,
-    host: Option<CompiledPolicy>,
+    pub(super) policy: CompiledPolicy,
+    pub(super) host: Option<CompiledPolicy>,
     ui: Option<CompiledPolicy>,
-    elevation: Option<ElevationRules>,
+    pub(super) elevation: Option<ElevationRules<CompiledPolicy>>,
     roles: Arc<RoleTable>,
     hash: String,
+    /// The set's data document, for the VM.
+    pub(super) data: regorus::Value,
+    /// The same as JSON files, for the load-time corpus.
+    data_json: Vec<serde_json::Value>,
     pub(super) report: TestReport,
 }
 
@@ -213,6 +222,8 @@ impl Prepared {
             elevation,
             roles: Arc::new(roles),
             hash: files.hash(),
+            data: engine.get_data(),
+            data_json: data_files.into_iter().map(|(_, json)| json).collect(),
             report,
         })
     }
@@ -234,14 +245,83 @@ impl Prepared {
                 summary: self.report.failure_summary(),
             });
         }
+        let samples = Samples::parse();
+        let pool = Pool::new(samples.all().chain(&self.data_json));
+        // The same corpus on every load of the same set.
+        let seed = u64::from_str_radix(self.hash.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+        let choose = |label, rule, compiled, samples: &[serde_json::Value]| {
+            let corpus = Corpus {
+                samples,
+                pool: &pool,
+                seed,
+                count: LOAD_CORPUS,
+            };
+            EntryPoint::choose(label, rule, compiled, &self.data, &corpus)
+        };
+        let policy = choose("user", DECISION_RULE, self.policy, &samples.user);
+        let host = self
+            .host
+            .map(|h| choose("host", HOST_DECISION_RULE, h, &samples.host));
+        let elevation = self.elevation.map(|e| ElevationRules {
+            request: choose(
+                "elevation",
+                ELEVATION_DECISION_RULE,
+                e.request,
+                &samples.elevation,
+            ),
+            approval: choose(
+                "approval",
+                APPROVAL_DECISION_RULE,
+                e.approval,
+                &samples.approval,
+            ),
+        });
         Ok(Serving {
-            policy: self.policy,
-            host: self.host,
-            ui: self.ui,
-            elevation: self.elevation,
+            policy,
+            host,
+            ui: self.ui.map(|ui| EntryPoint {
+                label: "ui",
+                interpreter: ui,
+                vm: None,
+            }),
+            elevation,
             roles: self.roles,
             hash: self.hash,
         })
+    }
+}
+
+/// The documented sample inputs the load-time corpus bends, per decision.
+pub(super) struct Samples {
+    pub(super) user: Vec<serde_json::Value>,
+    pub(super) host: Vec<serde_json::Value>,
+    pub(super) elevation: Vec<serde_json::Value>,
+    pub(super) approval: Vec<serde_json::Value>,
+}
+
+impl Samples {
+    pub(super) fn parse() -> Self {
+        let parse = |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+        let human = parse(SAMPLE_INPUT);
+        // A workload asking for a user certificate takes another path
+        // through the user decision; mutations borrow issuers and claims
+        // from the data's bindings.
+        let mut workload = human.clone();
+        workload["identity"]["kind"] = "workload".into();
+        Samples {
+            user: vec![human, workload],
+            host: vec![parse(HOST_SAMPLE_INPUT)],
+            elevation: vec![parse(ELEVATION_SAMPLE_INPUT)],
+            approval: vec![parse(APPROVAL_SAMPLE_INPUT)],
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &serde_json::Value> {
+        self.user
+            .iter()
+            .chain(&self.host)
+            .chain(&self.elevation)
+            .chain(&self.approval)
     }
 }
 

@@ -13,12 +13,22 @@
 //! documented sample input ([`SAMPLE_CHECK`]; and [`HOST_SAMPLE_CHECK`] when
 //! the set has a host decision).
 //!
-//! Evaluation is lock-free: the serving policy is a [`regorus::CompiledPolicy`]
-//! behind an [`ArcSwap`](arc_swap::ArcSwap), shared by every request. Compiled policies take
-//! their time limit from regorus's process-wide fallback, which this module
-//! installs (see [`EVAL_TIME_LIMIT`]); nothing else in the process uses regorus.
+//! Evaluation is lock-free: the serving policy sits behind an
+//! [`ArcSwap`](arc_swap::ArcSwap), shared by every request. Each decision
+//! serves on regorus's bytecode VM, in the strict mode of our patched copy
+//! (one VM per thread, `vm`), when it compiles for the VM and agrees with the
+//! interpreter on a generated corpus at load (`entry`, `corpus`); otherwise
+//! on the interpreter ([`regorus::CompiledPolicy`]), with a warning and the
+//! `jitssh_policy_engine` gauge saying so. `test_*` rules, the sample checks
+//! and the role table run on the interpreter. Compiled policies take their
+//! time limit from regorus's process-wide fallback, which this module
+//! installs (see [`EVAL_TIME_LIMIT`]); the VM is given the same limit.
 
+mod corpus;
+#[cfg(test)]
+mod differential;
 mod engine;
+mod entry;
 mod error;
 mod eval;
 mod files;
@@ -28,9 +38,12 @@ mod rules;
 #[cfg(test)]
 mod test_support;
 mod testing;
+mod vm;
+mod vm_guard;
 mod watch;
 
 pub use engine::{PolicyEngine, ReloadOutcome};
+pub use entry::EngineKind;
 pub use error::PolicyError;
 pub use eval::{Evaluation, PolicySnapshot};
 pub use files::EMBEDDED_FILES;

@@ -69,7 +69,7 @@ pub(super) fn run_all(
     engine: &mut Engine,
     policy: &CompiledPolicy,
     host: Option<&CompiledPolicy>,
-    elevation: Option<&ElevationRules>,
+    elevation: Option<&ElevationRules<CompiledPolicy>>,
 ) -> TestReport {
     let mut tests: Vec<String> = policy
         .get_rules()
