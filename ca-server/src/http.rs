@@ -364,7 +364,7 @@ async fn elevation_action(
     };
     // A grant ended early revoked its certificates: serve them in the KRL now.
     if e.state == ca_core::elevation::ElevationState::Revoked {
-        refresh_revocations(&s).await;
+        refresh_revocations(&s.authority).await;
     }
     Ok(axum::Json(e))
 }
@@ -407,9 +407,9 @@ fn text(body: String) -> Response {
 }
 
 /// Reload the revocations this process serves (a failure keeps the last
-/// list; the one-second refresh tries again).
-async fn refresh_revocations(s: &AppState) {
-    let revocations = s.authority.revocations.clone();
+/// list; the one-second refresh tries again). The console calls it too.
+pub(crate) async fn refresh_revocations(authority: &crate::issue::Authority) {
+    let revocations = authority.revocations.clone();
     let now = crate::clock::now_unix();
     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || revocations.refresh(now)).await {
         tracing::warn!(error = %e, "could not refresh revocations after a change; the next refresh will");

@@ -10,6 +10,8 @@
 mod access;
 mod assets;
 mod auth;
+mod decide;
+mod decide_events;
 mod nav;
 mod render;
 pub mod rights;
@@ -54,6 +56,11 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
         .route("/ui/callback", get(signin_pages::callback))
         .route("/ui/logout", post(signin_pages::logout))
         .route("/ui/static/console.css", get(assets::css))
+        .route("/ui/static/decide.js", get(assets::decide_js))
+        .route(decide::PATH, get(decide::list))
+        .route("/ui/decide/events", get(decide_events::events))
+        .route("/ui/decide/{id}", get(decide::detail))
+        .route("/ui/decide/{id}/{action}", post(decide::act))
         .route("/ui", get(|| async { see_other("/ui/") }))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn_with_state(

@@ -37,6 +37,8 @@ pub struct Console {
     pub(super) sessions: SessionStore,
     pub(super) secret: Secret,
     pub(super) idp: reqwest::Client,
+    /// The live-update streams open now (`decide_events`).
+    pub(super) streams: Arc<super::decide_events::Streams>,
     endpoints: OnceCell<Endpoints>,
 }
 
@@ -60,6 +62,7 @@ impl Console {
             sessions: SessionStore::open(authority.audit.db())?,
             secret: Secret::new(authority.audit.shared_secret("console")?),
             idp,
+            streams: Default::default(),
             endpoints: OnceCell::new(),
             config,
         })
@@ -68,6 +71,11 @@ impl Console {
     /// The session store (operators and tests).
     pub fn sessions(&self) -> &SessionStore {
         &self.sessions
+    }
+
+    /// How many live-update streams are open (tests, metrics).
+    pub fn streams_open(&self) -> usize {
+        self.streams.count()
     }
 
     pub(super) fn redirect_uri(&self) -> String {

@@ -29,6 +29,8 @@ pub struct Elevations {
     /// Login-name bindings (`people`); `None` in operator commands, where
     /// only derived login names are compared.
     pub(super) logins: Option<Arc<crate::logins::LoginNames>>,
+    /// Woken after every change (`changes`).
+    pub(super) changes: super::changes::Changes,
 }
 
 impl Elevations {
@@ -53,6 +55,7 @@ impl Elevations {
             grants: Arc::new(GrantIndex::default()),
             notifier,
             logins: None,
+            changes: Default::default(),
         };
         this.refresh(now).map_err(OpenError::Grants)?;
         Ok(this)
@@ -159,11 +162,12 @@ impl Elevations {
     }
 
     /// Start the background work: webhook delivery, the one-second grant
-    /// refresh, and expiry of undecided requests and ended grants.
+    /// refresh, the replicas' change poll, and expiry of undecided requests and ended grants.
     pub fn spawn_background(self: &Arc<Self>) {
         if let Some(n) = &self.notifier {
             n.spawn();
         }
+        self.spawn_replica_poll();
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
