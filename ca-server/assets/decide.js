@@ -49,15 +49,11 @@
         }
       });
   };
-  var opened = false;
   var events = new EventSource(list.getAttribute("data-events"));
   events.addEventListener("open", function () {
-    // After a reconnect, changes may have been missed: read the list again.
-    if (opened) {
-      refresh();
-    }
-    opened = true;
-    say("Live: new requests appear here by themselves.");
+    // Changes between the page's rendering and this (re)connection were
+    // not announced: read the list once now.
+    refresh();
   });
   events.addEventListener("change", refresh);
   events.addEventListener("ended", function () {

@@ -28,7 +28,8 @@ fn user(name: &str, groups: &[&str]) -> DevUser {
 }
 
 /// alice requests; bob approves db-admin (dba-leads) but not prod-root;
-/// erin may both request and approve db-admin; dave decides nothing.
+/// erin may both request and approve db-admin; carol and frank approve
+/// both (sre-leads); dave decides nothing.
 async fn console() -> Harness {
     build(
         PolicyEngine::load_embedded_default().unwrap(),
@@ -37,6 +38,8 @@ async fn console() -> Harness {
             user("bob", &["dba-leads"]),
             user("erin", &["dba", "dba-leads"]),
             user("dave", &["developers"]),
+            user("carol", &["sre-leads"]),
+            user("frank", &["sre-leads"]),
         ],
         |c| c.rate_per_minute = 0,
     )
@@ -127,7 +130,7 @@ async fn an_approver_sees_the_request_with_its_hash_and_approves_it_from_the_con
         h.idp.issuer(),
         "30 min from the final approval",
         "restore the orders table",
-        "Nobody has approved it yet.",
+        "0 of 1: nobody has approved it yet",
         hash,
         &format!("name=\"request_hash\" value=\"{hash}\""),
         "Approve: <strong>alice@example.com</strong> gets <code>postgres</code> for 30 min.",
@@ -173,6 +176,85 @@ async fn an_approver_sees_the_request_with_its_hash_and_approves_it_from_the_con
     assert_eq!(json["channel"], "console", "{json}");
     assert_eq!(json["details"]["comment"], "go ahead", "{json}");
     assert_eq!(json["details"]["request_hash"], hash, "{json}");
+}
+
+#[tokio::test]
+async fn votes_so_far_show_and_the_last_approval_or_a_denial_decides() {
+    let h = console().await;
+    let root = request(&h, &alice(), "prod-root", "kernel upgrade on web-7").await;
+    let (id, hash) = (root["id"].as_str().unwrap(), root["request_hash"].as_str().unwrap());
+    let carol = sign_in_as(&h, Some("carol")).await;
+    let detail = page(&h, &carol, &format!("/ui/decide/{id}")).await;
+    assert!(
+        detail
+            .body
+            .contains("gets <code>root</code> for 30 min, once one more approver agrees."),
+        "{}",
+        detail.body
+    );
+    let done = post(
+        &h,
+        &carol,
+        &format!("/ui/decide/{id}/approve"),
+        &format!("request_hash={hash}&comment=looks+right"),
+    )
+    .await;
+    assert_eq!(done.location(), format!("/ui/decide?done=recorded&id={id}"));
+    assert_eq!(state_of(&h, id), "pending");
+    // Hers is recorded: it leaves her list, and a second vote is refused.
+    let list = page(&h, &carol, done.location()).await;
+    assert!(list.body.contains("is recorded; it needs more approvals"), "{}", list.body);
+    assert!(!list.body.contains(&format!("/ui/decide/{id}\"")), "{}", list.body);
+
+    // frank sees her vote, and his approval completes it.
+    let frank = sign_in_as(&h, Some("frank")).await;
+    let detail = page(&h, &frank, &format!("/ui/decide/{id}")).await;
+    for shown in [
+        "1 of 2",
+        "<strong>carol@example.com</strong> at ",
+        "“looks right”",
+        "gets <code>root</code> for 30 min. Deny",
+    ] {
+        assert!(detail.body.contains(shown), "{shown:?} in {}", detail.body);
+    }
+    let done = post(
+        &h,
+        &frank,
+        &format!("/ui/decide/{id}/approve"),
+        &format!("request_hash={hash}"),
+    )
+    .await;
+    assert_eq!(done.location(), format!("/ui/decide?done=approved&id={id}"));
+    assert_eq!(state_of(&h, id), "approved");
+    // Decided: no forms any more, and a late vote is refused as not pending.
+    let detail = page(&h, &carol, &format!("/ui/decide/{id}")).await;
+    assert!(detail.body.contains("no longer waiting"), "{}", detail.body);
+    let late = post(
+        &h,
+        &carol,
+        &format!("/ui/decide/{id}/approve"),
+        &format!("request_hash={hash}"),
+    )
+    .await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.body);
+    assert!(late.body.contains("Already decided"), "{}", late.body);
+
+    // A denial ends a request at once.
+    let other = request(&h, &alice(), "db-admin", "look around").await;
+    let (other_id, other_hash) = (other["id"].as_str().unwrap(), other["request_hash"].as_str().unwrap());
+    let done = post(
+        &h,
+        &frank,
+        &format!("/ui/decide/{other_id}/deny"),
+        &format!("request_hash={other_hash}&comment=use+the+replica"),
+    )
+    .await;
+    assert_eq!(done.location(), format!("/ui/decide?done=denied&id={other_id}"));
+    assert_eq!(state_of(&h, other_id), "denied");
+    let rows = h.rows("elevation_deny");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].outcome, "denied");
+    assert_eq!(rows[0].channel.as_deref(), Some("console"));
 }
 
 #[tokio::test]

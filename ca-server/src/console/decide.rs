@@ -274,7 +274,7 @@ pub(super) async fn act(
                 ElevationState::Revoked => {
                     // A grant ended early revoked its certificates: serve
                     // them in the KRL now, as the API does.
-                    crate::http::refresh_revocations(&s.authority).await;
+                    s.authority.revocations.refresh_now().await;
                     "revoked"
                 }
                 _ => "denied",
@@ -336,15 +336,17 @@ fn name(p: &ca_core::identity::Party) -> String {
     ca_core::escape_control(p.email.as_deref().unwrap_or(&p.subject))
 }
 
-/// Seconds as people read them: "45 s", "30 min", "1 h 30 min", "2 d 3 h".
+/// Seconds as people read them: "45 s", "30 min", "1 h 30 min", "2 d 3 h"
+/// (minutes rounded up, so 59 min 30 s reads "1 h").
 fn duration(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs} s"),
-        60..3600 => format!("{} min", secs.div_ceil(60)),
-        3600..86_400 => match (secs / 3600, secs % 3600 / 60) {
-            (h, 0) => format!("{h} h"),
-            (h, m) => format!("{h} h {m} min"),
-        },
+    if secs < 60 {
+        return format!("{secs} s");
+    }
+    let mins = secs.div_ceil(60);
+    match (mins / 60, mins % 60) {
+        (0, m) => format!("{m} min"),
+        (h @ 1..24, 0) => format!("{h} h"),
+        (h @ 1..24, m) => format!("{h} h {m} min"),
         _ => match (secs / 86_400, secs % 86_400 / 3600) {
             (d, 0) => format!("{d} d"),
             (d, h) => format!("{d} d {h} h"),
@@ -363,6 +365,7 @@ mod tests {
             (59, "59 s"),
             (60, "1 min"),
             (61, "2 min"),
+            (3599, "1 h"),
             (3600, "1 h"),
             (5400, "1 h 30 min"),
             (86_400, "1 d"),
