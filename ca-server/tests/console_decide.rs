@@ -150,10 +150,7 @@ async fn an_approver_sees_the_request_with_its_hash_and_approves_it_from_the_con
     )
     .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert_eq!(
-        done.location(),
-        format!("/ui/decide?done=approved&id={id}")
-    );
+    assert_eq!(done.location(), format!("/ui/decide?done=approved&id={id}"));
     assert_eq!(state_of(&h, id), "approved");
     let after = page(&h, &bob, done.location()).await;
     assert!(
@@ -182,7 +179,10 @@ async fn an_approver_sees_the_request_with_its_hash_and_approves_it_from_the_con
 async fn votes_so_far_show_and_the_last_approval_or_a_denial_decides() {
     let h = console().await;
     let root = request(&h, &alice(), "prod-root", "kernel upgrade on web-7").await;
-    let (id, hash) = (root["id"].as_str().unwrap(), root["request_hash"].as_str().unwrap());
+    let (id, hash) = (
+        root["id"].as_str().unwrap(),
+        root["request_hash"].as_str().unwrap(),
+    );
     let carol = sign_in_as(&h, Some("carol")).await;
     let detail = page(&h, &carol, &format!("/ui/decide/{id}")).await;
     assert!(
@@ -203,8 +203,16 @@ async fn votes_so_far_show_and_the_last_approval_or_a_denial_decides() {
     assert_eq!(state_of(&h, id), "pending");
     // Hers is recorded: it leaves her list, and a second vote is refused.
     let list = page(&h, &carol, done.location()).await;
-    assert!(list.body.contains("is recorded; it needs more approvals"), "{}", list.body);
-    assert!(!list.body.contains(&format!("/ui/decide/{id}\"")), "{}", list.body);
+    assert!(
+        list.body.contains("is recorded; it needs more approvals"),
+        "{}",
+        list.body
+    );
+    assert!(
+        !list.body.contains(&format!("/ui/decide/{id}\"")),
+        "{}",
+        list.body
+    );
 
     // frank sees her vote, and his approval completes it.
     let frank = sign_in_as(&h, Some("frank")).await;
@@ -241,7 +249,10 @@ async fn votes_so_far_show_and_the_last_approval_or_a_denial_decides() {
 
     // A denial ends a request at once.
     let other = request(&h, &alice(), "db-admin", "look around").await;
-    let (other_id, other_hash) = (other["id"].as_str().unwrap(), other["request_hash"].as_str().unwrap());
+    let (other_id, other_hash) = (
+        other["id"].as_str().unwrap(),
+        other["request_hash"].as_str().unwrap(),
+    );
     let done = post(
         &h,
         &frank,
@@ -249,7 +260,10 @@ async fn votes_so_far_show_and_the_last_approval_or_a_denial_decides() {
         &format!("request_hash={other_hash}&comment=use+the+replica"),
     )
     .await;
-    assert_eq!(done.location(), format!("/ui/decide?done=denied&id={other_id}"));
+    assert_eq!(
+        done.location(),
+        format!("/ui/decide?done=denied&id={other_id}")
+    );
     assert_eq!(state_of(&h, other_id), "denied");
     let rows = h.rows("elevation_deny");
     assert_eq!(rows.len(), 1);
@@ -260,8 +274,17 @@ async fn votes_so_far_show_and_the_last_approval_or_a_denial_decides() {
 #[tokio::test]
 async fn the_services_rules_hold_in_the_console() {
     let h = console().await;
-    let own = request(&h, &user("erin", &["dba", "dba-leads"]), "db-admin", "vacuum").await;
-    let (own_id, own_hash) = (own["id"].as_str().unwrap(), own["request_hash"].as_str().unwrap());
+    let own = request(
+        &h,
+        &user("erin", &["dba", "dba-leads"]),
+        "db-admin",
+        "vacuum",
+    )
+    .await;
+    let (own_id, own_hash) = (
+        own["id"].as_str().unwrap(),
+        own["request_hash"].as_str().unwrap(),
+    );
     let erin = sign_in_as(&h, Some("erin")).await;
 
     // Her own request is not hers to decide: not listed, no form, and a
@@ -307,7 +330,10 @@ async fn the_services_rules_hold_in_the_console() {
     // bob approves db-admin, not prod-root: alice's prod-root request is
     // not on his list, and to him it does not exist, as through the API.
     let root = request(&h, &alice(), "prod-root", "kernel upgrade").await;
-    let (root_id, root_hash) = (root["id"].as_str().unwrap(), root["request_hash"].as_str().unwrap());
+    let (root_id, root_hash) = (
+        root["id"].as_str().unwrap(),
+        root["request_hash"].as_str().unwrap(),
+    );
     let list = page(&h, &bob, "/ui/decide").await;
     assert!(!list.body.contains(root_id), "{}", list.body);
     assert!(list.body.contains(own_id), "{}", list.body);
@@ -324,7 +350,10 @@ async fn the_services_rules_hold_in_the_console() {
         .json(
             "POST",
             &format!("/v1/elevations/{root_id}/approve"),
-            Some(&h.idp.id_token_for(&user("bob", &["dba-leads"]), AUD, None, 300)),
+            Some(
+                &h.idp
+                    .id_token_for(&user("bob", &["dba-leads"]), AUD, None, 300),
+            ),
             json!({"request_hash": root_hash}).to_string(),
         )
         .await;
@@ -370,7 +399,10 @@ async fn the_services_rules_hold_in_the_console() {
 async fn without_decide_nothing_shows_and_a_forged_post_is_refused_and_audited() {
     let h = console().await;
     let asked = request(&h, &alice(), "db-admin", "restore").await;
-    let (id, hash) = (asked["id"].as_str().unwrap(), asked["request_hash"].as_str().unwrap());
+    let (id, hash) = (
+        asked["id"].as_str().unwrap(),
+        asked["request_hash"].as_str().unwrap(),
+    );
     let dave = sign_in_as(&h, Some("dave")).await;
 
     let home = page(&h, &dave, "/ui/").await;
@@ -524,8 +556,17 @@ async fn holding_a_stream_does_not_keep_an_idle_session_alive() {
     assert_eq!(status, StatusCode::OK);
     next_chunk(&mut body).await.unwrap();
     request(&h, &alice(), "db-admin", "restore").await;
-    assert!(next_chunk(&mut body).await.unwrap().contains("event: change"));
-    assert_eq!(seen(), quiet, "opening and holding the stream is not activity");
+    assert!(
+        next_chunk(&mut body)
+            .await
+            .unwrap()
+            .contains("event: change")
+    );
+    assert_eq!(
+        seen(),
+        quiet,
+        "opening and holding the stream is not activity"
+    );
     // A page view is (so the line above could have failed).
     page(&h, &bob, "/ui/decide?part=list").await;
     assert!(seen() > quiet);

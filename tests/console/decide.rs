@@ -294,7 +294,10 @@ fn a_request_from_the_terminal_appears_live_and_is_approved_in_the_browser() {
     let r = http
         .post(format!("{ca}/ui/decide/{erik_id}/approve"))
         .header("cookie", format!("jitssh_session={session}"))
-        .form(&[("csrf", csrf.as_str()), ("request_hash", erik_hash.as_str())])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("request_hash", erik_hash.as_str()),
+        ])
         .send()
         .unwrap();
     assert_eq!(r.status(), 403);
@@ -313,7 +316,10 @@ fn a_request_from_the_terminal_appears_live_and_is_approved_in_the_browser() {
     };
     let approvals = audit(&["--action", "elevation_approve"]);
     assert_eq!(approvals.lines().count(), 1, "{approvals}");
-    assert!(approvals.contains("elevation_approve approved"), "{approvals}");
+    assert!(
+        approvals.contains("elevation_approve approved"),
+        "{approvals}"
+    );
     assert!(approvals.contains("e2e-lead"), "{approvals}");
     let refused = audit(&["--action", "console_action"]);
     assert_eq!(refused.lines().count(), 1, "{refused}");

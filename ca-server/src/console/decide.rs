@@ -105,7 +105,7 @@ pub(super) async fn list(
     };
     let rows = match decidable(&s, &me) {
         Ok(rows) => rows,
-        Err(r) => return r,
+        Err(e) => return unavailable("listing elevations to decide", e),
     };
     // A query this page does not understand is ignored, not refused.
     let q = query.ok().map(|q| q.0);
@@ -124,13 +124,12 @@ pub(super) async fn list(
 }
 
 /// The pending requests `me` may decide now, newest first.
-fn decidable(s: &UiState, me: &Person) -> Result<Vec<ListRow>, Response> {
+fn decidable(s: &UiState, me: &Person) -> Result<Vec<ListRow>, ElevationOpError> {
     let now = now_unix();
     let list = s
         .authority
         .elevations
-        .list(&me.caller(), Some("pending"), now)
-        .map_err(|e| unavailable("listing elevations to decide", e))?;
+        .list(&me.caller(), Some("pending"), now)?;
     Ok(list
         .into_iter()
         .filter(|e| e.can_decide && e.state == ElevationState::Pending)
@@ -191,7 +190,9 @@ pub(super) async fn detail(
     let no_forms = if e.state != ElevationState::Pending {
         Some("This request is no longer waiting for a decision.")
     } else if !e.can_decide {
-        Some("You cannot decide this request: it is your own, or the policy does not make you one of its approvers.")
+        Some(
+            "You cannot decide this request: it is your own, or the policy does not make you one of its approvers.",
+        )
     } else {
         None
     };

@@ -19,6 +19,7 @@ pub mod session;
 pub mod signin;
 mod signin_pages;
 mod state;
+mod streams;
 
 pub use state::{Console, ConsoleError, LOGIN_COOKIE, SESSION_COOKIE, UiState};
 

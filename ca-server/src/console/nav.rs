@@ -7,7 +7,7 @@ use super::rights::{Capability, Rights};
 /// that opens it.
 const PAGES: &[(&str, &str, Capability)] = &[
     ("/ui/", "My access", Capability::MyAccess),
-    (super::decide::PATH, "To decide", Capability::Decide),
+    ("/ui/decide", "To decide", Capability::Decide),
 ];
 
 /// One link of the bar.

@@ -38,7 +38,7 @@ pub struct Console {
     pub(super) secret: Secret,
     pub(super) idp: reqwest::Client,
     /// The live-update streams open now (`decide_events`).
-    pub(super) streams: Arc<super::decide_events::Streams>,
+    pub(super) streams: Arc<super::streams::Streams>,
     endpoints: OnceCell<Endpoints>,
 }
 

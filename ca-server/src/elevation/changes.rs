@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::service::Elevations;
 use super::store;
+use crate::db::{Backend, Db};
 
 /// How often a replica looks for changes made by the others, while anyone
 /// watches (with SQLite there is one process, so it never polls).
@@ -39,20 +39,17 @@ impl Changes {
     fn watched(&self) -> bool {
         self.tx.receiver_count() > 0
     }
-}
 
-impl Elevations {
-    /// A receiver woken after each change of any elevation (created,
-    /// decided, cancelled, revoked, expired), on this replica at once and on
-    /// the others within [`REPLICA_POLL`].
-    pub fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.tx.subscribe()
+    /// A receiver woken after each change.
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
     }
 
-    /// With PostgreSQL, poll what other replicas may have changed: one small
-    /// indexed read every [`REPLICA_POLL`], and none while nobody watches.
-    pub(super) fn spawn_replica_poll(self: &Arc<Self>) {
-        if self.db.backend() != crate::db::Backend::Postgres {
+    /// With PostgreSQL, poll what other replicas may have changed in `db`:
+    /// one small indexed read every [`REPLICA_POLL`], and none while nobody
+    /// watches.
+    pub(super) fn spawn_replica_poll(self: &Arc<Self>, db: Db) {
+        if db.backend() != Backend::Postgres {
             return;
         }
         let this = self.clone();
@@ -62,21 +59,25 @@ impl Elevations {
             let mut last = None;
             loop {
                 tick.tick().await;
-                if !this.changes.watched() {
+                if !this.watched() {
                     last = None;
                     continue;
                 }
-                let db = this.db.clone();
+                let db = db.clone();
                 let seen = tokio::task::spawn_blocking(move || db.with(pending_fingerprint)).await;
                 match seen {
                     Ok(Ok(now)) => {
                         if last.is_some_and(|l| l != now) {
-                            this.changes.bump();
+                            this.bump();
                         }
                         last = Some(now);
                     }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "could not poll elevation changes; will retry"),
-                    Err(e) => tracing::warn!(error = %e, "elevation change poll failed; will retry"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "could not poll elevation changes; will retry")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "elevation change poll failed; will retry")
+                    }
                 }
             }
         });

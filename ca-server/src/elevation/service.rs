@@ -30,7 +30,7 @@ pub struct Elevations {
     /// only derived login names are compared.
     pub(super) logins: Option<Arc<crate::logins::LoginNames>>,
     /// Woken after every change (`changes`).
-    pub(super) changes: super::changes::Changes,
+    pub(super) changes: Arc<super::changes::Changes>,
 }
 
 impl Elevations {
@@ -65,6 +65,13 @@ impl Elevations {
     /// own commits and every second).
     pub fn grants(&self) -> Arc<GrantIndex> {
         self.grants.clone()
+    }
+
+    /// A receiver woken after each change of any elevation (created,
+    /// decided, cancelled, revoked, expired), on this replica at once and on
+    /// the others within [`super::REPLICA_POLL`].
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The grants of `issuer` + `subject` active at `now`, for issuance. With
@@ -167,7 +174,7 @@ impl Elevations {
         if let Some(n) = &self.notifier {
             n.spawn();
         }
-        self.spawn_replica_poll();
+        self.changes.spawn_replica_poll(self.db.clone());
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
