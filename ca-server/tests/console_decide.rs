@@ -571,3 +571,29 @@ async fn holding_a_stream_does_not_keep_an_idle_session_alive() {
     page(&h, &bob, "/ui/decide?part=list").await;
     assert!(seen() > quiet);
 }
+
+#[tokio::test]
+async fn a_change_made_on_another_replica_reaches_this_ones_watchers() {
+    common::on_postgres(async {
+        let h = console().await;
+        // A second replica on the same database, with its background work
+        // (where the poll of the others' changes runs).
+        let other = ca_server::serve::build_authority(
+            &h.config,
+            std::sync::Arc::new(PolicyEngine::load_embedded_default().unwrap()),
+        )
+        .unwrap();
+        other.elevations.spawn_background();
+        let mut watching = other.elevations.changes();
+        let poll = ca_server::elevation::REPLICA_POLL;
+        // Let it read the state once, then change it on the first replica.
+        tokio::time::sleep(poll + Duration::from_secs(1)).await;
+        assert!(!watching.has_changed().unwrap(), "nothing changed yet");
+        request(&h, &alice(), "db-admin", "restore").await;
+        tokio::time::timeout(poll * 3, watching.changed())
+            .await
+            .expect("the other replica noticed within a few polls")
+            .unwrap();
+    })
+    .await;
+}
