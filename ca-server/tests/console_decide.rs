@@ -373,6 +373,19 @@ async fn the_services_rules_hold_in_the_console() {
     }
     let a = post(&h, &bob, &format!("/ui/decide/{own_id}/explode"), "").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+    for (method, path) in [
+        ("POST", format!("/ui/decide/{own_id}")),
+        ("GET", format!("/ui/decide/{own_id}/approve")),
+    ] {
+        let a = send(&h, method, &path, Some(&with_session(&bob)), None, None).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert!(
+            a.body.contains("Page not found"),
+            "{method} {path}: {}",
+            a.body
+        );
+    }
+    assert_eq!(state_of(&h, own_id), "pending");
 
     // Each refused decision was audited, from the console.
     let refused: Vec<_> = h

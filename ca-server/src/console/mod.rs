@@ -60,8 +60,8 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
         .route("/ui/static/decide.js", get(assets::decide_js))
         .route(decide::PATH, get(decide::list))
         .route("/ui/decide/events", get(decide_events::events))
-        .route("/ui/decide/{id}", get(decide::detail))
-        .route("/ui/decide/{id}/{action}", post(decide::act))
+        .route("/ui/decide/{id}", get(decide::detail).post(not_found))
+        .route("/ui/decide/{id}/{action}", post(decide::act).get(not_found))
         .route("/ui", get(|| async { see_other("/ui/") }))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn_with_state(
