@@ -364,7 +364,7 @@ async fn elevation_action(
     };
     // A grant ended early revoked its certificates: serve them in the KRL now.
     if e.state == ca_core::elevation::ElevationState::Revoked {
-        refresh_revocations(&s).await;
+        s.authority.revocations.refresh_now().await;
     }
     Ok(axum::Json(e))
 }
@@ -404,16 +404,6 @@ async fn host_ca_pub(State(s): State<Arc<AppState>>) -> impl IntoResponse {
 
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
-
-/// Reload the revocations this process serves (a failure keeps the last
-/// list; the one-second refresh tries again).
-async fn refresh_revocations(s: &AppState) {
-    let revocations = s.authority.revocations.clone();
-    let now = crate::clock::now_unix();
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || revocations.refresh(now)).await {
-        tracing::warn!(error = %e, "could not refresh revocations after a change; the next refresh will");
-    }
 }
 
 /// The OpenSSH KRL for sshd's `RevokedKeys` (binary, PROTOCOL.krl).

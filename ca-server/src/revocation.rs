@@ -445,17 +445,22 @@ impl RevocationCache {
         Ok(())
     }
 
+    /// [`RevocationCache::refresh`] off the async workers; a failure is
+    /// logged and keeps the last list (the periodic refresh tries again).
+    pub async fn refresh_now(self: &Arc<Self>) {
+        let me = self.clone();
+        let res = tokio::task::spawn_blocking(move || me.refresh(crate::clock::now_unix())).await;
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "could not refresh revocations; keeping the last list");
+        }
+    }
+
     pub fn spawn_refresher(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let me = self.clone();
-                let res =
-                    tokio::task::spawn_blocking(move || me.refresh(crate::clock::now_unix())).await;
-                if let Ok(Err(e)) = res {
-                    tracing::warn!(error = %e, "could not refresh revocations; keeping the last list");
-                }
+                self.refresh_now().await;
             }
         })
     }

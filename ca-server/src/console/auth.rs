@@ -29,6 +29,13 @@ pub(super) struct Session {
 /// sign-in page when there is none or it ended (its row then deleted, so an
 /// ended session never comes back), 403 when the person was revoked.
 pub(super) async fn session(s: &UiState, headers: &HeaderMap) -> Result<Session, Response> {
+    live_session(s, headers, true).await
+}
+
+/// [`session`], counting the request as the person's activity (`touch`)
+/// or not: a live-update stream is not someone at the keyboard, so it must
+/// not hold an idle session open.
+async fn live_session(s: &UiState, headers: &HeaderMap, touch: bool) -> Result<Session, Response> {
     let to_signin = |note: &str| {
         let mut r = see_other(&format!("/ui/login{note}"));
         r.headers_mut()
@@ -77,7 +84,7 @@ pub(super) async fn session(s: &UiState, headers: &HeaderMap) -> Result<Session,
     }
     // Idle time is counted to a quarter of the timeout (at most a minute),
     // so a busy session does not write on every request.
-    if now.saturating_sub(stored.last_seen) >= (idle / 4).min(60) {
+    if touch && now.saturating_sub(stored.last_seen) >= (idle / 4).min(60) {
         let store = s.console.sessions.clone();
         let touched = id.clone();
         if let Err(e) = blocking(move || store.touch(&touched, now)).await {
@@ -132,14 +139,25 @@ pub(super) fn person<'a>(
 ) -> impl Future<Output = Result<Person, Response>> + Send + 'a {
     let ip = source_ip(req);
     let headers = req.headers().clone();
-    async move {
-        let me = session(s, &headers).await?;
-        let person = with_rights(s, me, ip);
-        if !person.rights.has(cap) {
-            return Err(not_yours());
-        }
-        Ok(person)
+    async move { person_with(s, &headers, ip, cap, true).await }
+}
+
+/// [`person`] from a request's headers, the request counted as the person's
+/// activity (`touch`) or not: a live-update stream asks with `false` when
+/// it opens and before each event it sends (see [`live_session`]).
+pub(super) async fn person_with(
+    s: &UiState,
+    headers: &HeaderMap,
+    ip: String,
+    cap: Capability,
+    touch: bool,
+) -> Result<Person, Response> {
+    let me = live_session(s, headers, touch).await?;
+    let person = with_rights(s, me, ip);
+    if !person.rights.has(cap) {
+        return Err(not_yours());
     }
+    Ok(person)
 }
 
 fn with_rights(s: &UiState, me: Session, source_ip: String) -> Person {
@@ -167,7 +185,6 @@ fn not_yours() -> Response {
 /// A POST's form fields (`application/x-www-form-urlencoded`).
 pub(super) struct Form(axum::body::Bytes);
 
-#[expect(dead_code, reason = "read by the pages that act, which come next")]
 impl Form {
     /// Field `name`, if present (parsed by the URL parser's query rules,
     /// which are that format's).
@@ -181,7 +198,6 @@ impl Form {
 /// which site the form came from, its `Origin`. A signed-in person without
 /// `cap` is refused with 403 and an audit row: the button was not shown to
 /// them, so the POST was forged or stale.
-#[expect(dead_code, reason = "used by the pages that act, which come next")]
 pub(super) async fn post_person(
     s: &UiState,
     req: Request,

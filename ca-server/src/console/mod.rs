@@ -10,6 +10,8 @@
 mod access;
 mod assets;
 mod auth;
+mod decide;
+mod decide_events;
 mod nav;
 mod render;
 pub mod rights;
@@ -17,6 +19,7 @@ pub mod session;
 pub mod signin;
 mod signin_pages;
 mod state;
+mod streams;
 
 pub use state::{Console, ConsoleError, LOGIN_COOKIE, SESSION_COOKIE, UiState};
 
@@ -54,6 +57,11 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
         .route("/ui/callback", get(signin_pages::callback))
         .route("/ui/logout", post(signin_pages::logout))
         .route("/ui/static/console.css", get(assets::css))
+        .route("/ui/static/decide.js", get(assets::decide_js))
+        .route(decide::PATH, get(decide::list))
+        .route("/ui/decide/events", get(decide_events::events))
+        .route("/ui/decide/{id}", get(decide::detail).post(not_found))
+        .route("/ui/decide/{id}/{action}", post(decide::act).get(not_found))
         .route("/ui", get(|| async { see_other("/ui/") }))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn_with_state(

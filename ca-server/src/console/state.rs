@@ -42,6 +42,8 @@ pub struct Console {
     /// `[ui] client_secret_file`'s secret: the console is then a
     /// confidential client and authenticates at the token endpoint.
     pub(super) client_secret: Option<String>,
+    /// The live-update streams open now (`decide_events`).
+    pub(super) streams: Arc<super::streams::Streams>,
     endpoints: OnceCell<Endpoints>,
 }
 
@@ -73,6 +75,7 @@ impl Console {
             sessions: SessionStore::open(authority.audit.db())?,
             secret: Secret::new(authority.audit.shared_secret("console")?),
             idp,
+            streams: Default::default(),
             endpoints: OnceCell::new(),
             config,
         })
@@ -81,6 +84,11 @@ impl Console {
     /// The session store (operators and tests).
     pub fn sessions(&self) -> &SessionStore {
         &self.sessions
+    }
+
+    /// How many live-update streams are open (tests, metrics).
+    pub fn streams_open(&self) -> usize {
+        self.streams.count()
     }
 
     pub(super) fn redirect_uri(&self) -> String {

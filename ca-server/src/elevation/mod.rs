@@ -14,10 +14,12 @@
 //! `access` (what a caller may see and decide), `create`, `decide` (approve,
 //! deny), `close` (cancel, revoke, expiry), `list`, `transition` (the commit
 //! every state change ends with), `grants` (the active-grant index),
-//! `people`, `policy_input`, `store` (SQL) and `webhook`.
+//! `people`, `policy_input`, `store` (SQL), `webhook`, and `changes` (waking
+//! watchers after a change).
 
 mod access;
 mod caller;
+mod changes;
 mod close;
 mod create;
 mod decide;
@@ -32,6 +34,7 @@ mod transition;
 pub mod webhook;
 
 pub use caller::{Caller, Channel};
+pub use changes::REPLICA_POLL;
 pub use create::MAX_PENDING_PER_REQUESTER;
 pub use error::{ElevationOpError, OpenError};
 pub use grants::GrantIndex;

@@ -29,6 +29,8 @@ pub struct Elevations {
     /// Login-name bindings (`people`); `None` in operator commands, where
     /// only derived login names are compared.
     pub(super) logins: Option<Arc<crate::logins::LoginNames>>,
+    /// Woken after every change (`changes`).
+    pub(super) changes: Arc<super::changes::Changes>,
 }
 
 impl Elevations {
@@ -53,6 +55,7 @@ impl Elevations {
             grants: Arc::new(GrantIndex::default()),
             notifier,
             logins: None,
+            changes: Default::default(),
         };
         this.refresh(now).map_err(OpenError::Grants)?;
         Ok(this)
@@ -62,6 +65,13 @@ impl Elevations {
     /// own commits and every second).
     pub fn grants(&self) -> Arc<GrantIndex> {
         self.grants.clone()
+    }
+
+    /// A receiver woken after each change of any elevation (created,
+    /// decided, cancelled, revoked, expired), on this replica at once and on
+    /// the others within [`super::REPLICA_POLL`].
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The grants of `issuer` + `subject` active at `now`, for issuance. With
@@ -159,11 +169,12 @@ impl Elevations {
     }
 
     /// Start the background work: webhook delivery, the one-second grant
-    /// refresh, and expiry of undecided requests and ended grants.
+    /// refresh, the replicas' change poll, and expiry of undecided requests and ended grants.
     pub fn spawn_background(self: &Arc<Self>) {
         if let Some(n) = &self.notifier {
             n.spawn();
         }
+        self.changes.spawn_replica_poll(self.db.clone());
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -462,3 +462,16 @@ pub fn all(conn: &mut dyn Conn, limit: usize) -> Result<Vec<Row>, DbError> {
         &params![limit],
     )
 }
+
+/// The pending requests' ids with their vote counts (at most 1,000), for
+/// noticing changes made by another replica.
+pub fn pending_votes(conn: &mut dyn Conn) -> Result<Vec<(String, u64)>, DbError> {
+    conn.query(
+        "SELECT e.id, (SELECT count(*) FROM elevation_votes v WHERE v.elevation_id = e.id)
+         FROM elevations e WHERE e.state = 'pending' ORDER BY e.id LIMIT 1000",
+        &[],
+    )?
+    .iter()
+    .map(|r| Ok((r.text(0)?, r.u64(1)?)))
+    .collect()
+}

@@ -60,6 +60,9 @@ impl Elevations {
         // The transaction audited itself, refusal or not.
         event.outcome = "done".into();
         let transitions = result?;
+        if !transitions.is_empty() {
+            self.changes.bump();
+        }
         if transitions.iter().any(|t| t.grants_changed) {
             self.refresh_after_commit(now);
         }
