@@ -12,6 +12,7 @@ mod assets;
 mod auth;
 mod nav;
 mod render;
+mod revocations;
 pub mod rights;
 pub mod session;
 pub mod signin;
@@ -49,6 +50,10 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
     };
     Router::new()
         .route("/ui/", get(access::my_access))
+        .route(
+            "/ui/revocations",
+            get(revocations::revocations).post(revocations::revoke_post),
+        )
         .route("/ui/login", get(signin_pages::signin_page))
         .route("/ui/login/start", get(signin_pages::start))
         .route("/ui/callback", get(signin_pages::callback))

@@ -5,7 +5,11 @@ use super::rights::{Capability, Rights};
 
 /// The console's pages, in the bar's order: path, label, and the right
 /// that opens it.
-const PAGES: &[(&str, &str, Capability)] = &[("/ui/", "My access", Capability::MyAccess)];
+const PAGES: &[(&str, &str, Capability)] = &[
+    ("/ui/", "My access", Capability::MyAccess),
+    ("/ui/revocations", "Revocations", Capability::Revocations),
+    ("/ui/policy", "Policy", Capability::Policy),
+];
 
 /// One link of the bar.
 pub(super) struct NavLink {
