@@ -11,6 +11,7 @@ mod access;
 mod assets;
 mod auth;
 mod nav;
+mod policy;
 mod render;
 mod revocations;
 pub mod rights;
@@ -54,6 +55,8 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
             "/ui/revocations",
             get(revocations::revocations).post(revocations::revoke_post),
         )
+        .route("/ui/policy", get(policy::policy))
+        .route("/ui/policy/try", post(policy::try_it))
         .route("/ui/login", get(signin_pages::signin_page))
         .route("/ui/login/start", get(signin_pages::start))
         .route("/ui/callback", get(signin_pages::callback))

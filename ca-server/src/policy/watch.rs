@@ -60,6 +60,7 @@ impl PolicyEngine {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "policy change refused; the previous policy keeps serving");
+                self.status.reloaded(Err(&e), crate::clock::now_unix());
                 return state;
             }
         };
