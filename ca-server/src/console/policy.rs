@@ -53,6 +53,8 @@ struct TrialView {
     verdict: String,
     granted: bool,
     micros: u128,
+    /// The first digits of the policy hash that decided.
+    hash: String,
 }
 
 /// `GET /ui/policy[?decision=NAME]`: the status, and the form prefilled
@@ -197,6 +199,7 @@ fn view(decision: TrialDecision, t: Trial) -> TrialView {
         verdict: t.verdict,
         granted: t.granted,
         micros: t.elapsed.as_micros(),
+        hash: short(&t.policy_hash).to_owned(),
     }
 }
 

@@ -12,7 +12,7 @@ use super::eval::{Evaluation, PolicySnapshot, Serving};
 use super::files::PolicyFiles;
 use super::load::Prepared;
 use super::rules::install_time_limit;
-use super::status::StatusCell;
+use super::status::{PolicyStatus, Reload, StatusCell};
 use crate::clock::now_unix;
 
 /// What [`PolicyEngine::reload`] did.
@@ -110,6 +110,12 @@ impl PolicyEngine {
         self.current.load().hash.clone()
     }
 
+    /// The serving policy's files, hash, tests and last reload (the
+    /// console's Policy page).
+    pub fn status(&self) -> Arc<PolicyStatus> {
+        self.status.get()
+    }
+
     /// The directory this policy was loaded from; `None` for the embedded default.
     pub fn source_dir(&self) -> Option<&Path> {
         self.dir.as_deref()
@@ -125,14 +131,21 @@ impl PolicyEngine {
             });
         };
         let files = PolicyFiles::read_dir(dir).inspect_err(|e| {
-            self.status.reloaded(Err(e), now_unix());
+            self.status.reloaded(Reload::refused(e), now_unix());
         })?;
         self.reload_files(&files)
     }
 
     pub(super) fn reload_files(&self, files: &PolicyFiles) -> Result<ReloadOutcome, PolicyError> {
         let outcome = self.reload_files_unrecorded(files);
-        self.status.reloaded(outcome.as_ref(), now_unix());
+        let record = match &outcome {
+            Ok(ReloadOutcome::Unchanged { .. }) => Reload::Unchanged,
+            Ok(ReloadOutcome::Reloaded { previous_hash, .. }) => Reload::Reloaded {
+                previous_hash: previous_hash.clone(),
+            },
+            Err(e) => Reload::refused(e),
+        };
+        self.status.reloaded(record, now_unix());
         outcome
     }
 

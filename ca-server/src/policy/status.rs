@@ -1,11 +1,10 @@
 //! What an operator may read about the serving policy (the console's Policy
 //! page): where it came from, its files and hash, its tests' results, and
-//! the last reload and how it went. Recorded by [`PolicyEngine`]'s load and
+//! the last reload and how it went. Recorded by `PolicyEngine`'s load and
 //! reload paths; read without touching evaluation.
 
 use std::sync::{Arc, Mutex};
 
-use super::engine::{PolicyEngine, ReloadOutcome};
 use super::error::PolicyError;
 use super::files::PolicyFiles;
 use super::testing::TestReport;
@@ -73,27 +72,21 @@ impl StatusCell {
     }
 
     /// Record a reload's outcome.
-    pub(super) fn reloaded(&self, outcome: Result<&ReloadOutcome, &PolicyError>, now: u64) {
-        let outcome = match outcome {
-            Ok(ReloadOutcome::Unchanged { .. }) => Reload::Unchanged,
-            Ok(ReloadOutcome::Reloaded { previous_hash, .. }) => Reload::Reloaded {
-                previous_hash: previous_hash.clone(),
-            },
-            Err(e) => Reload::Refused {
-                message: e.to_string(),
-            },
-        };
+    pub(super) fn reloaded(&self, outcome: Reload, now: u64) {
         self.update(|s| s.last_reload = Some(LastReload { at: now, outcome }));
+    }
+
+    /// The current record.
+    pub(super) fn get(&self) -> Arc<PolicyStatus> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
-impl PolicyEngine {
-    /// The serving policy's files, hash, tests and last reload.
-    pub fn status(&self) -> Arc<PolicyStatus> {
-        self.status
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+impl Reload {
+    /// A reload refused for `e`.
+    pub(super) fn refused(e: &PolicyError) -> Reload {
+        Reload::Refused {
+            message: e.to_string(),
+        }
     }
 }

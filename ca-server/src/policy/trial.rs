@@ -207,17 +207,26 @@ fn user_verdict(decision: Option<&Value>, input: &Value, limits: &Limits) -> (bo
         Ok(grant) => (
             true,
             format!(
-                "The CA would issue a certificate for {} valid {} s (role principals only under an active elevation grant).",
+                "The CA would issue a certificate for {}, valid {} (role principals only under an active elevation grant).",
                 grant
                     .principals()
                     .iter()
                     .map(|p| p.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                grant.ttl().as_secs()
+                duration(grant.ttl())
             ),
         ),
         Err(r) => (false, refusal(&r)),
+    }
+}
+
+/// A lifetime as people say it: `30 min`, `2 h`, `90 s`.
+fn duration(ttl: Ttl) -> String {
+    match ttl.as_secs() {
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
     }
 }
 
@@ -243,14 +252,14 @@ fn host_verdict(decision: Option<&Value>, input: &Value, max_ttl: Ttl) -> (bool,
         Ok(grant) => (
             true,
             format!(
-                "The CA would issue a host certificate for {} valid {} s.",
+                "The CA would issue a host certificate for {}, valid {}.",
                 grant
                     .hostnames()
                     .iter()
                     .map(HostName::as_str)
                     .collect::<Vec<_>>()
                     .join(", "),
-                grant.ttl().as_secs()
+                duration(grant.ttl())
             ),
         ),
         Err(r) => (false, refusal(&r)),

@@ -60,7 +60,8 @@ impl PolicyEngine {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "policy change refused; the previous policy keeps serving");
-                self.status.reloaded(Err(&e), crate::clock::now_unix());
+                self.status
+                    .reloaded(super::status::Reload::refused(&e), crate::clock::now_unix());
                 return state;
             }
         };
