@@ -645,4 +645,44 @@ mod tests {
             Err(RevocationError::Invalid(_))
         ));
     }
+
+    #[test]
+    fn the_cache_remembers_when_each_entry_reached_its_krl() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        crate::audit::AuditStore::open(&db).unwrap();
+        let s = RevocationStore::open(&db).unwrap();
+        s.revoke(&Target::Serial(1), None, 1000, 3600).unwrap();
+        let cache = RevocationCache::load(s.clone(), 1000).unwrap();
+        s.revoke(&Target::Serial(2), None, 1005, 3600).unwrap();
+        s.revoke(&Target::Serial(3), None, 1005, 3600).unwrap();
+        assert_eq!(cache.krl_seen(1), KrlSeen::Before { at: 1000 });
+        assert_eq!(cache.krl_seen(2), KrlSeen::NotYet, "not loaded yet");
+        cache.refresh(1006).unwrap();
+        cache.refresh(1007).unwrap();
+        assert_eq!(
+            cache.krl_seen(2),
+            KrlSeen::Since {
+                at: 1006,
+                version: 3
+            }
+        );
+        assert_eq!(
+            cache.krl_seen(3),
+            KrlSeen::Since {
+                at: 1006,
+                version: 3
+            }
+        );
+        s.revoke(&Target::Serial(4), None, 1010, 3600).unwrap();
+        cache.refresh(1011).unwrap();
+        assert_eq!(
+            cache.krl_seen(4),
+            KrlSeen::Since {
+                at: 1011,
+                version: 4
+            }
+        );
+        assert_eq!(cache.krl_seen(5), KrlSeen::NotYet);
+    }
 }
