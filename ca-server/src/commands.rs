@@ -584,68 +584,43 @@ async fn elevation(command: crate::cli::ElevationCommand) -> anyhow::Result<Exit
 }
 
 async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
-    use crate::revocation::{RevocationStore, Target};
+    use crate::revocation::Target;
     let config = Config::load(&a.config)?;
+    let issuers = config.issuers.iter().map(|i| i.issuer.as_str());
     let target = if let Some(serial) = a.serial {
         Target::Serial(serial)
     } else if let Some(id) = a.key_id {
         Target::KeyId(id)
     } else if let Some(s) = a.subject {
-        // Issuer URLs contain '/': match the configured issuer the value starts with.
-        let issuer = config
-            .issuers
-            .iter()
-            .map(|i| i.issuer.as_str())
-            .filter(|i| s.len() > i.len() + 1 && s.starts_with(i) && s.as_bytes()[i.len()] == b'/')
-            .max_by_key(|i| i.len())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--subject must be ISSUER/SUBJECT with ISSUER one of the configured [[issuers]]"
-                )
-            })?;
-        Target::Subject {
-            issuer: issuer.to_owned(),
-            subject: s[issuer.len() + 1..].to_owned(),
-        }
+        crate::revoke::parse_issuer_subject(issuers, &s)?
     } else if let Some(path) = a.key {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        Target::Key(
-            ca_core::SubjectKey::parse(&text).with_context(|| format!("{}", path.display()))?,
-        )
+        crate::revoke::parse_key(&text).with_context(|| format!("{}", path.display()))?
     } else if let Some(host) = a.host {
         Target::Host(ca_core::hostname::HostName::parse(&host).with_context(|| "--host")?)
     } else {
         bail!("say what to revoke: --serial, --key-id, --subject, --key or --host");
     };
-    let reason = a
-        .reason
-        .as_deref()
-        .map(ca_core::request::parse_reason)
-        .transpose()?;
+    let reason = crate::revoke::parse_reason(a.reason.as_deref())?;
     let now = crate::clock::now_unix();
     let db = config.database.open()?;
-    let store = RevocationStore::open(&db)?;
-    let added = store.revoke(
-        &target,
-        reason.as_deref(),
-        now,
-        config.limits.max_ttl.as_secs(),
-    )?;
+    // The table exists before the first revocation is recorded in it.
+    crate::revocation::RevocationStore::open(&db)?;
     let audit = AuditStore::open(&db)?;
-    audit
-        .append(
-            ca_core::audit::AuditEvent {
-                time: now,
-                action: "revoke".into(),
-                outcome: "revoked".into(),
-                reason: reason.clone(),
-                details: Some(serde_json::json!({ "revoked": added })),
-                ..Default::default()
-            },
-            None,
-        )
-        .await?;
+    // No signed-in identity here: the row says the command line revoked.
+    let event = ca_core::audit::AuditEvent {
+        time: now,
+        ..Default::default()
+    };
+    let added = crate::revoke::revoke(
+        &audit,
+        &target,
+        reason,
+        event,
+        config.limits.max_ttl.as_secs(),
+    )
+    .await?;
     for (kind, value) in &added {
         println!("revoked {kind} {}", ca_core::escape_control(value));
     }

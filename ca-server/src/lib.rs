@@ -24,6 +24,7 @@ pub mod migrate;
 pub mod oidc;
 pub mod policy;
 pub mod revocation;
+pub mod revoke;
 pub mod rotation;
 pub mod secret_file;
 pub mod serve;

@@ -14,8 +14,8 @@
 //! host CA keys (for ssh's `RevokedHostKeys`). Serials are unique across
 //! both kinds, so listing a user serial under a host CA revokes nothing else.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -82,31 +82,35 @@ pub enum Target {
 /// (`None`: forever).
 type Entry = (&'static str, String, Option<u64>);
 
-/// The revocations table beside the audit log.
-#[derive(Clone, Debug)]
-pub struct RevocationStore {
-    db: Db,
+/// One stored revocation, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Its row id: the KRL's version is the highest id, so the first KRL
+    /// containing this entry is version `id` or later.
+    pub id: u64,
+    /// `serial`, `key_id`, `subject` or `key`.
+    pub kind: String,
+    /// The serial, key ID, `ISSUER\nSUBJECT`, or OpenSSH public key line.
+    pub value: String,
+    pub reason: Option<String>,
+    pub created_at: u64,
+    /// When it leaves the KRL (its certificates expired); `None`: never.
+    pub expires_at: Option<u64>,
 }
 
-impl RevocationStore {
-    /// Open the store in `db`, creating the table.
-    pub fn open(db: impl Into<Db>) -> Result<Self, RevocationError> {
-        let db = db.into();
-        crate::audit::ensure_tables(&db, SCHEMA, POSTGRES)?;
-        Ok(RevocationStore { db })
-    }
+/// A revocation worked out before its transaction: what to insert, and the
+/// lookups (issued certificates) to do inside it.
+pub struct Plan {
+    target: Target,
+    entries: Vec<Entry>,
+    now: u64,
+    unknown_expiry: u64,
+}
 
-    /// Record a revocation. `max_ttl` bounds how long an unknown certificate
-    /// could still be valid. Returns the entries added (kind, value).
-    pub fn revoke(
-        &self,
-        target: &Target,
-        reason: Option<&str>,
-        now: u64,
-        max_ttl: u64,
-    ) -> Result<Vec<(String, String)>, RevocationError> {
+impl Plan {
+    /// Check `target` and list what it inserts without the database.
+    pub fn new(target: &Target, now: u64, max_ttl: u64) -> Result<Plan, RevocationError> {
         let unknown_expiry = now + max_ttl + ca_core::cert::BACKDATE_SECS;
-        // What to insert, worked out before the transaction.
         let mut entries: Vec<Entry> = Vec::new();
         match target {
             Target::Serial(serial) => {
@@ -137,31 +141,111 @@ impl RevocationStore {
             }
             Target::Host(_) => {}
         }
-        let added = self.db.transaction(TxMode::Write, |c| {
-            if let Target::Serial(serial) = target {
-                let expiry = issued_expiry(c, *serial)?.unwrap_or(unknown_expiry);
+        Ok(Plan {
+            target: target.clone(),
+            entries,
+            now,
+            unknown_expiry,
+        })
+    }
+
+    /// Insert the entries in the caller's write transaction. `None`: nothing
+    /// to revoke (see [`Plan::nothing`]).
+    pub fn record(
+        &self,
+        c: &mut dyn Conn,
+        reason: Option<&str>,
+    ) -> Result<Option<Vec<(String, String)>>, DbError> {
+        let (now, mut entries) = (self.now, self.entries.clone());
+        match &self.target {
+            Target::Serial(serial) => {
+                let expiry = issued_expiry(c, *serial)?.unwrap_or(self.unknown_expiry);
                 entries[0].2 = Some(expiry);
             }
-            if let Target::Subject { issuer, subject } = target {
+            Target::Subject { issuer, subject } => {
                 // Certificates already issued to the subject, still valid.
                 for (serial, expiry) in issued_to(c, issuer, subject, now)? {
                     entries.push(("serial", serial.to_string(), Some(expiry)));
                 }
             }
-            if let Target::Host(name) = target {
+            Target::Host(name) => {
                 entries.extend(issued_to_host(c, name, now)?);
                 if entries.is_empty() {
                     return Ok(None);
                 }
             }
-            insert_entries(c, &entries, reason, now).map(Some)
-        })?;
-        added.ok_or_else(|| match target {
+            Target::KeyId(_) | Target::Key(_) => {}
+        }
+        insert_entries(c, &entries, reason, now).map(Some)
+    }
+
+    /// Why [`Plan::record`] found nothing to revoke.
+    pub fn nothing(&self) -> RevocationError {
+        match &self.target {
             Target::Host(name) => RevocationError::Invalid(format!(
                 "no host certificate issued by this CA names {name}; nothing revoked (check the name with `jitssh-ca audit list`)"
             )),
             _ => RevocationError::Invalid("nothing to revoke".into()),
-        })
+        }
+    }
+}
+
+/// The revocations table beside the audit log.
+#[derive(Clone, Debug)]
+pub struct RevocationStore {
+    db: Db,
+}
+
+impl RevocationStore {
+    /// Open the store in `db`, creating the table.
+    pub fn open(db: impl Into<Db>) -> Result<Self, RevocationError> {
+        let db = db.into();
+        crate::audit::ensure_tables(&db, SCHEMA, POSTGRES)?;
+        Ok(RevocationStore { db })
+    }
+
+    /// Record a revocation. `max_ttl` bounds how long an unknown certificate
+    /// could still be valid. Returns the entries added (kind, value).
+    pub fn revoke(
+        &self,
+        target: &Target,
+        reason: Option<&str>,
+        now: u64,
+        max_ttl: u64,
+    ) -> Result<Vec<(String, String)>, RevocationError> {
+        let plan = Plan::new(target, now, max_ttl)?;
+        let added = self
+            .db
+            .transaction(TxMode::Write, |c| plan.record(c, reason))?;
+        added.ok_or_else(|| plan.nothing())
+    }
+
+    /// The newest revocations first, `limit` of them, older than id
+    /// `before` when given (expired ones included: the list is history).
+    pub fn page(
+        &self,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, RevocationError> {
+        let rows = self.db.with(|c| {
+            c.query(
+                "SELECT id, kind, value, reason, created_at, expires_at FROM revocations
+                 WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                &params![before.unwrap_or(u64::MAX), limit],
+            )
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(Revocation {
+                id: row.u64(0)?,
+                kind: row.text(1)?,
+                value: row.text(2)?,
+                reason: row.opt_text(3)?,
+                created_at: row.u64(4)?,
+                expires_at: row.opt_u64(5)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Everything still in force at `now`.
@@ -416,6 +500,33 @@ impl Snapshot {
 pub struct RevocationCache {
     store: RevocationStore,
     current: ArcSwap<Snapshot>,
+    /// When this server first loaded each newer version (the KRL it serves
+    /// is built from the snapshot on each request, so this is when an entry
+    /// reached this server's KRL).
+    seen: Mutex<KrlHistory>,
+}
+
+/// Versions as this server first loaded them: the one at start (or the
+/// newest forgotten), then each newer one, the last [`KRL_HISTORY`] kept.
+#[derive(Debug)]
+struct KrlHistory {
+    start: (u64, u64),
+    newer: VecDeque<(u64, u64)>,
+}
+
+/// How many version changes [`RevocationCache`] remembers the time of.
+const KRL_HISTORY: usize = 4096;
+
+/// When revocation `id` reached this server's KRL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KrlSeen {
+    /// Loaded at `at` in version `version` (its id or later).
+    Since { at: u64, version: u64 },
+    /// Already in force when this server started (or before the oldest
+    /// change it remembers), at `at`.
+    Before { at: u64 },
+    /// Not yet: the next refresh (within a second) loads it.
+    NotYet,
 }
 
 impl RevocationCache {
@@ -423,8 +534,24 @@ impl RevocationCache {
         let snap = store.snapshot(now)?;
         Ok(RevocationCache {
             store,
+            seen: Mutex::new(KrlHistory {
+                start: (snap.version, now),
+                newer: VecDeque::new(),
+            }),
             current: ArcSwap::from_pointee(snap),
         })
+    }
+
+    /// When revocation `id` reached the KRL this server serves.
+    pub fn krl_seen(&self, id: u64) -> KrlSeen {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if id <= seen.start.0 {
+            return KrlSeen::Before { at: seen.start.1 };
+        }
+        match seen.newer.iter().find(|(version, _)| *version >= id) {
+            Some(&(version, at)) => KrlSeen::Since { at, version },
+            None => KrlSeen::NotYet,
+        }
     }
 
     pub fn get(&self) -> Arc<Snapshot> {
@@ -441,7 +568,22 @@ impl RevocationCache {
     /// unreadable, and issuance fails closed on the audit write anyway).
     pub fn refresh(&self, now: u64) -> Result<(), RevocationError> {
         let snap = self.store.snapshot(now)?;
-        self.current.store(Arc::new(snap));
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let last = seen.newer.back().map_or(seen.start.0, |v| v.0);
+            if snap.version > last {
+                if seen.newer.len() == KRL_HISTORY
+                    && let Some(oldest) = seen.newer.pop_front()
+                {
+                    // What was in by then is "before" from now on.
+                    seen.start = oldest;
+                }
+                seen.newer.push_back((snap.version, now));
+            }
+            // Stored under the lock, so a version is never served before
+            // its time is recorded.
+            self.current.store(Arc::new(snap));
+        }
         Ok(())
     }
 
@@ -507,5 +649,45 @@ mod tests {
             s.revoke(&Target::Serial(0), None, 1, 1),
             Err(RevocationError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_cache_remembers_when_each_entry_reached_its_krl() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        crate::audit::AuditStore::open(&db).unwrap();
+        let s = RevocationStore::open(&db).unwrap();
+        s.revoke(&Target::Serial(1), None, 1000, 3600).unwrap();
+        let cache = RevocationCache::load(s.clone(), 1000).unwrap();
+        s.revoke(&Target::Serial(2), None, 1005, 3600).unwrap();
+        s.revoke(&Target::Serial(3), None, 1005, 3600).unwrap();
+        assert_eq!(cache.krl_seen(1), KrlSeen::Before { at: 1000 });
+        assert_eq!(cache.krl_seen(2), KrlSeen::NotYet, "not loaded yet");
+        cache.refresh(1006).unwrap();
+        cache.refresh(1007).unwrap();
+        assert_eq!(
+            cache.krl_seen(2),
+            KrlSeen::Since {
+                at: 1006,
+                version: 3
+            }
+        );
+        assert_eq!(
+            cache.krl_seen(3),
+            KrlSeen::Since {
+                at: 1006,
+                version: 3
+            }
+        );
+        s.revoke(&Target::Serial(4), None, 1010, 3600).unwrap();
+        cache.refresh(1011).unwrap();
+        assert_eq!(
+            cache.krl_seen(4),
+            KrlSeen::Since {
+                at: 1011,
+                version: 4
+            }
+        );
+        assert_eq!(cache.krl_seen(5), KrlSeen::NotYet);
     }
 }

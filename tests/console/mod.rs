@@ -6,6 +6,7 @@
 
 mod decide;
 mod my_access;
+mod ops;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -203,9 +203,20 @@ pub(super) async fn post_person(
     req: Request,
     cap: Capability,
 ) -> Result<(Person, Form), Response> {
+    post_person_sized(s, req, cap, MAX_FORM_BYTES).await
+}
+
+/// [`post_person`] for a form that carries more than a token or two (at
+/// most `max_bytes`; a larger body is a 413 page and nothing happens).
+pub(super) async fn post_person_sized(
+    s: &UiState,
+    req: Request,
+    cap: Capability,
+    max_bytes: usize,
+) -> Result<(Person, Form), Response> {
     let ip = source_ip(&req);
     let path = req.uri().path().to_owned();
-    let (me, form) = post_session(s, req).await?;
+    let (me, form) = post_session_sized(s, req, max_bytes).await?;
     let person = with_rights(s, me, ip);
     if !person.rights.has(cap) {
         let mut event = person.caller().event("console_action", now_unix());
@@ -226,6 +237,14 @@ pub(super) async fn post_person(
 /// The session of a POST, its CSRF token and `Origin` checked (see
 /// [`post_person`]), and its form.
 pub(super) async fn post_session(s: &UiState, req: Request) -> Result<(Session, Form), Response> {
+    post_session_sized(s, req, MAX_FORM_BYTES).await
+}
+
+async fn post_session_sized(
+    s: &UiState,
+    req: Request,
+    max_bytes: usize,
+) -> Result<(Session, Form), Response> {
     let (parts, body) = req.into_parts();
     let me = session(s, &parts.headers).await?;
     let forbidden = || {
@@ -245,8 +264,15 @@ pub(super) async fn post_session(s: &UiState, req: Request) -> Result<(Session, 
             return Err(forbidden());
         }
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
-        return Err(forbidden());
+    let Ok(bytes) = axum::body::to_bytes(body, max_bytes).await else {
+        return Err(problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Form too large",
+            &format!(
+                "This form takes at most {} KiB. Nothing was done: shorten what you typed and send it again.",
+                max_bytes / 1024
+            ),
+        ));
     };
     let csrf = form_field(&bytes, "csrf");
     let expected = s.console.secret.csrf(&me.id);

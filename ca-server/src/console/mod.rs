@@ -13,7 +13,9 @@ mod auth;
 mod decide;
 mod decide_events;
 mod nav;
+mod policy;
 mod render;
+mod revocations;
 pub mod rights;
 pub mod session;
 pub mod signin;
@@ -52,6 +54,12 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
     };
     Router::new()
         .route("/ui/", get(access::my_access))
+        .route(
+            "/ui/revocations",
+            get(revocations::revocations).post(revocations::revoke_post),
+        )
+        .route("/ui/policy", get(policy::policy))
+        .route("/ui/policy/try", post(policy::try_it))
         .route("/ui/login", get(signin_pages::signin_page))
         .route("/ui/login/start", get(signin_pages::start))
         .route("/ui/callback", get(signin_pages::callback))

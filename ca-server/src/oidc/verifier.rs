@@ -52,6 +52,11 @@ impl std::fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
+    /// The configured issuers' URLs, in configuration order.
+    pub fn issuer_urls(&self) -> Vec<String> {
+        self.issuers.iter().map(|i| i.cfg.issuer.clone()).collect()
+    }
+
     /// Checks the configuration and builds one HTTP client per issuer. Does
     /// no network I/O: call [`TokenVerifier::refresh_all`] at startup.
     pub fn new(issuers: Vec<IssuerConfig>, opts: VerifierOptions) -> Result<Self, OidcConfigError> {

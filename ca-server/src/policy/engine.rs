@@ -12,6 +12,8 @@ use super::eval::{Evaluation, PolicySnapshot, Serving};
 use super::files::PolicyFiles;
 use super::load::Prepared;
 use super::rules::install_time_limit;
+use super::status::{PolicyStatus, Reload, StatusCell};
+use crate::clock::now_unix;
 
 /// What [`PolicyEngine::reload`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct PolicyEngine {
     /// of the last refused change, so the watcher neither retries nor
     /// re-logs it. Evaluation never takes it.
     pub(super) last_refused: Mutex<Option<String>>,
+    /// What the console's Policy page reads (`status`).
+    pub(super) status: StatusCell,
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -52,15 +56,23 @@ impl PolicyEngine {
     /// does not compile or whose tests (or the sample check) fail.
     pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
         let files = PolicyFiles::read_dir(dir)?;
-        let serving = Prepared::build(&files)?.into_serving()?;
+        let prepared = Prepared::build(&files)?;
+        let tests = prepared.report.clone();
+        let serving = prepared.into_serving()?;
         tracing::info!(dir = %dir.display(), policy_hash = %serving.hash, engines = ?serving.engines(), "policy loaded");
-        Ok(Self::new(Some(dir.to_path_buf()), serving))
+        let engine = Self::new(Some(dir.to_path_buf()), serving);
+        engine.status.loaded(&files, Some(tests), now_unix());
+        Ok(engine)
     }
 
     /// The default policy compiled into the binary (`policies/` in the source tree).
     pub fn load_embedded_default() -> Result<Self, PolicyError> {
-        let serving = Prepared::build(&PolicyFiles::embedded())?.into_serving()?;
-        Ok(Self::new(None, serving))
+        let files = PolicyFiles::embedded();
+        let prepared = Prepared::build(&files)?;
+        let tests = prepared.report.clone();
+        let engine = Self::new(None, prepared.into_serving()?);
+        engine.status.loaded(&files, Some(tests), now_unix());
+        Ok(engine)
     }
 
     pub(super) fn new(dir: Option<PathBuf>, serving: Serving) -> Self {
@@ -69,6 +81,7 @@ impl PolicyEngine {
             dir,
             current: ArcSwap::from_pointee(serving),
             last_refused: Mutex::new(None),
+            status: StatusCell::default(),
         }
     }
 
@@ -97,6 +110,12 @@ impl PolicyEngine {
         self.current.load().hash.clone()
     }
 
+    /// The serving policy's files, hash, tests and last reload (the
+    /// console's Policy page).
+    pub fn status(&self) -> Arc<PolicyStatus> {
+        self.status.get()
+    }
+
     /// The directory this policy was loaded from; `None` for the embedded default.
     pub fn source_dir(&self) -> Option<&Path> {
         self.dir.as_deref()
@@ -111,11 +130,26 @@ impl PolicyEngine {
                 policy_hash: self.policy_hash(),
             });
         };
-        let files = PolicyFiles::read_dir(dir)?;
+        let files = PolicyFiles::read_dir(dir).inspect_err(|e| {
+            self.status.reloaded(Reload::refused(e), now_unix());
+        })?;
         self.reload_files(&files)
     }
 
     pub(super) fn reload_files(&self, files: &PolicyFiles) -> Result<ReloadOutcome, PolicyError> {
+        let outcome = self.reload_files_unrecorded(files);
+        let record = match &outcome {
+            Ok(ReloadOutcome::Unchanged { .. }) => Reload::Unchanged,
+            Ok(ReloadOutcome::Reloaded { previous_hash, .. }) => Reload::Reloaded {
+                previous_hash: previous_hash.clone(),
+            },
+            Err(e) => Reload::refused(e),
+        };
+        self.status.reloaded(record, now_unix());
+        outcome
+    }
+
+    fn reload_files_unrecorded(&self, files: &PolicyFiles) -> Result<ReloadOutcome, PolicyError> {
         let mut last_refused = self
             .last_refused
             .lock()
@@ -126,16 +160,18 @@ impl PolicyEngine {
             *last_refused = None;
             return Ok(ReloadOutcome::Unchanged { policy_hash: hash });
         }
-        let (serving, tests_passed) =
-            match Prepared::build(files).and_then(Prepared::into_serving_with_count) {
-                Ok(built) => built,
-                Err(e) => {
-                    *last_refused = Some(hash);
-                    return Err(e);
-                }
-            };
+        let prepared = Prepared::build(files);
+        let tests = prepared.as_ref().ok().map(|p| p.report.clone());
+        let (serving, tests_passed) = match prepared.and_then(Prepared::into_serving_with_count) {
+            Ok(built) => built,
+            Err(e) => {
+                *last_refused = Some(hash);
+                return Err(e);
+            }
+        };
         *last_refused = None;
         self.current.store(Arc::new(serving));
+        self.status.loaded(files, tests, now_unix());
         Ok(ReloadOutcome::Reloaded {
             previous_hash,
             policy_hash: hash,

@@ -35,11 +35,13 @@ mod files;
 mod load;
 mod regex_match;
 mod rules;
+mod status;
 #[cfg(test)]
 mod test_support;
 mod testing;
 mod vm;
 mod vm_guard;
+mod trial;
 mod watch;
 
 pub use engine::{PolicyEngine, ReloadOutcome};
@@ -52,7 +54,9 @@ pub use rules::{
     APPROVAL_DECISION_RULE, DECISION_RULE, ELEVATION_DECISION_RULE, EVAL_TIME_LIMIT,
     HOST_DECISION_RULE, ROLES_RULE, TEST_TIME_LIMIT, UI_DECISION_RULE,
 };
+pub use status::{LastReload, PolicyStatus, Reload};
 pub use testing::{
     APPROVAL_SAMPLE_CHECK, ELEVATION_SAMPLE_CHECK, HOST_SAMPLE_CHECK, SAMPLE_CHECK, TestReport,
     TestResult,
 };
+pub use trial::{MAX_INPUT, Trial, TrialDecision, TrialError, try_decision};

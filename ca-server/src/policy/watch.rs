@@ -60,6 +60,8 @@ impl PolicyEngine {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "policy change refused; the previous policy keeps serving");
+                self.status
+                    .reloaded(super::status::Reload::refused(&e), crate::clock::now_unix());
                 return state;
             }
         };
