@@ -257,10 +257,7 @@ async fn caller_identity(
     .map_err(|e| unauthenticated(s, source_ip, e))?;
     // Elevation calls share the per-identity limit's rate, in their own bucket.
     s.authority
-        .check_rate(&format!(
-            "elevation\0{}\0{}",
-            verified.identity.issuer, verified.identity.subject
-        ))
+        .check_elevation_rate(&verified.identity)
         .map_err(ElevationOpError::RateLimited)?;
     Ok(verified.identity)
 }
@@ -364,7 +361,7 @@ async fn elevation_action(
     };
     // A grant ended early revoked its certificates: serve them in the KRL now.
     if e.state == ca_core::elevation::ElevationState::Revoked {
-        refresh_revocations(&s).await;
+        s.authority.revocations.refresh_after_change().await;
     }
     Ok(axum::Json(e))
 }
@@ -404,16 +401,6 @@ async fn host_ca_pub(State(s): State<Arc<AppState>>) -> impl IntoResponse {
 
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
-
-/// Reload the revocations this process serves (a failure keeps the last
-/// list; the one-second refresh tries again).
-async fn refresh_revocations(s: &AppState) {
-    let revocations = s.authority.revocations.clone();
-    let now = crate::clock::now_unix();
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || revocations.refresh(now)).await {
-        tracing::warn!(error = %e, "could not refresh revocations after a change; the next refresh will");
-    }
 }
 
 /// The OpenSSH KRL for sshd's `RevokedKeys` (binary, PROTOCOL.krl).

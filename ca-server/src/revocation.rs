@@ -445,6 +445,17 @@ impl RevocationCache {
         Ok(())
     }
 
+    /// [`Self::refresh`] off the async runtime, after a change this process
+    /// made (an ended grant's certificates): the KRL serves it at once. A
+    /// failure is logged; the periodic refresh catches up.
+    pub async fn refresh_after_change(self: &Arc<Self>) {
+        let me = self.clone();
+        let now = crate::clock::now_unix();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || me.refresh(now)).await {
+            tracing::warn!(error = %e, "could not refresh revocations after a change; the next refresh will");
+        }
+    }
+
     pub fn spawn_refresher(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -167,7 +167,6 @@ fn not_yours() -> Response {
 /// A POST's form fields (`application/x-www-form-urlencoded`).
 pub(super) struct Form(axum::body::Bytes);
 
-#[expect(dead_code, reason = "read by the pages that act, which come next")]
 impl Form {
     /// Field `name`, if present (parsed by the URL parser's query rules,
     /// which are that format's).
@@ -181,7 +180,6 @@ impl Form {
 /// which site the form came from, its `Origin`. A signed-in person without
 /// `cap` is refused with 403 and an audit row: the button was not shown to
 /// them, so the POST was forged or stale.
-#[expect(dead_code, reason = "used by the pages that act, which come next")]
 pub(super) async fn post_person(
     s: &UiState,
     req: Request,

@@ -8,11 +8,13 @@
 //! security headers of `security_headers`.
 
 mod access;
+mod access_actions;
 mod assets;
 mod auth;
 mod nav;
 mod render;
 pub mod rights;
+mod role_guide;
 pub mod session;
 pub mod signin;
 mod signin_pages;
@@ -49,6 +51,8 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
     };
     Router::new()
         .route("/ui/", get(access::my_access))
+        .route("/ui/elevations", post(access_actions::request_role))
+        .route("/ui/elevations/{id}/cancel", post(access_actions::cancel))
         .route("/ui/login", get(signin_pages::signin_page))
         .route("/ui/login/start", get(signin_pages::start))
         .route("/ui/callback", get(signin_pages::callback))

@@ -30,6 +30,8 @@ pub(super) struct Serving {
     pub(super) host: Option<CompiledPolicy>,
     /// `data.jitssh.ui_decision`, when the set defines it.
     pub(super) ui: Option<CompiledPolicy>,
+    /// `data.jitssh.role_guide`, when the set defines it.
+    pub(super) role_guide: Option<CompiledPolicy>,
     /// Elevation entry points, when the set defines roles.
     pub(super) elevation: Option<ElevationRules>,
     pub(super) roles: Arc<RoleTable>,
@@ -99,6 +101,20 @@ impl PolicySnapshot {
             });
         };
         eval_compiled(ui, &self.0.hash, input, start)
+    }
+
+    /// Evaluate `data.jitssh.role_guide` for `input`; `Ok(None)` when the
+    /// set does not define it (the console then says so).
+    pub fn evaluate_role_guide(
+        &self,
+        input: &serde_json::Value,
+    ) -> Result<Option<Evaluation>, PolicyError> {
+        let start = Instant::now();
+        self.0
+            .role_guide
+            .as_ref()
+            .map(|rule| eval_compiled(rule, &self.0.hash, input, start))
+            .transpose()
     }
 
     /// The role table (empty when elevation is off).

@@ -16,7 +16,7 @@ use super::files::PolicyFiles;
 use super::regex_match;
 use super::rules::{
     APPROVAL_DECISION_RULE, CHECK_INTERVAL, DECISION_RULE, ELEVATION_DECISION_RULE,
-    HOST_DECISION_RULE, ROLES_RULE, TEST_TIME_LIMIT, UI_DECISION_RULE,
+    HOST_DECISION_RULE, ROLE_GUIDE_RULE, ROLES_RULE, TEST_TIME_LIMIT, UI_DECISION_RULE,
 };
 use super::testing::{self, TestReport};
 
@@ -38,6 +38,7 @@ pub(super) struct Prepared {
     policy: CompiledPolicy,
     host: Option<CompiledPolicy>,
     ui: Option<CompiledPolicy>,
+    role_guide: Option<CompiledPolicy>,
     elevation: Option<ElevationRules>,
     roles: Arc<RoleTable>,
     hash: String,
@@ -163,6 +164,11 @@ impl Prepared {
         } else {
             None
         };
+        let role_guide = if rules.contains_key(ROLE_GUIDE_RULE) {
+            Some(compile(ROLE_GUIDE_RULE)?)
+        } else {
+            None
+        };
         let (roles, elevation) = if rules.contains_key(ROLES_RULE) {
             let roles_policy = compile(ROLES_RULE)?;
             let value = roles_policy
@@ -210,6 +216,7 @@ impl Prepared {
             policy,
             host,
             ui,
+            role_guide,
             elevation,
             roles: Arc::new(roles),
             hash: files.hash(),
@@ -238,6 +245,7 @@ impl Prepared {
             policy: self.policy,
             host: self.host,
             ui: self.ui,
+            role_guide: self.role_guide,
             elevation: self.elevation,
             roles: self.roles,
             hash: self.hash,
