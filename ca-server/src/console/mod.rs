@@ -11,6 +11,7 @@ mod access;
 mod access_actions;
 mod assets;
 mod auth;
+mod grants;
 mod nav;
 mod render;
 pub mod rights;
@@ -53,6 +54,8 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
         .route("/ui/", get(access::my_access))
         .route("/ui/elevations", post(access_actions::request_role))
         .route("/ui/elevations/{id}/cancel", post(access_actions::cancel))
+        .route("/ui/grants", get(grants::grants))
+        .route("/ui/grants/{id}/end", post(grants::end))
         .route("/ui/login", get(signin_pages::signin_page))
         .route("/ui/login/start", get(signin_pages::start))
         .route("/ui/callback", get(signin_pages::callback))
