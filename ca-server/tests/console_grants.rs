@@ -113,7 +113,8 @@ async fn an_auditor_sees_grants_but_cannot_end_them() {
     for want in [
         id.as_str(),
         "db-admin",
-        "for alice@example.com",
+        "<h3>alice@example.com</h3>",
+        "Holds <strong>db-admin</strong>",
         "<code>postgres</code>",
         "Reason: INC-1 restore",
         "Approved by the policy: auto-approved: member of oncall",
@@ -192,7 +193,7 @@ async fn an_operator_ends_a_grant_and_its_principal_is_refused_at_once() {
     );
     let ended = &body[body.find("id=\"ended\"").unwrap()..];
     assert!(
-        ended.contains("Ended by olga@example.com at ") && ended.contains(": restore finished"),
+        ended.contains("Ended by olga@example.com at ") && ended.contains(" UTC: restore finished"),
         "{ended}"
     );
     // The CLI's revocation, its row naming the operator and the console.

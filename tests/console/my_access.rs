@@ -1,12 +1,15 @@
 //! My access in a real browser: signing in through the provider's login
-//! form, what the page shows, the session cookie's flags as the browser
-//! holds them, screenshots, and logging out with the keyboard.
+//! form, what the page shows (the preview of what the policy grants, the
+//! roles and who approves them), the session cookie's flags as the browser
+//! holds them, screenshots, requesting a role from the form and withdrawing
+//! a request, and logging out with the keyboard.
 
 use fantoccini::Locator;
 use serde_json::json;
 
 use super::{
-    Driver, browser_present, console_ca, finish_sign_in, main_text, shoot, shoot_both, wait_at,
+    Driver, browser_present, console_ca, finish_sign_in, main_text, section, shoot, shoot_both,
+    wait_at,
 };
 use crate::provider::{Provider, ProviderUser};
 
@@ -81,6 +84,22 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
         ] {
             assert!(main.contains(shown), "{shown:?} missing from\n{main}");
         }
+        // What the policy grants now (a preview): her own name, her groups'
+        // principals and, under the active grant, the role's.
+        let now = section(&main, "What you get now", "Active grants");
+        for shown in ["nothing was issued", "e2e-cora", "web", "db", "postgres", "15 min"] {
+            assert!(now.contains(shown), "{shown:?} missing from\n{now}");
+        }
+        // Who approves each role, and when it is automatic, from the policy.
+        let roles = section(&main, "Request a role", "Who you are");
+        for shown in [
+            "PostgreSQL superuser (the postgres account) on database hosts",
+            "Approved by 1 of: dba-leads, sre-leads",
+            "Auto-approved for members of oncall when the reason starts with an incident or change ticket",
+            "Approved by 2 of: sre-leads",
+        ] {
+            assert!(roles.contains(shown), "{shown:?} missing from\n{roles}");
+        }
         // The reason's script is text, and did not run.
         assert!(
             main.contains("<script>document.title='pwned'</script>"),
@@ -103,6 +122,43 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
         let session = cookie.value().to_owned();
 
         shoot_both(&c, "my-access").await;
+
+        // Request a role from the form (keyboard: Enter in the reason field).
+        c.find(Locator::Css("#role"))
+            .await
+            .unwrap()
+            .select_by_value("db-admin")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#reason"))
+            .await
+            .unwrap()
+            .send_keys("CHG-99 rotate the replication password\u{E007}")
+            .await
+            .unwrap();
+        wait_at(&c, &format!("{ca}/ui/?el=")).await;
+        let main = main_text(&c).await;
+        assert!(
+            main.contains("Your request for db-admin was approved"),
+            "{main}"
+        );
+        // Withdraw the waiting prod-root request with a click.
+        c.find(Locator::XPath("//button[text()='Withdraw this request']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let main = loop {
+            let main = main_text(&c).await;
+            if main.contains("Your request for prod-root was withdrawn.") {
+                break main;
+            }
+            assert!(std::time::Instant::now() < deadline, "{main}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert!(main.contains("No request of yours is waiting."), "{main}");
 
         // Sign out with the keyboard: Enter on the focused button.
         let out = c.find(Locator::Css("form.logout button")).await.unwrap();

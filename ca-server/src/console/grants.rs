@@ -175,6 +175,15 @@ pub(super) async fn end(
     }
 }
 
+/// `t` as people read it: `2026-12-06 21:01 UTC`.
+fn when(t: u64) -> String {
+    let iso = format_time(t);
+    match (iso.get(..10), iso.get(11..16)) {
+        (Some(day), Some(hm)) => format!("{day} {hm} UTC"),
+        _ => iso,
+    }
+}
+
 fn who(p: &ca_core::identity::Party) -> String {
     p.email
         .clone()
@@ -188,7 +197,7 @@ fn voter(v: &ElevationVote) -> String {
 }
 
 fn view(e: &Elevation, now: u64) -> GrantView {
-    let ended_at = e.grant_ends_at.map(format_time).unwrap_or_default();
+    let ended_at = e.grant_ends_at.map(when).unwrap_or_default();
     let status = match (e.state, &e.closed_by) {
         (ElevationState::Approved, _) => format!(
             "{} left",
