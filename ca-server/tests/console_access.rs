@@ -7,18 +7,9 @@
 mod common;
 
 use axum::http::StatusCode;
-use ca_server::dev::idp::DevUser;
 use ca_server::policy::PolicyEngine;
-use common::ui::{Answer, alice, send, sign_in_as, with_session};
+use common::ui::{Answer, alice, dev_user, elevation_state, get, post_form, sign_in_as};
 use common::{Harness, build};
-
-fn user(name: &str, groups: &[&str]) -> DevUser {
-    DevUser {
-        username: name.into(),
-        email: format!("{name}@example.com"),
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-    }
-}
 
 /// Alice (dba, oncall, sre), Bob (dba) and Carol (developers).
 async fn console() -> Harness {
@@ -26,27 +17,10 @@ async fn console() -> Harness {
         PolicyEngine::load_embedded_default().unwrap(),
         vec![
             alice(),
-            user("bob", &["dba"]),
-            user("carol", &["developers"]),
+            dev_user("bob", &["dba"]),
+            dev_user("carol", &["developers"]),
         ],
         |_| {},
-    )
-    .await
-}
-
-async fn page(h: &Harness, session: &str, path: &str) -> Answer {
-    send(h, "GET", path, Some(&with_session(session)), None, None).await
-}
-
-async fn post(h: &Harness, session: &str, path: &str, fields: &str) -> Answer {
-    let csrf = page(h, session, "/ui/").await.csrf();
-    send(
-        h,
-        "POST",
-        path,
-        Some(&with_session(session)),
-        Some(&format!("csrf={csrf}&{fields}")),
-        None,
     )
     .await
 }
@@ -74,7 +48,7 @@ fn redirected_id(a: &Answer) -> String {
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     a.location()
         .strip_prefix("/ui/?el=")
-        .expect(a.location())
+        .unwrap_or_else(|| panic!("{}", a.location()))
         .to_owned()
 }
 
@@ -83,7 +57,7 @@ async fn the_preview_shows_what_the_policy_grants_and_writes_nothing() {
     let h = console().await;
     let alice = sign_in_as(&h, Some("alice")).await;
     let before = all_audit_rows(&h);
-    let body = page(&h, &alice, "/ui/").await.body;
+    let body = get(&h, &alice, "/ui/").await.body;
     let now = section(&body, "now", "grants");
     // Her own name and what her groups map to (sre: web, deploy; dba: db);
     // no role principal without a grant.
@@ -100,7 +74,7 @@ async fn the_preview_shows_what_the_policy_grants_and_writes_nothing() {
 
     // Carol has no login-name problem but her group maps to `dev`.
     let carol = sign_in_as(&h, Some("carol")).await;
-    let body = page(&h, &carol, "/ui/").await.body;
+    let body = get(&h, &carol, "/ui/").await.body;
     let now = section(&body, "now", "grants");
     assert!(
         now.contains("<code>carol</code>") && now.contains("<code>dev</code>"),
@@ -126,7 +100,7 @@ async fn the_preview_fails_closed_with_the_policy_reason() {
     let policy = PolicyEngine::load_dir(dir.path()).unwrap();
     let h = build(policy, vec![alice()], |_| {}).await;
     let alice = sign_in_as(&h, Some("alice")).await;
-    let body = page(&h, &alice, "/ui/").await.body;
+    let body = get(&h, &alice, "/ui/").await.body;
     let now = section(&body, "now", "grants");
     assert!(now.contains("The policy gives you nothing now"), "{now}");
     assert!(now.contains("closed for maintenance"), "{now}");
@@ -136,7 +110,7 @@ async fn the_preview_fails_closed_with_the_policy_reason() {
 async fn the_role_guide_says_who_approves_and_when_it_is_automatic() {
     let h = console().await;
     let alice = sign_in_as(&h, Some("alice")).await;
-    let body = page(&h, &alice, "/ui/").await.body;
+    let body = get(&h, &alice, "/ui/").await.body;
     let guide = section(&body, "request", "who");
     assert!(guide.contains("<h3>db-admin</h3>"), "{guide}");
     assert!(
@@ -159,7 +133,7 @@ async fn the_role_guide_says_who_approves_and_when_it_is_automatic() {
 
     // Bob (dba) may not ask for prod-root: it is not offered to him.
     let bob = sign_in_as(&h, Some("bob")).await;
-    let body = page(&h, &bob, "/ui/").await.body;
+    let body = get(&h, &bob, "/ui/").await.body;
     let guide = section(&body, "request", "who");
     assert!(!guide.contains("<option value=\"prod-root\""), "{guide}");
     assert!(
@@ -172,7 +146,7 @@ async fn the_role_guide_says_who_approves_and_when_it_is_automatic() {
 async fn a_request_with_a_ticket_from_on_call_is_approved_through_the_console() {
     let h = console().await;
     let alice = sign_in_as(&h, Some("alice")).await;
-    let done = post(
+    let done = post_form(
         &h,
         &alice,
         "/ui/elevations",
@@ -180,7 +154,7 @@ async fn a_request_with_a_ticket_from_on_call_is_approved_through_the_console() 
     )
     .await;
     let id = redirected_id(&done);
-    let body = page(&h, &alice, done.location()).await.body;
+    let body = get(&h, &alice, done.location()).await.body;
     assert!(
         body.contains("Your request for db-admin was approved"),
         "{body}"
@@ -205,7 +179,7 @@ async fn a_request_with_a_ticket_from_on_call_is_approved_through_the_console() 
 async fn a_denied_request_shows_the_policy_reasons_and_bad_input_changes_nothing() {
     let h = console().await;
     let carol = sign_in_as(&h, Some("carol")).await;
-    let denied = post(
+    let denied = post_form(
         &h,
         &carol,
         "/ui/elevations",
@@ -237,7 +211,7 @@ async fn a_denied_request_shows_the_policy_reasons_and_bad_input_changes_nothing
         ),
         ("role=no-such&reason=INC-1", "no role no-such is defined"),
     ] {
-        let a = post(&h, &carol, "/ui/elevations", fields).await;
+        let a = post_form(&h, &carol, "/ui/elevations", fields).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{fields}: {}", a.body);
         assert!(a.body.contains(says), "{fields}: {}", a.body);
     }
@@ -257,7 +231,7 @@ async fn only_the_requester_cancels_a_request() {
     let alice = sign_in_as(&h, Some("alice")).await;
     // Bob has no ticket: his request waits for an approver.
     let id = redirected_id(
-        &post(
+        &post_form(
             &h,
             &bob,
             "/ui/elevations",
@@ -265,36 +239,30 @@ async fn only_the_requester_cancels_a_request() {
         )
         .await,
     );
-    let body = page(&h, &bob, &format!("/ui/?el={id}")).await.body;
+    let body = get(&h, &bob, &format!("/ui/?el={id}")).await.body;
     assert!(body.contains("is waiting for 1 approval"), "{body}");
     assert!(section(&body, "pending", "request").contains(&id), "{body}");
 
     // Alice cannot withdraw it (she cannot even see it).
     let path = format!("/ui/elevations/{id}/cancel");
-    let refused = post(&h, &alice, &path, "").await;
+    let refused = post_form(&h, &alice, &path, "").await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
-    assert_eq!(
-        h.state
-            .authority
-            .elevations
-            .show(&id, common::now())
-            .unwrap()
-            .state
-            .as_str(),
-        "pending"
-    );
+    assert_eq!(elevation_state(&h, &id), "pending");
 
     // Bob can.
-    let done = post(&h, &bob, &path, "comment=done+without+it").await;
+    let done = post_form(&h, &bob, &path, "comment=done+without+it").await;
     assert_eq!(redirected_id(&done), id);
-    let body = page(&h, &bob, done.location()).await.body;
+    let body = get(&h, &bob, done.location()).await.body;
     assert!(body.contains("was withdrawn"), "{body}");
     assert!(section(&body, "pending", "request").contains("No request of yours is waiting"));
     let row = h.rows("elevation_cancel").pop().unwrap();
     assert_eq!(row.outcome, "cancelled");
     assert_eq!(row.channel.as_deref(), Some("console"));
     // Twice is a conflict, not a second change.
-    assert_eq!(post(&h, &bob, &path, "").await.status, StatusCode::CONFLICT);
+    assert_eq!(
+        post_form(&h, &bob, &path, "").await.status,
+        StatusCode::CONFLICT
+    );
 }
 
 #[tokio::test]
@@ -302,7 +270,7 @@ async fn dropping_my_grant_ends_it_at_once() {
     let h = console().await;
     let alice = sign_in_as(&h, Some("alice")).await;
     let id = redirected_id(
-        &post(
+        &post_form(
             &h,
             &alice,
             "/ui/elevations",
@@ -310,18 +278,9 @@ async fn dropping_my_grant_ends_it_at_once() {
         )
         .await,
     );
-    let done = post(&h, &alice, &format!("/ui/elevations/{id}/cancel"), "").await;
-    let body = page(&h, &alice, done.location()).await.body;
+    let done = post_form(&h, &alice, &format!("/ui/elevations/{id}/cancel"), "").await;
+    let body = get(&h, &alice, done.location()).await.body;
     assert!(body.contains("Your grant of db-admin has ended"), "{body}");
     assert!(!section(&body, "now", "grants").contains("postgres"));
-    assert_eq!(
-        h.state
-            .authority
-            .elevations
-            .show(&id, common::now())
-            .unwrap()
-            .state
-            .as_str(),
-        "revoked"
-    );
+    assert_eq!(elevation_state(&h, &id), "revoked");
 }

@@ -7,9 +7,8 @@
 mod common;
 
 use axum::http::StatusCode;
-use ca_server::dev::idp::DevUser;
 use ca_server::policy::PolicyEngine;
-use common::ui::{Answer, alice, send, sign_in_as, with_session};
+use common::ui::{alice, dev_user, elevation_state, get, post_form, post_form_with, sign_in_as};
 use common::{AUD, Harness, MintExt as _, build};
 use serde_json::json;
 
@@ -19,53 +18,23 @@ on_both_backends!(
     ended_grants_page_by_keyset_and_bad_links_are_refused,
 );
 
-fn user(name: &str, groups: &[&str]) -> DevUser {
-    DevUser {
-        username: name.into(),
-        email: format!("{name}@example.com"),
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-    }
-}
-
 /// Alice requests roles; Olga operates the CA; Audrey audits it.
 async fn console() -> Harness {
     build(
         PolicyEngine::load_embedded_default().unwrap(),
         vec![
             alice(),
-            user("olga", &["ca-operators"]),
-            user("audrey", &["security-audit"]),
+            dev_user("olga", &["ca-operators"]),
+            dev_user("audrey", &["security-audit"]),
         ],
         |c| c.rate_per_minute = 0,
     )
     .await
 }
 
-async fn get(h: &Harness, session: &str, path: &str) -> Answer {
-    send(h, "GET", path, Some(&with_session(session)), None, None).await
-}
-
-/// A form POST with the session's CSRF token (read from My access).
-async fn post(h: &Harness, session: &str, path: &str, fields: &str) -> Answer {
-    let csrf = get(h, session, "/ui/").await.csrf();
-    post_with(h, session, &csrf, path, fields).await
-}
-
-async fn post_with(h: &Harness, session: &str, csrf: &str, path: &str, fields: &str) -> Answer {
-    send(
-        h,
-        "POST",
-        path,
-        Some(&with_session(session)),
-        Some(&format!("csrf={csrf}&{fields}")),
-        None,
-    )
-    .await
-}
-
 /// Alice gets db-admin at once (on call, with a ticket): its id.
 async fn alice_grant(h: &Harness, alice: &str) -> String {
-    let a = post(
+    let a = post_form(
         h,
         alice,
         "/ui/elevations",
@@ -74,17 +43,6 @@ async fn alice_grant(h: &Harness, alice: &str) -> String {
     .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     a.location().strip_prefix("/ui/?el=").unwrap().to_owned()
-}
-
-fn state(h: &Harness, id: &str) -> String {
-    h.state
-        .authority
-        .elevations
-        .show(id, common::now())
-        .unwrap()
-        .state
-        .as_str()
-        .to_owned()
 }
 
 /// A certificate for `principal` through the API, for Alice.
@@ -129,7 +87,7 @@ async fn an_auditor_sees_grants_but_cannot_end_them() {
     assert!(!body.contains("End now"), "{body}");
 
     // A forged End: refused, audited, nothing changed.
-    let forged = post(
+    let forged = post_form(
         &h,
         &audrey,
         &format!("/ui/grants/{id}/end"),
@@ -142,7 +100,7 @@ async fn an_auditor_sees_grants_but_cannot_end_them() {
     assert_eq!(row.code.as_deref(), Some("console_forbidden"));
     assert_eq!(row.channel.as_deref(), Some("console"));
     assert!(h.rows("elevation_revoke").is_empty());
-    assert_eq!(state(&h, &id), "approved");
+    assert_eq!(elevation_state(&h, &id), "approved");
 
     // Alice (no `grants`) sees neither the page nor the link.
     let hers = get(&h, &alice, "/ui/grants").await;
@@ -172,7 +130,7 @@ async fn an_operator_ends_a_grant_and_its_principal_is_refused_at_once() {
 
     // Without a reason: refused, nothing changed.
     let path = format!("/ui/grants/{id}/end");
-    let no_reason = post(&h, &olga, &path, "reason=+").await;
+    let no_reason = post_form(&h, &olga, &path, "reason=+").await;
     assert_eq!(
         no_reason.status,
         StatusCode::BAD_REQUEST,
@@ -180,12 +138,12 @@ async fn an_operator_ends_a_grant_and_its_principal_is_refused_at_once() {
         no_reason.body
     );
     assert!(no_reason.body.contains("Say why"), "{}", no_reason.body);
-    assert_eq!(state(&h, &id), "approved");
+    assert_eq!(elevation_state(&h, &id), "approved");
 
-    let done = post(&h, &olga, &path, "reason=restore+finished").await;
+    let done = post_form(&h, &olga, &path, "reason=restore+finished").await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location(), format!("/ui/grants?ended={id}"));
-    assert_eq!(state(&h, &id), "revoked");
+    assert_eq!(elevation_state(&h, &id), "revoked");
     let body = get(&h, &olga, done.location()).await.body;
     assert!(
         body.contains("The grant of db-admin to alice@example.com has ended."),
@@ -214,7 +172,7 @@ async fn an_operator_ends_a_grant_and_its_principal_is_refused_at_once() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
 
     // Ending it again is a conflict.
-    let again = post(&h, &olga, &path, "reason=again").await;
+    let again = post_form(&h, &olga, &path, "reason=again").await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
 }
 
@@ -224,7 +182,7 @@ async fn ended_grants_page_by_keyset_and_bad_links_are_refused() {
     let csrf = get(&h, &alice, "/ui/").await.csrf();
     let mut ids = Vec::new();
     for n in 0..27 {
-        let a = post_with(
+        let a = post_form_with(
             &h,
             &alice,
             &csrf,
@@ -233,7 +191,7 @@ async fn ended_grants_page_by_keyset_and_bad_links_are_refused() {
         )
         .await;
         let id = a.location().strip_prefix("/ui/?el=").unwrap().to_owned();
-        let dropped = post_with(
+        let dropped = post_form_with(
             &h,
             &alice,
             &csrf,

@@ -6,7 +6,8 @@ use fantoccini::Locator;
 use serde_json::json;
 
 use super::{
-    Driver, browser_present, console_ca, main_text, section, shoot_both, sign_in, wait_at,
+    Driver, browser_present, console_ca, elevate, id_token, main_text, section, shoot_both,
+    sign_in, type_into, wait_at, wait_for_text,
 };
 use crate::provider::{Provider, ProviderUser};
 
@@ -22,30 +23,13 @@ fn an_operator_ends_a_grant_from_the_browser() {
     let (ca, _ca) = console_ca(&provider.issuer, dir.path());
 
     // Cora holds db-admin (auto-approved) and dropped an earlier grant.
-    let token = provider.login_tokens(&cora.username, &cora.password)["id_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let http = reqwest::blocking::Client::new();
-    let mut ids = Vec::new();
-    for reason in [
+    let token = id_token(&provider, &cora);
+    let ids = [
         "INC-4702 vacuum the orders table",
         "INC-4711 replication lag on db-3",
-    ] {
-        let r = http
-            .post(format!("{ca}/v1/elevations"))
-            .bearer_auth(&token)
-            .json(&json!({"role": "db-admin", "reason": reason}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        ids.push(
-            r.json::<serde_json::Value>().unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    ]
+    .map(|reason| elevate(&ca, &token, "db-admin", reason));
+    let http = reqwest::blocking::Client::new();
     let r = http
         .post(format!("{ca}/v1/elevations/{}/cancel", ids[0]))
         .bearer_auth(&token)
@@ -86,18 +70,13 @@ fn an_operator_ends_a_grant_from_the_browser() {
         shoot_both(&c, "grants").await;
 
         // End it with the keyboard: a reason, then Enter.
-        c.find(Locator::Css(&format!("#reason-{active}")))
-            .await
-            .unwrap()
-            .send_keys("incident closed\u{E007}")
-            .await
-            .unwrap();
+        type_into(&c, &format!("#reason-{active}"), "incident closed\u{E007}").await;
         wait_at(&c, &format!("{ca}/ui/grants?ended={active}")).await;
-        let main = main_text(&c).await;
-        assert!(
-            main.contains("The grant of db-admin to e2e-cora@example.com has ended."),
-            "{main}"
-        );
+        let main = wait_for_text(
+            &c,
+            "The grant of db-admin to e2e-cora@example.com has ended.",
+        )
+        .await;
         assert!(main.contains("Nobody holds a role now."), "{main}");
         assert!(
             main.contains("Ended by e2e-olga@example.com at ")

@@ -5,11 +5,10 @@
 //! a request, and logging out with the keyboard.
 
 use fantoccini::Locator;
-use serde_json::json;
 
 use super::{
-    Driver, browser_present, console_ca, finish_sign_in, main_text, section, shoot, shoot_both,
-    wait_at,
+    Driver, browser_present, console_ca, elevate, finish_sign_in, id_token, main_text, section,
+    shoot, shoot_both, type_into, wait_at, wait_for_text,
 };
 use crate::provider::{Provider, ProviderUser};
 
@@ -25,14 +24,7 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
 
     // Something to show: one grant (auto-approved), one request waiting,
     // whose reason tries to run a script.
-    let token = provider.login_tokens(&cora.username, &cora.password)["id_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let http = reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let token = id_token(&provider, &cora);
     for (role, reason) in [
         ("db-admin", "INC-4711 replication lag on db-3"),
         (
@@ -40,14 +32,12 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
             "kernel upgrade <script>document.title='pwned'</script>",
         ),
     ] {
-        let r = http
-            .post(format!("{ca}/v1/elevations"))
-            .bearer_auth(&token)
-            .json(&json!({"role": role, "reason": reason}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+        elevate(&ca, &token, role, reason);
     }
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
 
     let driver = Driver::start();
 
@@ -130,18 +120,9 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
             .select_by_value("db-admin")
             .await
             .unwrap();
-        c.find(Locator::Css("#reason"))
-            .await
-            .unwrap()
-            .send_keys("CHG-99 rotate the replication password\u{E007}")
-            .await
-            .unwrap();
+        type_into(&c, "#reason", "CHG-99 rotate the replication password\u{E007}").await;
         wait_at(&c, &format!("{ca}/ui/?el=")).await;
-        let main = main_text(&c).await;
-        assert!(
-            main.contains("Your request for db-admin was approved"),
-            "{main}"
-        );
+        wait_for_text(&c, "Your request for db-admin was approved").await;
         // Withdraw the waiting prod-root request with a click.
         c.find(Locator::XPath("//button[text()='Withdraw this request']"))
             .await
@@ -149,15 +130,7 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
             .click()
             .await
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let main = loop {
-            let main = main_text(&c).await;
-            if main.contains("Your request for prod-root was withdrawn.") {
-                break main;
-            }
-            assert!(std::time::Instant::now() < deadline, "{main}");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        };
+        let main = wait_for_text(&c, "Your request for prod-root was withdrawn.").await;
         assert!(main.contains("No request of yours is waiting."), "{main}");
 
         // Sign out with the keyboard: Enter on the focused button.

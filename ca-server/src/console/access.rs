@@ -19,7 +19,7 @@ use super::rights::Capability;
 use super::role_guide::{Guide, duration_words};
 use super::state::UiState;
 use crate::clock::now_unix;
-use crate::issue::{Nothing, Preview};
+use crate::issue::preview::{Nothing, Preview};
 
 #[derive(Template)]
 #[template(path = "console/access.html")]

@@ -38,7 +38,7 @@ pub(super) async fn request_role(State(s): State<UiState>, req: Request) -> Resp
         Ok(p) => p,
         Err(r) => return r,
     };
-    if let Err(r) = rate(&s, &me, &REQUEST) {
+    if let Some(r) = over_rate(&s, &me, &REQUEST) {
         return r;
     }
     let ttl_seconds = match form.field("ttl_minutes").as_deref().map(str::trim) {
@@ -94,7 +94,7 @@ pub(super) async fn cancel(
         Ok(p) => p,
         Err(r) => return r,
     };
-    if let Err(r) = rate(&s, &me, &CANCEL) {
+    if let Some(r) = over_rate(&s, &me, &CANCEL) {
         return r;
     }
     let body = ElevationDecide {
@@ -122,16 +122,14 @@ pub(super) async fn cancel(
     }
 }
 
-/// The API's per-identity limit on elevation calls, in the same bucket.
-fn rate(s: &UiState, me: &Person, page: &Refused<'_>) -> Result<(), Response> {
-    s.authority
-        .check_elevation_rate(&me.identity)
-        .map_err(|retry| {
-            page.page(
-                StatusCode::TOO_MANY_REQUESTS,
-                me.nav(s, "/ui/"),
-                &format!("Too many requests from you just now; try again in {retry} s."),
-                &[],
-            )
-        })
+/// The API's per-identity limit on elevation calls, in the same bucket:
+/// the page to answer with when it is exceeded.
+fn over_rate(s: &UiState, me: &Person, page: &Refused<'_>) -> Option<Response> {
+    let retry = s.authority.check_elevation_rate(&me.identity).err()?;
+    Some(page.page(
+        StatusCode::TOO_MANY_REQUESTS,
+        me.nav(s, "/ui/"),
+        &format!("Too many requests from you just now; try again in {retry} s."),
+        &[],
+    ))
 }

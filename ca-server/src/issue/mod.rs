@@ -8,12 +8,11 @@
 mod error;
 mod guards;
 pub mod host;
-mod preview;
+pub mod preview;
 mod user;
 
 pub use error::IssueError;
 use guards::{RateLimiter, ReplayGuard, SerialAllocator, holder};
-pub use preview::{Nothing, Preview};
 
 use std::time::{Duration, Instant};
 
