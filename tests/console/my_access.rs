@@ -84,9 +84,9 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
         let roles = section(&main, "Request a role", "Who you are");
         for shown in [
             "PostgreSQL superuser (the postgres account) on database hosts",
-            "Approved by 1 of: dba-leads, sre-leads",
+            "Needs 1 approval from a member of dba-leads or sre-leads",
             "Auto-approved for members of oncall when the reason starts with an incident or change ticket",
-            "Approved by 2 of: sre-leads",
+            "Needs 2 approvals from members of sre-leads",
         ] {
             assert!(roles.contains(shown), "{shown:?} missing from\n{roles}");
         }
@@ -112,6 +112,9 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
         let session = cookie.value().to_owned();
 
         shoot_both(&c, "my-access").await;
+        // And its "Request a role" part, which is below the fold.
+        c.goto(&format!("{ca}/ui/#request")).await.unwrap();
+        shoot_both(&c, "my-access-request").await;
 
         // Request a role from the form (keyboard: Enter in the reason field).
         c.find(Locator::Css("#role"))

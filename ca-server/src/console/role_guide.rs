@@ -35,6 +35,9 @@ pub(super) struct GuideEntry {
     pub(super) approvals_required: u32,
     /// The auto-approve rule in words, when there is one.
     pub(super) auto_approve: Option<String>,
+    /// Who approves, in words (built here, not read).
+    #[serde(skip)]
+    pub(super) approvers: Option<String>,
 }
 
 /// The roles this person may ask for, the others, and why approval
@@ -75,6 +78,7 @@ impl Guide {
             let entry = entries.as_ref().ok().and_then(|e| e.get(&name).cloned());
             let entry = entry.map(|mut e| {
                 e.auto_approve = e.auto_approve.map(|t| sentence(&t));
+                e.approvers = approvers(e.approvals_required, &e.approver_groups);
                 e
             });
             let secs = role.max_ttl.as_secs();
@@ -135,6 +139,25 @@ fn parse(
         ));
     }
     Ok(entries)
+}
+
+/// "Needs 1 approval from a member of a or b", "Needs 2 approvals from
+/// members of a"; `None` when approvers cannot approve the role.
+fn approvers(required: u32, groups: &[String]) -> Option<String> {
+    let (last, first) = groups.split_last()?;
+    if required == 0 {
+        return None;
+    }
+    let groups = if first.is_empty() {
+        last.clone()
+    } else {
+        format!("{} or {last}", first.join(", "))
+    };
+    Some(if required == 1 {
+        format!("Needs 1 approval from a member of {groups}")
+    } else {
+        format!("Needs {required} approvals from members of {groups}")
+    })
 }
 
 /// `text` with a capital first letter (the rest as the policy wrote it).
@@ -198,6 +221,21 @@ mod tests {
         ] {
             assert!(parse(bad.clone(), names()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn approvers_read_as_words() {
+        let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            approvers(1, &g(&["a", "b", "c"])).unwrap(),
+            "Needs 1 approval from a member of a, b or c"
+        );
+        assert_eq!(
+            approvers(2, &g(&["a"])).unwrap(),
+            "Needs 2 approvals from members of a"
+        );
+        assert_eq!(approvers(0, &g(&["a"])), None);
+        assert_eq!(approvers(1, &[]), None);
     }
 
     #[test]
