@@ -167,7 +167,7 @@ fn notice(e: &Elevation) -> String {
     let role = &e.role;
     match e.state {
         ElevationState::Approved => format!(
-            "Your request for {role} was approved: you hold {} until the grant ends. Sign in with `jitssh login` to get a certificate with it.",
+            "Your request for {role} was approved: you hold {} until the grant ends. Run jitssh login to get a certificate with it.",
             e.principals.join(", ")
         ),
         ElevationState::Pending => format!(

@@ -67,7 +67,8 @@ impl Guide {
         let mut guide = Guide {
             open: Vec::new(),
             closed: Vec::new(),
-            note: entries.as_ref().err().map(|why| {
+            // With no roles there is nothing to describe.
+            note: entries.as_ref().err().filter(|_| !policy.roles().is_empty()).map(|why| {
                 format!(
                     "The CA's policy does not describe who may request or approve these roles ({why}). Ask anyway: the policy decides when you do."
                 )
