@@ -71,9 +71,9 @@ elevation_deny_reasons contains msg if {
 
 # A role may restrict who can ask for it at all.
 elevation_deny_reasons contains msg if {
-	allowed := requested_role.requester_groups
-	count(identity_groups & {g | some g in allowed}) == 0
-	msg := sprintf("role %v may be requested only by members of %v", [input.request.role, concat(", ", sort(allowed))])
+	requested_role
+	not requester_allowed(requested_role)
+	msg := sprintf("role %v may be requested only by members of %v", [input.request.role, concat(", ", sort(requested_role.requester_groups))])
 }
 
 elevation_deny_reasons contains msg if {
@@ -83,14 +83,23 @@ elevation_deny_reasons contains msg if {
 	msg := sprintf("role %v has no approval rule in data.jitssh_config.roles; ask the policy owner", [input.request.role])
 }
 
+# Without requester_groups anyone may ask; with them, members only.
+requester_allowed(role) if not role.requester_groups
+
+requester_allowed(role) if count(identity_groups & {g | some g in role.requester_groups}) > 0
+
 auto_approve_rule := requested_role.approval.auto_approve
 
 # Auto-approval: the requester is in one of the rule's groups (e.g. on call)
 # and the reason matches its pattern (e.g. cites an incident ticket).
 auto_approved if {
-	some g in auto_approve_rule.groups
-	g in identity_groups
+	auto_approve_member(auto_approve_rule)
 	regex.match(auto_approve_rule.reason_pattern, input.request.reason)
+}
+
+auto_approve_member(rule) if {
+	some g in rule.groups
+	g in identity_groups
 }
 
 auto_approve_reasons := [sprintf(
@@ -98,14 +107,18 @@ auto_approve_reasons := [sprintf(
 	[concat(", ", sort(identity_groups & {g | some g in auto_approve_rule.groups})), auto_approve_rule.reason_pattern],
 )]
 
-approvals_required := n if {
-	n := requested_role.approval.approvals_required
+approvals_required := role_approvals(requested_role)
+
+role_approvals(role) := n if {
+	n := role.approval.approvals_required
 	is_number(n)
 	n >= 1
 	round(n) == n
 }
 
-approver_groups := sort({g | some g in requested_role.approval.approver_groups})
+approver_groups := role_approver_list(requested_role)
+
+role_approver_list(role) := sort({g | some g in role.approval.approver_groups})
 
 # ---------------------------------------------------------------------------
 # May this person approve (or deny) this request?
@@ -129,3 +142,59 @@ approval_decision := {
 role_approver_groups := sort({g | some g in config.roles[input.request.role].approval.approver_groups})
 
 approver_in := identity_groups & {g | some g in role_approver_groups}
+
+# ---------------------------------------------------------------------------
+# The console's guide to asking for a role (My access → "Request a role"):
+# per role, whether this person may ask for it, who approves it and when it
+# is approved at once. Built from the same data and functions the two
+# decisions above use, so the page cannot drift from them; the server reads
+# it strictly and, when it is missing or malformed, shows the roles without
+# approval details. Input: the console's (identity, request.kind
+# "role_guide", time).
+
+role_guide[name] := {
+	"may_request": guide_may_request(role),
+	"requester_groups": sort(object.get(role, "requester_groups", [])),
+	"approver_groups": guide_approver_groups(role),
+	"approvals_required": guide_approvals(role),
+	"auto_approve": guide_auto_approve(role),
+} if {
+	some name, role in config.roles
+}
+
+# Asking is worth it: a person, allowed to ask, and the request can end in
+# an approval (approvers exist, or this person meets the auto-approve group).
+guide_may_request(role) if {
+	input.identity.kind == "human"
+	requester_allowed(role)
+	guide_can_be_approved(role)
+}
+
+default guide_may_request(_) := false
+
+guide_can_be_approved(role) if {
+	role_approvals(role)
+	count(role_approver_list(role)) > 0
+}
+
+guide_can_be_approved(role) if auto_approve_member(role.approval.auto_approve)
+
+guide_approver_groups(role) := role_approver_list(role) if role_approvals(role)
+
+default guide_approver_groups(_) := []
+
+guide_approvals(role) := role_approvals(role)
+
+default guide_approvals(_) := 0
+
+# The auto-approve rule in words; its `reason_hint` (data.json) says what
+# the pattern means, else the pattern is quoted.
+guide_auto_approve(role) := sprintf("auto-approved for members of %v when the reason %v", [
+	concat(", ", sort(rule.groups)),
+	object.get(rule, "reason_hint", sprintf("matches %v", [rule.reason_pattern])),
+]) if {
+	rule := role.approval.auto_approve
+}
+
+default guide_auto_approve(_) := null
+

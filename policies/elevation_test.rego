@@ -174,3 +174,57 @@ test_role_principal_beside_granted_ones_is_an_allow_without_deny_reasons if {
 	d.principals == ["alice"]
 	count(deny_reasons) == 0 with input as inp
 }
+
+# --- The console's role guide.
+
+guide_input(groups, kind) := {
+	"identity": object.union(base_identity, {"kind": kind, "groups": groups}),
+	"request": {"kind": "role_guide", "source_ip": "192.0.2.10"},
+	"time": {"unix": 1767225600, "unix_ns": 1767225600000000000},
+}
+
+test_role_guide_names_approvers_and_the_auto_approve_rule if {
+	g := role_guide with input as guide_input(["dba", "oncall"], "human")
+	g["db-admin"] == {
+		"may_request": true,
+		"requester_groups": ["dba", "sre"],
+		"approver_groups": ["dba-leads", "sre-leads"],
+		"approvals_required": 1,
+		"auto_approve": "auto-approved for members of oncall when the reason starts with an incident or change ticket (INC-… or CHG-…)",
+	}
+	g["prod-root"].may_request == false
+	g["prod-root"].approvals_required == 2
+	g["prod-root"].auto_approve == null
+}
+
+test_role_guide_may_request_agrees_with_the_decision if {
+	every groups in [[], ["dba"], ["sre"], ["dba", "oncall"], ["oncall"], ["developers"]] {
+		guide := role_guide with input as guide_input(groups, "human")
+		every name, entry in guide {
+			d := elevation_decision with input as elevation_input(groups, name, "INC-1 why", "human")
+			entry.may_request == (d.outcome != "deny")
+		}
+	}
+}
+
+test_role_guide_opens_nothing_to_workloads if {
+	guide := role_guide with input as guide_input(["sre"], "workload")
+	count(guide) == 2
+	every _, entry in guide {
+		entry.may_request == false
+	}
+}
+
+test_role_guide_quotes_the_pattern_without_a_hint if {
+	roles_without_hint := {"r": {
+		"principals": ["p"], "max_ttl_seconds": 60,
+		"approval": {"auto_approve": {"groups": ["oncall"], "reason_pattern": "^INC-"}},
+	}}
+	g := role_guide with input as guide_input(["oncall"], "human") with data.jitssh_config.roles as roles_without_hint
+	g.r.auto_approve == "auto-approved for members of oncall when the reason matches ^INC-"
+	g.r.may_request == true
+	g.r.approver_groups == []
+	g.r.approvals_required == 0
+	h := role_guide with input as guide_input(["dba"], "human") with data.jitssh_config.roles as roles_without_hint
+	h.r.may_request == false
+}

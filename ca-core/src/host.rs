@@ -219,12 +219,7 @@ impl HostPolicyInput {
                     valid_before: c.valid_before,
                 }),
             },
-            time: TimeInput {
-                unix: now,
-                unix_ns: i64::try_from(now)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(1_000_000_000),
-            },
+            time: TimeInput::at(now),
         }
     }
 }

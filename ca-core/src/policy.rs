@@ -41,7 +41,11 @@ pub struct RequestInput {
     /// `null` when the caller asked for "everything I may have".
     pub principals: Option<Vec<String>>,
     pub ttl_seconds: Option<u64>,
-    pub public_key: KeyInput,
+    /// The key to certify; `null` only in a preview.
+    pub public_key: Option<KeyInput>,
+    /// `true` when nothing will be signed: the console asks "what would I
+    /// get now?" ([`PolicyInput::user_cert_preview`]).
+    pub preview: bool,
     pub reason: Option<String>,
     pub source_ip: String,
 }
@@ -60,6 +64,18 @@ pub struct TimeInput {
     pub unix_ns: i64,
 }
 
+impl TimeInput {
+    /// `now` in both units.
+    pub fn at(now: u64) -> Self {
+        TimeInput {
+            unix: now,
+            unix_ns: i64::try_from(now)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000_000),
+        }
+    }
+}
+
 impl<'a> PolicyInput<'a> {
     pub fn user_cert(
         identity: &'a VerifiedIdentity,
@@ -76,19 +92,37 @@ impl<'a> PolicyInput<'a> {
                     .as_ref()
                     .map(|v| v.iter().map(|p| p.to_string()).collect()),
                 ttl_seconds: req.ttl.map(Ttl::as_secs),
-                public_key: KeyInput {
+                public_key: Some(KeyInput {
                     kind: req.public_key.algorithm(),
                     fingerprint: req.public_key.fingerprint().to_owned(),
-                },
+                }),
+                preview: false,
                 reason: req.reason.clone(),
                 source_ip,
             },
-            time: TimeInput {
-                unix: now,
-                unix_ns: i64::try_from(now)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(1_000_000_000),
+            time: TimeInput::at(now),
+            grants: Vec::new(),
+        }
+    }
+
+    /// The input of a preview: what a user certificate request for
+    /// "everything I may have, for the default lifetime" would be decided,
+    /// with no key (`public_key: null`), no reason and `preview: true`.
+    /// Nothing is signed on it; a policy that decides on the key sees none
+    /// and should deny (or say what it would need), never guess one.
+    pub fn user_cert_preview(identity: &'a VerifiedIdentity, source_ip: String, now: u64) -> Self {
+        PolicyInput {
+            identity,
+            request: RequestInput {
+                kind: "user_cert",
+                principals: None,
+                ttl_seconds: None,
+                public_key: None,
+                preview: true,
+                reason: None,
+                source_ip,
             },
+            time: TimeInput::at(now),
             grants: Vec::new(),
         }
     }
@@ -209,6 +243,26 @@ pub fn enforce(
     req: &CertRequest,
     limits: &Limits,
 ) -> Result<Grant, Refusal> {
+    enforce_asked(decision, req.principals.as_deref(), req.ttl, limits)
+}
+
+/// [`enforce`] for a preview ([`PolicyInput::user_cert_preview`]): the
+/// same rules, for a request that names no principals and no lifetime. The
+/// [`Grant`] it returns is for showing, never for signing (there is no key).
+pub fn enforce_preview(
+    decision: Option<&serde_json::Value>,
+    limits: &Limits,
+) -> Result<Grant, Refusal> {
+    enforce_asked(decision, None, None, limits)
+}
+
+/// [`enforce`] given what the request asked for.
+fn enforce_asked(
+    decision: Option<&serde_json::Value>,
+    asked_principals: Option<&[Principal]>,
+    asked_ttl: Option<Ttl>,
+    limits: &Limits,
+) -> Result<Grant, Refusal> {
     let raw: RawDecision = Decision::CERT.read(decision)?;
     let reasons = Decision::CERT.allow(raw.allow, &raw.reasons)?;
 
@@ -217,13 +271,13 @@ pub fn enforce(
         let p = Principal::parse(p).map_err(|e| {
             Refusal::PolicyError(format!("policy granted an invalid principal: {e}"))
         })?;
-        let wanted = req.principals.as_ref().is_none_or(|want| want.contains(&p));
+        let wanted = asked_principals.is_none_or(|want| want.contains(&p));
         if wanted && !principals.contains(&p) {
             principals.push(p);
         }
     }
     if principals.is_empty() {
-        return Err(match &req.principals {
+        return Err(match asked_principals {
             Some(want) => Refusal::denied(format!(
                 "none of the requested principals ({}) is allowed",
                 want.iter()
@@ -243,7 +297,7 @@ pub fn enforce(
     }
 
     let mut ttl = Decision::CERT.required_ttl(raw.ttl_seconds, limits.max_ttl)?;
-    if let Some(asked) = req.ttl {
+    if let Some(asked) = asked_ttl {
         ttl = ttl.min(asked);
     }
 
@@ -361,6 +415,43 @@ mod tests {
             ["web"]
         );
         assert_eq!(g.ttl().as_secs(), 300, "never longer than asked");
+    }
+
+    #[test]
+    fn a_preview_is_enforced_like_a_request_for_everything() {
+        let d = json!({"allow": true, "principals": ["alice", "web"], "ttl_seconds": 86400, "extensions": ["permit-pty"]});
+        let g = enforce_preview(Some(&d), &limits()).expect("grant");
+        assert_eq!(g.principals().len(), 2);
+        assert_eq!(g.ttl().as_secs(), 3600, "clamped to the ceiling");
+        for bad in [
+            json!({"allow": true, "principals": [], "ttl_seconds": 60}),
+            json!({"allow": true, "principals": ["a"], "ttl_seconds": 60, "extensions": ["permit-user-rc"]}),
+            json!({"allow": false, "reasons": ["no"]}),
+        ] {
+            assert!(enforce_preview(Some(&bad), &limits()).is_err(), "{bad}");
+        }
+        assert!(enforce_preview(None, &limits()).is_err());
+        let identity = VerifiedIdentity {
+            kind: crate::IdentityKind::Human,
+            issuer: "https://idp".into(),
+            subject: "alice".into(),
+            email: None,
+            email_verified: false,
+            groups: vec![],
+            login: None,
+            login_problem: None,
+            claims: Default::default(),
+        };
+        let input = serde_json::to_value(PolicyInput::user_cert_preview(
+            &identity,
+            "192.0.2.1".into(),
+            5,
+        ))
+        .unwrap();
+        assert_eq!(input["request"]["preview"], json!(true));
+        assert_eq!(input["request"]["public_key"], json!(null));
+        assert_eq!(input["request"]["kind"], json!("user_cert"));
+        assert_eq!(input["time"]["unix_ns"], json!(5_000_000_000u64));
     }
 
     #[test]

@@ -257,10 +257,7 @@ async fn caller_identity(
     .map_err(|e| unauthenticated(s, source_ip, e))?;
     // Elevation calls share the per-identity limit's rate, in their own bucket.
     s.authority
-        .check_rate(&format!(
-            "elevation\0{}\0{}",
-            verified.identity.issuer, verified.identity.subject
-        ))
+        .check_elevation_rate(&verified.identity)
         .map_err(ElevationOpError::RateLimited)?;
     Ok(verified.identity)
 }

@@ -5,6 +5,7 @@
 //! screenshots into `docs/console/`); one file per page holds its tests.
 
 mod decide;
+mod grants;
 mod my_access;
 mod ops;
 
@@ -194,6 +195,67 @@ pub async fn main_text(c: &Client) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// `user`'s ID token from the provider (its password grant), for API calls.
+pub fn id_token(provider: &Provider, user: &ProviderUser) -> String {
+    provider.login_tokens(&user.username, &user.password)["id_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `POST /v1/elevations` for `role` with `reason`, as the holder of
+/// `token`: the new elevation's id.
+pub fn elevate(ca: &str, token: &str, role: &str, reason: &str) -> String {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{ca}/v1/elevations"))
+        .bearer_auth(token)
+        .json(&json!({"role": role, "reason": reason}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<serde_json::Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Type `keys` into the element `css` (end with `\u{E007}`, Enter, to
+/// submit its form from the keyboard).
+pub async fn type_into(c: &Client, css: &str, keys: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(keys)
+        .await
+        .unwrap();
+}
+
+/// Wait until the page's `<main>` shows `text`; its text then.
+pub async fn wait_for_text(c: &Client, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let main = main_text(c).await;
+        if main.contains(text) {
+            return main;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} never showed in\n{main}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The part of a page's text from the line `from` to the line `to` (or the
+/// end), for assertions about one section.
+pub fn section<'a>(text: &'a str, from: &str, to: &str) -> &'a str {
+    let start = text
+        .find(from)
+        .unwrap_or_else(|| panic!("{from:?} missing from\n{text}"));
+    let end = text[start..].find(to).map_or(text.len(), |e| start + e);
+    &text[start..end]
 }
 
 /// Screenshots of the current page at desktop and phone widths

@@ -1,12 +1,14 @@
 //! My access in a real browser: signing in through the provider's login
-//! form, what the page shows, the session cookie's flags as the browser
-//! holds them, screenshots, and logging out with the keyboard.
+//! form, what the page shows (the preview of what the policy grants, the
+//! roles and who approves them), the session cookie's flags as the browser
+//! holds them, screenshots, requesting a role from the form and withdrawing
+//! a request, and logging out with the keyboard.
 
 use fantoccini::Locator;
-use serde_json::json;
 
 use super::{
-    Driver, browser_present, console_ca, finish_sign_in, main_text, shoot, shoot_both, wait_at,
+    Driver, browser_present, console_ca, elevate, finish_sign_in, id_token, main_text, section,
+    shoot, shoot_both, type_into, wait_at, wait_for_text,
 };
 use crate::provider::{Provider, ProviderUser};
 
@@ -22,14 +24,7 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
 
     // Something to show: one grant (auto-approved), one request waiting,
     // whose reason tries to run a script.
-    let token = provider.login_tokens(&cora.username, &cora.password)["id_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let http = reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let token = id_token(&provider, &cora);
     for (role, reason) in [
         ("db-admin", "INC-4711 replication lag on db-3"),
         (
@@ -37,14 +32,12 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
             "kernel upgrade <script>document.title='pwned'</script>",
         ),
     ] {
-        let r = http
-            .post(format!("{ca}/v1/elevations"))
-            .bearer_auth(&token)
-            .json(&json!({"role": role, "reason": reason}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+        elevate(&ca, &token, role, reason);
     }
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
 
     let driver = Driver::start();
 
@@ -81,6 +74,22 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
         ] {
             assert!(main.contains(shown), "{shown:?} missing from\n{main}");
         }
+        // What the policy grants now (a preview): her own name, her groups'
+        // principals and, under the active grant, the role's.
+        let now = section(&main, "What you get now", "Active grants");
+        for shown in ["nothing was issued", "e2e-cora", "web", "db", "postgres", "15 min"] {
+            assert!(now.contains(shown), "{shown:?} missing from\n{now}");
+        }
+        // Who approves each role, and when it is automatic, from the policy.
+        let roles = section(&main, "Request a role", "Who you are");
+        for shown in [
+            "PostgreSQL superuser (the postgres account) on database hosts",
+            "Needs 1 approval from a member of dba-leads or sre-leads",
+            "Auto-approved for members of oncall when the reason starts with an incident or change ticket",
+            "Needs 2 approvals from members of sre-leads",
+        ] {
+            assert!(roles.contains(shown), "{shown:?} missing from\n{roles}");
+        }
         // The reason's script is text, and did not run.
         assert!(
             main.contains("<script>document.title='pwned'</script>"),
@@ -103,6 +112,29 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
         let session = cookie.value().to_owned();
 
         shoot_both(&c, "my-access").await;
+        // And its "Request a role" part, which is below the fold.
+        c.goto(&format!("{ca}/ui/#request")).await.unwrap();
+        shoot_both(&c, "my-access-request").await;
+
+        // Request a role from the form (keyboard: Enter in the reason field).
+        c.find(Locator::Css("#role"))
+            .await
+            .unwrap()
+            .select_by_value("db-admin")
+            .await
+            .unwrap();
+        type_into(&c, "#reason", "CHG-99 rotate the replication password\u{E007}").await;
+        wait_at(&c, &format!("{ca}/ui/?el=")).await;
+        wait_for_text(&c, "Your request for db-admin was approved").await;
+        // Withdraw the waiting prod-root request with a click.
+        c.find(Locator::XPath("//button[text()='Withdraw this request']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let main = wait_for_text(&c, "Your request for prod-root was withdrawn.").await;
+        assert!(main.contains("No request of yours is waiting."), "{main}");
 
         // Sign out with the keyboard: Enter on the focused button.
         let out = c.find(Locator::Css("form.logout button")).await.unwrap();

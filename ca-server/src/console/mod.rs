@@ -8,15 +8,18 @@
 //! security headers of `security_headers`.
 
 mod access;
+mod access_actions;
 mod assets;
 mod auth;
 mod decide;
 mod decide_events;
+mod grants;
 mod nav;
 mod policy;
 mod render;
 mod revocations;
 pub mod rights;
+mod role_guide;
 pub mod session;
 pub mod signin;
 mod signin_pages;
@@ -60,6 +63,10 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
         )
         .route("/ui/policy", get(policy::policy))
         .route("/ui/policy/try", post(policy::try_it))
+        .route("/ui/elevations", post(access_actions::request_role))
+        .route("/ui/elevations/{id}/cancel", post(access_actions::cancel))
+        .route("/ui/grants", get(grants::grants))
+        .route("/ui/grants/{id}/end", post(grants::end))
         .route("/ui/login", get(signin_pages::signin_page))
         .route("/ui/login/start", get(signin_pages::start))
         .route("/ui/callback", get(signin_pages::callback))

@@ -8,6 +8,7 @@ use super::rights::{Capability, Rights};
 const PAGES: &[(&str, &str, Capability)] = &[
     ("/ui/", "My access", Capability::MyAccess),
     ("/ui/decide", "To decide", Capability::Decide),
+    ("/ui/grants", "Grants", Capability::Grants),
     ("/ui/revocations", "Revocations", Capability::Revocations),
     ("/ui/policy", "Policy", Capability::Policy),
 ];

@@ -1,5 +1,6 @@
-//! The console's page toolkit: render a template, the error pages, where a
-//! request came from, and running a blocking store call off the runtime.
+//! The console's page toolkit: render a template, the error pages (and a
+//! signed-in person's refused action), where a request came from, and
+//! running a blocking store call off the runtime.
 
 use std::net::SocketAddr;
 
@@ -7,6 +8,9 @@ use askama::Template;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+
+use super::nav::Nav;
+use crate::elevation::ElevationOpError;
 
 #[derive(Template)]
 #[template(path = "console/problem.html")]
@@ -61,5 +65,68 @@ pub(super) async fn blocking<T: Send + 'static>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/refused.html")]
+struct RefusedPage<'a> {
+    nav: Nav,
+    title: &'a str,
+    message: &'a str,
+    reasons: &'a [String],
+    back: &'a str,
+    back_label: &'a str,
+}
+
+/// A refused action for a signed-in person: what happened, the policy's
+/// reasons if any, and the way back (`back`, a page named `back_label`).
+pub(super) struct Refused<'a> {
+    pub(super) title: &'a str,
+    pub(super) back: &'a str,
+    pub(super) back_label: &'a str,
+}
+
+impl Refused<'_> {
+    /// The page for an elevation call's refusal, with the status the API
+    /// gives it (`crate::status::elevation`); the database or the audit log
+    /// being unavailable is [`unavailable`], never the internal detail.
+    pub(super) fn elevation(&self, nav: Nav, e: &ElevationOpError) -> Response {
+        let status = crate::status::elevation(e);
+        if status.is_server_error() {
+            return unavailable("an elevation call", e);
+        }
+        let reasons = match e {
+            ElevationOpError::Denied { reasons }
+            | ElevationOpError::NotApprover { reasons, .. } => reasons.as_slice(),
+            _ => &[],
+        };
+        let message = if reasons.is_empty() {
+            e.to_string()
+        } else {
+            "The CA's policy says:".to_owned()
+        };
+        self.page(status, nav, &message, reasons)
+    }
+
+    /// The page, with `message` and `reasons`.
+    pub(super) fn page(
+        &self,
+        status: StatusCode,
+        nav: Nav,
+        message: &str,
+        reasons: &[String],
+    ) -> Response {
+        render(
+            status,
+            &RefusedPage {
+                nav,
+                title: self.title,
+                message,
+                reasons,
+                back: self.back,
+                back_label: self.back_label,
+            },
+        )
     }
 }

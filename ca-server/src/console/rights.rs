@@ -100,15 +100,7 @@ impl Rights {
         source_ip: &str,
         now: u64,
     ) -> Result<Rights, RightsError> {
-        let input = json!({
-            "identity": identity,
-            "request": {"kind": "console", "source_ip": source_ip},
-            "time": {
-                "unix": now,
-                "unix_ns": i64::try_from(now).unwrap_or(i64::MAX / 1_000_000_000) * 1_000_000_000,
-            },
-        });
-        let evaluation = policy.evaluate_ui(&input)?;
+        let evaluation = policy.evaluate_ui(&console_input(identity, "console", source_ip, now))?;
         Rights::read(evaluation.decision.as_ref())
     }
 
@@ -143,6 +135,21 @@ impl Rights {
     pub fn has(self, cap: Capability) -> bool {
         self.0 & cap.bit() != 0
     }
+}
+
+/// The input of the console's questions to the policy (`ui_decision` with
+/// `kind` "console", `role_guide` with "role_guide"): who, from where, when.
+pub(super) fn console_input(
+    identity: &VerifiedIdentity,
+    kind: &str,
+    source_ip: &str,
+    now: u64,
+) -> serde_json::Value {
+    json!({
+        "identity": identity,
+        "request": {"kind": kind, "source_ip": source_ip},
+        "time": ca_core::policy::TimeInput::at(now),
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Ending an elevation: the requester cancels, an operator revokes, and
+//! Ending an elevation: the requester cancels, an operator revokes (from
+//! the command line or, signed in, from the console), and
 //! the sweeper records expiry. Ending an active grant revokes the
 //! certificates issued under it in the same transaction.
 
@@ -65,7 +66,7 @@ impl Elevations {
         reason: Option<String>,
         now: u64,
     ) -> Result<Elevation, ElevationOpError> {
-        let mut event = AuditEvent {
+        let event = AuditEvent {
             time: now,
             action: "elevation_revoke".into(),
             subject: Some(operator.to_owned()),
@@ -80,6 +81,45 @@ impl Elevations {
             comment: reason,
             time: now,
         };
+        self.revoke_by(event, by, id, now).await
+    }
+
+    /// [`Elevations::revoke`] by a signed-in person (the console's "End
+    /// now", for people the policy gives `end_grants`): the same transition,
+    /// its audit row naming the person and their channel.
+    pub async fn revoke_as(
+        &self,
+        who: &Caller<'_>,
+        id: &str,
+        reason: Option<String>,
+        now: u64,
+    ) -> Result<Elevation, ElevationOpError> {
+        let mut event = who.event("elevation_revoke", now);
+        event.reason = reason.clone();
+        event.details = Some(json!({"elevation_id": ca_core::escape_control(id)}));
+        if let Err(e) = self.refuse_revoked(who) {
+            self.audit_refusal(event, &e).await;
+            return Err(e);
+        }
+        let me = who.party();
+        let by = ElevationVote {
+            issuer: me.issuer,
+            subject: me.subject,
+            email: me.email,
+            comment: reason,
+            time: now,
+        };
+        self.revoke_by(event, by, id, now).await
+    }
+
+    /// End `id` as an operator's revocation, recorded as `by`.
+    async fn revoke_by(
+        &self,
+        mut event: AuditEvent,
+        by: ElevationVote,
+        id: &str,
+        now: u64,
+    ) -> Result<Elevation, ElevationOpError> {
         let result = self
             .close(&mut event, id, by, now, "elevation.revoked")
             .await;

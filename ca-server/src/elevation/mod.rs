@@ -38,5 +38,6 @@ pub use changes::REPLICA_POLL;
 pub use create::MAX_PENDING_PER_REQUESTER;
 pub use error::{ElevationOpError, OpenError};
 pub use grants::GrantIndex;
+pub use list::{GrantCursor, GrantsPage};
 pub use service::Elevations;
 pub use store::{Row, create_tables};

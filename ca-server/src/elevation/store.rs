@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS elevations (
 );
 CREATE INDEX IF NOT EXISTS elevations_state ON elevations(state);
 CREATE INDEX IF NOT EXISTS elevations_requester ON elevations(issuer, subject);
+CREATE INDEX IF NOT EXISTS elevations_grant_end ON elevations(grant_end);
 CREATE TABLE IF NOT EXISTS elevation_votes (
     elevation_id TEXT NOT NULL,
     issuer       TEXT NOT NULL,
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS elevations (
 );
 CREATE INDEX IF NOT EXISTS elevations_state ON elevations(state);
 CREATE INDEX IF NOT EXISTS elevations_requester ON elevations(issuer, subject);
+CREATE INDEX IF NOT EXISTS elevations_grant_end ON elevations(grant_end);
 CREATE TABLE IF NOT EXISTS elevation_votes (
     elevation_id TEXT NOT NULL,
     issuer       TEXT NOT NULL,
@@ -474,4 +476,44 @@ pub fn pending_votes(conn: &mut dyn Conn) -> Result<Vec<(String, u64)>, DbError>
     .iter()
     .map(|r| Ok((r.text(0)?, r.u64(1)?)))
     .collect()
+}
+
+/// Grants active at `now`, soonest to end first, at most `limit` (the
+/// console's Grants page; issuance reads [`active`]).
+pub fn active_bounded(conn: &mut dyn Conn, now: u64, limit: usize) -> Result<Vec<Row>, DbError> {
+    let limit = i64::try_from(limit).unwrap_or(1000);
+    rows(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM elevations WHERE state = 'approved' AND grant_end > $1
+             ORDER BY grant_end, id LIMIT $2"
+        ),
+        &params![now, limit],
+    )
+}
+
+/// Grants that ended (expired, dropped or revoked) between `since` and
+/// `now`, most recently ended first, strictly after the keyset cursor
+/// `before` (`(grant_end, id)` of the last row of the previous page), at
+/// most `limit`. Keyset paging on the `grant_end` index: each page costs
+/// the same however far back it is.
+pub fn ended(
+    conn: &mut dyn Conn,
+    now: u64,
+    since: u64,
+    before: Option<(u64, &str)>,
+    limit: usize,
+) -> Result<Vec<Row>, DbError> {
+    let limit = i64::try_from(limit).unwrap_or(1000);
+    let (end, id) = before.unwrap_or((u64::MAX, ""));
+    rows(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM elevations
+             WHERE grant_start IS NOT NULL AND grant_end <= $1 AND grant_end >= $2
+               AND (grant_end < $3 OR (grant_end = $3 AND id < $4))
+             ORDER BY grant_end DESC, id DESC LIMIT $5"
+        ),
+        &params![now, since, end, id, limit],
+    )
 }

@@ -1,11 +1,14 @@
 //! Issuing certificates: the authority's shared state (`Authority`: keys,
 //! verifier, policy, audit, guards) and the two issuance paths, user
 //! certificates (`user`) and host certificates (`host`), each as ordered,
-//! named steps whose every refusal after authentication is audited.
+//! named steps whose every refusal after authentication is audited; and
+//! the console's preview of a user certificate (`preview`), which issues
+//! nothing.
 
 mod error;
 mod guards;
 pub mod host;
+pub mod preview;
 mod user;
 
 pub use error::IssueError;
@@ -152,6 +155,15 @@ impl Authority {
     /// `Err` carries the seconds to wait.
     pub fn check_rate(&self, key: &str) -> Result<(), u64> {
         self.guards.rate.check(key)
+    }
+
+    /// The per-identity limit on elevation calls (the API's and the
+    /// console's): the issuance rate, in its own bucket.
+    pub fn check_elevation_rate(&self, identity: &ca_core::VerifiedIdentity) -> Result<(), u64> {
+        self.check_rate(&format!(
+            "elevation\0{}\0{}",
+            identity.issuer, identity.subject
+        ))
     }
 
     /// The next certificate serial (user and host certificates share them).

@@ -31,6 +31,9 @@ pub(super) struct Serving {
     /// `data.jitssh.ui_decision`, when the set defines it (always on the
     /// interpreter: it is asked once per console page, not per certificate).
     pub(super) ui: Option<EntryPoint>,
+    /// `data.jitssh.role_guide`, when the set defines it (interpreter only,
+    /// like `ui`).
+    pub(super) role_guide: Option<EntryPoint>,
     /// Elevation entry points, when the set defines roles.
     pub(super) elevation: Option<ElevationRules<EntryPoint>>,
     pub(super) roles: Arc<RoleTable>,
@@ -129,6 +132,20 @@ impl PolicySnapshot {
             });
         };
         eval_compiled(ui, ui.engine(), &self.0.hash, input, start)
+    }
+
+    /// Evaluate `data.jitssh.role_guide` for `input`; `Ok(None)` when the
+    /// set does not define it (the console then says so).
+    pub fn evaluate_role_guide(
+        &self,
+        input: &serde_json::Value,
+    ) -> Result<Option<Evaluation>, PolicyError> {
+        let start = Instant::now();
+        self.0
+            .role_guide
+            .as_ref()
+            .map(|rule| eval_compiled(rule, rule.engine(), &self.0.hash, input, start))
+            .transpose()
     }
 
     /// The role table (empty when elevation is off).

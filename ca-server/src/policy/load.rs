@@ -18,7 +18,7 @@ use super::files::PolicyFiles;
 use super::regex_match;
 use super::rules::{
     APPROVAL_DECISION_RULE, CHECK_INTERVAL, DECISION_RULE, ELEVATION_DECISION_RULE,
-    HOST_DECISION_RULE, ROLES_RULE, TEST_TIME_LIMIT, UI_DECISION_RULE,
+    HOST_DECISION_RULE, ROLE_GUIDE_RULE, ROLES_RULE, TEST_TIME_LIMIT, UI_DECISION_RULE,
 };
 use super::testing::{
     self, APPROVAL_SAMPLE_INPUT, ELEVATION_SAMPLE_INPUT, HOST_SAMPLE_INPUT, SAMPLE_INPUT,
@@ -43,6 +43,7 @@ pub(super) struct Prepared {
     pub(super) policy: CompiledPolicy,
     pub(super) host: Option<CompiledPolicy>,
     ui: Option<CompiledPolicy>,
+    role_guide: Option<CompiledPolicy>,
     pub(super) elevation: Option<ElevationRules<CompiledPolicy>>,
     roles: Arc<RoleTable>,
     hash: String,
@@ -172,6 +173,11 @@ impl Prepared {
         } else {
             None
         };
+        let role_guide = if rules.contains_key(ROLE_GUIDE_RULE) {
+            Some(compile(ROLE_GUIDE_RULE)?)
+        } else {
+            None
+        };
         let (roles, elevation) = if rules.contains_key(ROLES_RULE) {
             let roles_policy = compile(ROLES_RULE)?;
             let value = roles_policy
@@ -219,6 +225,7 @@ impl Prepared {
             policy,
             host,
             ui,
+            role_guide,
             elevation,
             roles: Arc::new(roles),
             hash: files.hash(),
@@ -282,6 +289,11 @@ impl Prepared {
             ui: self.ui.map(|ui| EntryPoint {
                 label: "ui",
                 interpreter: ui,
+                vm: None,
+            }),
+            role_guide: self.role_guide.map(|guide| EntryPoint {
+                label: "role_guide",
+                interpreter: guide,
                 vm: None,
             }),
             elevation,

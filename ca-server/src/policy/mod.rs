@@ -39,9 +39,9 @@ mod status;
 #[cfg(test)]
 mod test_support;
 mod testing;
+mod trial;
 mod vm;
 mod vm_guard;
-mod trial;
 mod watch;
 
 pub use engine::{PolicyEngine, ReloadOutcome};
@@ -52,7 +52,7 @@ pub use files::EMBEDDED_FILES;
 pub use load::{run_embedded_tests, run_tests};
 pub use rules::{
     APPROVAL_DECISION_RULE, DECISION_RULE, ELEVATION_DECISION_RULE, EVAL_TIME_LIMIT,
-    HOST_DECISION_RULE, ROLES_RULE, TEST_TIME_LIMIT, UI_DECISION_RULE,
+    HOST_DECISION_RULE, ROLE_GUIDE_RULE, ROLES_RULE, TEST_TIME_LIMIT, UI_DECISION_RULE,
 };
 pub use status::{LastReload, PolicyStatus, Reload};
 pub use testing::{

@@ -34,6 +34,12 @@ pub const APPROVAL_DECISION_RULE: &str = "data.jitssh.approval_decision";
 /// it shows nobody anything in the console (fail closed).
 pub const UI_DECISION_RULE: &str = "data.jitssh.ui_decision";
 
+/// The console's guide to asking for a role: an object from role name to
+/// `{may_request, requester_groups, approver_groups, approvals_required,
+/// auto_approve}` for the person in `input` (see `console::role_guide`).
+/// Optional: without it My access lists roles without saying who approves.
+pub const ROLE_GUIDE_RULE: &str = "data.jitssh.role_guide";
+
 /// Wall-clock budget for one decision. The default policy takes well under a
 /// millisecond; a policy that needs more than this is broken (a runaway
 /// comprehension), and the request is denied rather than holding a core.

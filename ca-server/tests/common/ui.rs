@@ -179,3 +179,55 @@ pub async fn callback(h: &Harness, pending: &str, path: &str) -> Answer {
     )
     .await
 }
+
+/// A dev-provider user `name` (`name@example.com`) in `groups`.
+pub fn dev_user(name: &str, groups: &[&str]) -> DevUser {
+    DevUser {
+        username: name.into(),
+        email: format!("{name}@example.com"),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+/// A page as the person of `session` sees it.
+pub async fn get(h: &Harness, session: &str, path: &str) -> Answer {
+    send(h, "GET", path, Some(&with_session(session)), None, None).await
+}
+
+/// A form POST by the person of `session`, with their CSRF token (read
+/// from My access) before `fields`.
+pub async fn post_form(h: &Harness, session: &str, path: &str, fields: &str) -> Answer {
+    let csrf = get(h, session, "/ui/").await.csrf();
+    post_form_with(h, session, &csrf, path, fields).await
+}
+
+/// [`post_form`] with a token already read.
+pub async fn post_form_with(
+    h: &Harness,
+    session: &str,
+    csrf: &str,
+    path: &str,
+    fields: &str,
+) -> Answer {
+    send(
+        h,
+        "POST",
+        path,
+        Some(&with_session(session)),
+        Some(&format!("csrf={csrf}&{fields}")),
+        None,
+    )
+    .await
+}
+
+/// The stored state of elevation `id` now (`pending`, `approved`, ...).
+pub fn elevation_state(h: &Harness, id: &str) -> String {
+    h.state
+        .authority
+        .elevations
+        .show(id, super::now())
+        .unwrap()
+        .state
+        .as_str()
+        .to_owned()
+}
