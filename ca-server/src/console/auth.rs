@@ -181,7 +181,6 @@ impl Form {
 /// which site the form came from, its `Origin`. A signed-in person without
 /// `cap` is refused with 403 and an audit row: the button was not shown to
 /// them, so the POST was forged or stale.
-#[expect(dead_code, reason = "used by the pages that act, which come next")]
 pub(super) async fn post_person(
     s: &UiState,
     req: Request,

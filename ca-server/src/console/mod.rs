@@ -9,6 +9,10 @@
 
 mod access;
 mod assets;
+mod audit;
+mod audit_charts;
+mod audit_jobs;
+mod audit_query;
 mod auth;
 mod nav;
 mod render;
@@ -18,7 +22,9 @@ pub mod signin;
 mod signin_pages;
 mod state;
 
-pub use state::{Console, ConsoleError, LOGIN_COOKIE, SESSION_COOKIE, UiState};
+pub use state::{
+    AuditJobs, Console, ConsoleError, LOGIN_COOKIE, SESSION_COOKIE, Slot, Slots, UiState,
+};
 
 use std::sync::Arc;
 
@@ -49,6 +55,11 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
     };
     Router::new()
         .route("/ui/", get(access::my_access))
+        .route("/ui/audit", get(audit::search))
+        .route("/ui/audit/charts", get(audit_charts::charts))
+        .route("/ui/audit/export", get(audit_jobs::export))
+        .route("/ui/audit/verify", post(audit_jobs::verify))
+        .route("/ui/audit/{seq}", get(audit::detail))
         .route("/ui/login", get(signin_pages::signin_page))
         .route("/ui/login/start", get(signin_pages::start))
         .route("/ui/callback", get(signin_pages::callback))

@@ -5,7 +5,10 @@ use super::rights::{Capability, Rights};
 
 /// The console's pages, in the bar's order: path, label, and the right
 /// that opens it.
-const PAGES: &[(&str, &str, Capability)] = &[("/ui/", "My access", Capability::MyAccess)];
+const PAGES: &[(&str, &str, Capability)] = &[
+    ("/ui/", "My access", Capability::MyAccess),
+    ("/ui/audit", "Audit", Capability::Audit),
+];
 
 /// One link of the bar.
 pub(super) struct NavLink {
