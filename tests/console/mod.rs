@@ -4,6 +4,7 @@
 //! browser test shares (the browser, the CA with `[ui]` on, signing in,
 //! screenshots into `docs/console/`); one file per page holds its tests.
 
+mod audit;
 mod my_access;
 
 use std::path::{Path, PathBuf};
@@ -135,7 +136,6 @@ impl Driver {
 /// From the console's sign-in page, sign in as `user` through the
 /// provider's login form (and its consent page if it shows one), back at
 /// `/ui/`.
-#[expect(dead_code, reason = "the page tests that come next sign in with it")]
 pub async fn sign_in(c: &Client, ca: &str, provider: &Provider, user: &ProviderUser) {
     c.goto(&format!("{ca}/ui/login")).await.unwrap();
     c.find(Locator::LinkText("Sign in"))

@@ -47,7 +47,7 @@ impl AuditStore {
         let sql = format!(
             "SELECT time / 3600,
                     CASE WHEN action IN {CERT_ACTIONS} THEN 1 ELSE 0 END,
-                    CASE WHEN outcome = 'issued' THEN 1 ELSE 0 END,
+                    CASE WHEN outcome IN ('denied', 'failed') THEN 0 ELSE 1 END,
                     CASE WHEN outcome = 'denied' THEN {code} END,
                     CASE WHEN action = 'elevation_request' THEN {role} END,
                     count(*)
@@ -74,7 +74,7 @@ impl AuditStore {
                         Ok(Group {
                             hour: r.u64(0)?,
                             cert: r.int(1)? != 0,
-                            issued: r.int(2)? != 0,
+                            ok: r.int(2)? != 0,
                             code: r.opt_text(3)?,
                             role: r.opt_text(4)?,
                             count: r.u64(5)?,
@@ -91,7 +91,8 @@ impl AuditStore {
 struct Group {
     hour: u64,
     cert: bool,
-    issued: bool,
+    /// Not refused (`denied` or `failed`): issued, or an elevation's state.
+    ok: bool,
     code: Option<String>,
     role: Option<String>,
     count: u64,
@@ -109,7 +110,7 @@ fn tally(since: u64, until: u64, groups: Vec<Group>) -> Activity {
                 .ok()
                 .and_then(|i| hours.get_mut(i))
         {
-            if g.issued {
+            if g.ok {
                 slot.0 += g.count;
             } else {
                 slot.1 += g.count;
@@ -120,7 +121,7 @@ fn tally(since: u64, until: u64, groups: Vec<Group>) -> Activity {
         }
         if let Some(role) = g.role {
             let r = roles.entry(role).or_default();
-            if g.issued {
+            if g.ok {
                 r.0 += g.count;
             } else {
                 r.1 += g.count;

@@ -41,7 +41,19 @@ const KINDS: &[&str] = &[
     "unauthenticated",
 ];
 /// Outcomes the log records.
-const OUTCOMES: &[&str] = &["issued", "denied", "failed", "done", "bound", "revoked"];
+const OUTCOMES: &[&str] = &[
+    "issued",
+    "denied",
+    "failed",
+    "pending",
+    "approved",
+    "cancelled",
+    "expired",
+    "revoked",
+    "recorded",
+    "done",
+    "bound",
+];
 
 #[derive(Template)]
 #[template(path = "console/audit.html")]
