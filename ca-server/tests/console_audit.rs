@@ -37,8 +37,8 @@ async fn harness() -> Harness {
 /// Event `n` of the seeded log: a mix of kinds, outcomes, people, serials
 /// and times (one a minute, ending now).
 fn seeded(n: u64, base: u64) -> AuditEvent {
-    let elevation = n % 3 == 0;
-    let denied = n % 4 == 0;
+    let elevation = n.is_multiple_of(3);
+    let denied = n.is_multiple_of(4);
     let who = n % 5;
     AuditEvent {
         time: base + n * 60,
@@ -50,7 +50,7 @@ fn seeded(n: u64, base: u64) -> AuditEvent {
         .into(),
         outcome: if denied { "denied" } else { "issued" }.into(),
         code: denied.then(|| {
-            if n % 8 == 0 {
+            if n.is_multiple_of(8) {
                 "policy_denied"
             } else {
                 "rate_limited"
@@ -72,7 +72,7 @@ fn seeded(n: u64, base: u64) -> AuditEvent {
             format!("ticket {n}")
         }),
         details: elevation.then(
-            || serde_json::json!({"role": if n % 2 == 0 { "db-admin" } else { "prod-root" }}),
+            || serde_json::json!({"role": if n.is_multiple_of(2) { "db-admin" } else { "prod-root" }}),
         ),
         ..AuditEvent::default()
     }
@@ -128,6 +128,9 @@ async fn walk(h: &Harness, cookie: &str, first: &str) -> (Vec<u64>, Answer) {
     panic!("more than 50 pages");
 }
 
+/// Which events a search should find.
+type Keep = Box<dyn Fn(&AuditEvent) -> bool>;
+
 fn newest_first(h: &Harness, keep: impl Fn(&AuditEvent) -> bool) -> Vec<u64> {
     let mut v: Vec<u64> = all(h)
         .iter()
@@ -158,7 +161,7 @@ async fn filters_narrow_and_pages_neither_skip_nor_repeat() {
     assert_eq!(back, got, "newer pages lead back to the first without gaps");
 
     let base = all(&h)[0].event.time;
-    let cases: Vec<(String, Box<dyn Fn(&AuditEvent) -> bool>)> = vec![
+    let cases: Vec<(String, Keep)> = vec![
         (
             "person=user-2".into(),
             Box::new(|e: &AuditEvent| e.subject.as_deref() == Some("user-2")),
@@ -232,7 +235,7 @@ async fn a_bounded_scan_continues_where_it_stopped() {
                 outcome: Some("denied".into()),
                 ..Filter::default()
             },
-            Box::new(|e: &AuditEvent| e.outcome == "denied") as Box<dyn Fn(&AuditEvent) -> bool>,
+            Box::new(|e: &AuditEvent| e.outcome == "denied") as Keep,
         ),
         (
             Filter {
