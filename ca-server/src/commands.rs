@@ -322,6 +322,7 @@ fn filter(f: AuditFilter) -> Filter {
         until: f.until,
         action: f.action,
         limit: f.limit,
+        ..Filter::default()
     }
 }
 

@@ -4,6 +4,7 @@
 //! browser test shares (the browser, the CA with `[ui]` on, signing in,
 //! screenshots into `docs/console/`); one file per page holds its tests.
 
+mod audit;
 mod decide;
 mod grants;
 mod my_access;

@@ -187,6 +187,7 @@ mod tests {
         StoredEvent {
             seq: 42,
             hash: "ab".into(),
+            prev_hash: "00".into(),
             raw: String::new(),
             event,
         }

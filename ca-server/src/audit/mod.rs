@@ -16,20 +16,25 @@
 //! - A write failure fails every append of that batch with
 //!   [`AuditError::Unavailable`]; the writer keeps running and succeeds again
 //!   once the fault clears.
-//! - Reads (`list`, `show`, `verify`, `export`, `used_tokens`) use their own
+//! - Reads (`list`, `show`, `verify`, `export`, `used_tokens`, and the
+//!   console's `search`, `chain_link` and `activity`) use their own
 //!   connections, so the CLI can inspect a database being served.
 
+mod activity;
 mod checkpoint;
 mod format;
 mod read;
 mod schema;
+mod search;
 mod store;
 mod types;
 mod writer;
 
+pub use activity::Activity;
 pub use format::{format_event_detail, format_event_line, format_time};
 pub use read::{IndexMismatch, VerifyReport};
 pub(crate) use schema::ensure_tables;
+pub use search::{ChainLink, Cursor, LinkVerdict, SearchPage, TIME_SLACK_SECS};
 pub use store::AuditStore;
 pub use types::{
     AuditError, Filter, Refused, SERIAL_BLOCK_BITS, StoreOptions, StoredEvent, TxOutcome,

@@ -44,17 +44,17 @@ pub struct IndexMismatch {
 }
 
 /// Columns for `StoredEvent` and export.
-const ROW_COLUMNS: &str = "seq, hash, prev_hash, event";
+pub(super) const ROW_COLUMNS: &str = "seq, hash, prev_hash, event";
 
-struct RawRow {
-    seq: u64,
-    hash: String,
-    prev_hash: String,
-    event: String,
+pub(super) struct RawRow {
+    pub(super) seq: u64,
+    pub(super) hash: String,
+    pub(super) prev_hash: String,
+    pub(super) event: String,
 }
 
 impl RawRow {
-    fn from_row(r: &Row) -> Result<Self, DbError> {
+    pub(super) fn from_row(r: &Row) -> Result<Self, DbError> {
         Ok(RawRow {
             seq: r.u64(0)?,
             hash: r.text(1)?,
@@ -123,16 +123,7 @@ impl AuditStore {
         let mut out = std::io::BufWriter::new(out);
         let mut lines = 0u64;
         self.each(filter, |raw| {
-            // Refuse to emit a line that is not JSON.
-            serde_json::from_str::<serde::de::IgnoredAny>(&raw.event)
-                .map_err(|e| self.corrupt(raw.seq, format!("event is not JSON: {e}")))?;
-            let line = format!(
-                "{{\"seq\":{},\"hash\":{},\"prev_hash\":{},\"event\":{}}}\n",
-                raw.seq,
-                json_string(&raw.hash),
-                json_string(&raw.prev_hash),
-                raw.event
-            );
+            let line = self.export_line(&raw)?;
             out.write_all(line.as_bytes()).map_err(AuditError::Export)?;
             lines += 1;
             Ok(())
@@ -163,7 +154,7 @@ impl AuditStore {
         filter: &Filter,
         mut f: impl FnMut(RawRow) -> Result<(), AuditError> + Send,
     ) -> Result<(), AuditError> {
-        let (sql, values) = filter_sql(filter);
+        let (sql, values) = filter_sql(filter, self.db().backend());
         let mut failed = None;
         let result = self.db().with(|c| {
             let params: Vec<Param<'_>> = values.iter().map(Param::from).collect();
@@ -186,12 +177,37 @@ impl AuditStore {
         result.map_err(AuditError::read)
     }
 
-    fn stored(&self, raw: RawRow) -> Result<StoredEvent, AuditError> {
+    /// The export line of a row read back (the format of [`AuditStore::export`]).
+    pub fn export_row(&self, row: &StoredEvent) -> Result<String, AuditError> {
+        self.export_line(&RawRow {
+            seq: row.seq,
+            hash: row.hash.clone(),
+            prev_hash: row.prev_hash.clone(),
+            event: row.raw.clone(),
+        })
+    }
+
+    /// One export line (see [`AuditStore::export`]), newline included;
+    /// refuses a row whose event is not JSON.
+    fn export_line(&self, raw: &RawRow) -> Result<String, AuditError> {
+        serde_json::from_str::<serde::de::IgnoredAny>(&raw.event)
+            .map_err(|e| self.corrupt(raw.seq, format!("event is not JSON: {e}")))?;
+        Ok(format!(
+            "{{\"seq\":{},\"hash\":{},\"prev_hash\":{},\"event\":{}}}\n",
+            raw.seq,
+            json_string(&raw.hash),
+            json_string(&raw.prev_hash),
+            raw.event
+        ))
+    }
+
+    pub(super) fn stored(&self, raw: RawRow) -> Result<StoredEvent, AuditError> {
         let event: AuditEvent = serde_json::from_str(&raw.event)
             .map_err(|e| self.corrupt(raw.seq, format!("event does not parse: {e}")))?;
         Ok(StoredEvent {
             seq: raw.seq,
             hash: raw.hash,
+            prev_hash: raw.prev_hash,
             event,
             raw: raw.event,
         })
@@ -307,7 +323,7 @@ fn verify_in(c: &mut dyn Conn) -> Result<VerifyReport, DbError> {
 
 /// A filter parameter, owned until the query borrows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum FilterValue {
+pub(super) enum FilterValue {
     Int(i64),
     Text(String),
 }
@@ -321,10 +337,16 @@ impl<'a> From<&'a FilterValue> for Param<'a> {
     }
 }
 
-/// The SELECT for `filter`, with its parameters.
-fn filter_sql(filter: &Filter) -> (String, Vec<FilterValue>) {
+/// The WHERE conditions of `filter` (joined with AND; `$n` numbered from
+/// `params.len() + 1`), appending their parameters to `params`. The one
+/// translation of a [`Filter`] into SQL, shared by `list`/`export` and the
+/// console's search.
+pub(super) fn filter_conditions(
+    filter: &Filter,
+    backend: Backend,
+    params: &mut Vec<FilterValue>,
+) -> Vec<String> {
     let mut conds = Vec::new();
-    let mut params = Vec::new();
     let mut push = |cond: &str, v: FilterValue| {
         params.push(v);
         conds.push(cond.replace('?', &format!("${}", params.len())));
@@ -353,6 +375,30 @@ fn filter_sql(filter: &Filter) -> (String, Vec<FilterValue>) {
     if let Some(a) = &filter.action {
         push("action = ?", FilterValue::Text(a.clone()));
     }
+    if let Some(o) = &filter.outcome {
+        push("outcome = ?", FilterValue::Text(o.clone()));
+    }
+    if let Some(s) = &filter.serial {
+        push("serial = ?", FilterValue::Text(s.clone()));
+    }
+    if let Some(p) = &filter.subject_or_email {
+        // The email is only in the event's JSON (no column, no index): the
+        // console bounds the rows this condition examines.
+        let email = match backend {
+            Backend::Sqlite => "json_extract(event, '$.email')",
+            Backend::Postgres => "(event::json ->> 'email')",
+        };
+        params.push(FilterValue::Text(p.clone()));
+        let n = params.len();
+        conds.push(format!("(subject = ${n} OR {email} = ${n})"));
+    }
+    conds
+}
+
+/// The SELECT for `filter`, with its parameters.
+fn filter_sql(filter: &Filter, backend: Backend) -> (String, Vec<FilterValue>) {
+    let mut params = Vec::new();
+    let conds = filter_conditions(filter, backend, &mut params);
     let mut sql = format!("SELECT {ROW_COLUMNS} FROM audit");
     if !conds.is_empty() {
         sql.push_str(" WHERE ");
@@ -417,19 +463,22 @@ mod tests {
 
     #[test]
     fn filter_sql_combines_and_limits_newest() {
-        let (sql, params) = filter_sql(&Filter::default());
+        let (sql, params) = filter_sql(&Filter::default(), Backend::Sqlite);
         assert_eq!(
             sql,
             "SELECT seq, hash, prev_hash, event FROM audit ORDER BY seq"
         );
         assert!(params.is_empty());
 
-        let (sql, params) = filter_sql(&Filter {
-            subject: Some("s".into()),
-            since: Some(10),
-            limit: Some(3),
-            ..Filter::default()
-        });
+        let (sql, params) = filter_sql(
+            &Filter {
+                subject: Some("s".into()),
+                since: Some(10),
+                limit: Some(3),
+                ..Filter::default()
+            },
+            Backend::Sqlite,
+        );
         assert_eq!(
             sql,
             "SELECT * FROM (SELECT seq, hash, prev_hash, event FROM audit WHERE subject = $1 AND time >= $2 \

@@ -56,6 +56,8 @@ pub struct TxOutcome<T> {
 pub struct StoredEvent {
     pub seq: u64,
     pub hash: String,
+    /// The previous row's hash, as this row records it.
+    pub prev_hash: String,
     pub event: AuditEvent,
     /// The exact stored JSON: the bytes the chain hashes.
     pub raw: String,
@@ -74,6 +76,13 @@ pub struct Filter {
     pub until: Option<u64>,
     /// Exact match, e.g. `user_cert`.
     pub action: Option<String>,
+    /// Exact match: `issued`, `denied`, `failed`...
+    pub outcome: Option<String>,
+    /// Exact match on the certificate serial (decimal).
+    pub serial: Option<String>,
+    /// Exact match on the subject or on the event's `email` (not indexed:
+    /// the console bounds how many rows it examines).
+    pub subject_or_email: Option<String>,
     /// Keep only the newest `limit` matching rows (still returned oldest first).
     pub limit: Option<usize>,
 }

@@ -10,6 +10,10 @@
 mod access;
 mod access_actions;
 mod assets;
+mod audit;
+mod audit_charts;
+mod audit_jobs;
+mod audit_query;
 mod auth;
 mod decide;
 mod decide_events;
@@ -26,7 +30,9 @@ mod signin_pages;
 mod state;
 mod streams;
 
-pub use state::{Console, ConsoleError, LOGIN_COOKIE, SESSION_COOKIE, UiState};
+pub use state::{
+    AuditJobs, Console, ConsoleError, LOGIN_COOKIE, SESSION_COOKIE, Slot, Slots, UiState,
+};
 
 use std::sync::Arc;
 
@@ -67,6 +73,11 @@ pub fn router(authority: Arc<Authority>, console: Arc<Console>) -> Router {
         .route("/ui/elevations/{id}/cancel", post(access_actions::cancel))
         .route("/ui/grants", get(grants::grants))
         .route("/ui/grants/{id}/end", post(grants::end))
+        .route("/ui/audit", get(audit::search))
+        .route("/ui/audit/charts", get(audit_charts::charts))
+        .route("/ui/audit/export", get(audit_jobs::export))
+        .route("/ui/audit/verify", post(audit_jobs::verify))
+        .route("/ui/audit/{seq}", get(audit::detail))
         .route("/ui/login", get(signin_pages::signin_page))
         .route("/ui/login/start", get(signin_pages::start))
         .route("/ui/callback", get(signin_pages::callback))

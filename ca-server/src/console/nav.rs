@@ -9,6 +9,7 @@ const PAGES: &[(&str, &str, Capability)] = &[
     ("/ui/", "My access", Capability::MyAccess),
     ("/ui/decide", "To decide", Capability::Decide),
     ("/ui/grants", "Grants", Capability::Grants),
+    ("/ui/audit", "Audit", Capability::Audit),
     ("/ui/revocations", "Revocations", Capability::Revocations),
     ("/ui/policy", "Policy", Capability::Policy),
 ];

@@ -57,9 +57,9 @@ pub(super) fn source_ip(req: &Request) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Run a session-store call off the async runtime.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::db::DbError> + Send + 'static,
+/// Run a store call (sessions, audit reads) off the async runtime.
+pub(super) async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, String> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),

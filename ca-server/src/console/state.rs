@@ -45,6 +45,54 @@ pub struct Console {
     /// The live-update streams open now (`decide_events`).
     pub(super) streams: Arc<super::streams::Streams>,
     endpoints: OnceCell<Endpoints>,
+    /// The audit page's heavy jobs running now on this server.
+    pub jobs: AuditJobs,
+}
+
+/// Bounds on the audit page's heavy jobs, per server: one chain
+/// verification at a time, a few exports.
+pub struct AuditJobs {
+    pub verify: Slots,
+    pub export: Slots,
+}
+
+/// Exports running at once on one server.
+const EXPORTS_AT_ONCE: usize = 2;
+
+/// At most `n` holders at once; a [`Slot`] is given back when dropped.
+#[derive(Clone)]
+pub struct Slots {
+    used: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+/// One taken place of [`Slots`].
+pub struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slots {
+    pub fn new(max: usize) -> Slots {
+        Slots {
+            used: Arc::default(),
+            max,
+        }
+    }
+
+    /// A place, or `None` when all are taken.
+    pub fn try_take(&self) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.used.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Console {
@@ -77,6 +125,10 @@ impl Console {
             idp,
             streams: Default::default(),
             endpoints: OnceCell::new(),
+            jobs: AuditJobs {
+                verify: Slots::new(1),
+                export: Slots::new(EXPORTS_AT_ONCE),
+            },
             config,
         })
     }
