@@ -26,7 +26,32 @@ async fn console(tweak: impl FnOnce(&mut ca_server::config::Config)) -> Harness 
 #[tokio::test]
 async fn without_a_session_every_page_sends_you_to_sign_in() {
     let h = console(|_| {}).await;
-    for (method, path) in [("GET", "/ui/"), ("POST", "/ui/logout"), ("GET", "/ui")] {
+    let audit_rows = h.state.authority.audit.verify().unwrap().rows;
+    // Every page and every action of the console, each of its routes.
+    for (method, path) in [
+        ("GET", "/ui/"),
+        ("GET", "/ui"),
+        ("POST", "/ui/logout"),
+        ("GET", "/ui/decide"),
+        ("GET", "/ui/decide?part=list"),
+        ("GET", "/ui/decide/events"),
+        ("GET", "/ui/decide/el_x"),
+        ("POST", "/ui/decide/el_x/approve"),
+        ("POST", "/ui/decide/el_x/deny"),
+        ("POST", "/ui/elevations"),
+        ("POST", "/ui/elevations/el_x/cancel"),
+        ("GET", "/ui/grants"),
+        ("POST", "/ui/grants/el_x/end"),
+        ("GET", "/ui/audit"),
+        ("GET", "/ui/audit/1"),
+        ("GET", "/ui/audit/charts"),
+        ("GET", "/ui/audit/export?format=csv"),
+        ("POST", "/ui/audit/verify"),
+        ("GET", "/ui/revocations"),
+        ("POST", "/ui/revocations"),
+        ("GET", "/ui/policy"),
+        ("POST", "/ui/policy/try"),
+    ] {
         let a = send(&h, method, path, None, Some("csrf=x"), None).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{method} {path}");
         assert!(
@@ -58,6 +83,11 @@ async fn without_a_session_every_page_sends_you_to_sign_in() {
             .starts_with("text/css")
     );
     assert_eq!(sessions(&h), 0, "nothing stored before a sign-in");
+    assert_eq!(
+        h.state.authority.audit.verify().unwrap().rows,
+        audit_rows,
+        "nothing audited either"
+    );
 }
 
 #[tokio::test]

@@ -188,14 +188,22 @@ pub async fn finish_sign_in(c: &Client, ca: &str, provider: &Provider, user: &Pr
     wait_at(c, &format!("{ca}/ui/")).await;
 }
 
-/// The text of the page's `<main>`.
+/// The text of the page's `<main>`. A page still arriving (a redirect or a
+/// form's answer) can replace `<main>` between finding it and reading it:
+/// read again then, for up to 10 s.
 pub async fn main_text(c: &Client) -> String {
-    c.find(Locator::Css("main"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = async { c.find(Locator::Css("main")).await?.text().await }.await;
+        match read {
+            Ok(text) => return text,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("reading <main> again: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no <main> to read: {e}"),
+        }
+    }
 }
 
 /// `user`'s ID token from the provider (its password grant), for API calls.

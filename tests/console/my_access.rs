@@ -8,7 +8,7 @@ use fantoccini::Locator;
 
 use super::{
     Driver, browser_present, console_ca, elevate, finish_sign_in, id_token, main_text, section,
-    shoot, shoot_both, type_into, wait_at, wait_for_text,
+    shoot_both, type_into, wait_at, wait_for_text,
 };
 use crate::provider::{Provider, ProviderUser};
 
@@ -48,7 +48,7 @@ fn sign_in_with_a_real_browser_read_my_access_and_sign_out() {
         // No session: the console sends the browser to its sign-in page.
         c.goto(&format!("{ca}/ui/")).await.unwrap();
         wait_at(&c, &format!("{ca}/ui/login")).await;
-        shoot(&c, 1280, 900, "sign-in-desktop.png").await;
+        shoot_both(&c, "sign-in").await;
         c.find(Locator::LinkText("Sign in"))
             .await
             .unwrap()
