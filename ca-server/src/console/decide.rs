@@ -77,14 +77,6 @@ struct DetailPage {
     no_forms: Option<&'static str>,
 }
 
-#[derive(Template)]
-#[template(path = "console/decide_problem.html")]
-struct ProblemPage<'a> {
-    nav: Nav,
-    title: &'a str,
-    message: &'a str,
-}
-
 #[derive(Deserialize)]
 pub(super) struct ListQuery {
     part: Option<String>,
@@ -322,14 +314,12 @@ fn refused(s: &UiState, me: &Person, e: &ElevationOpError) -> Response {
 }
 
 fn problem(s: &UiState, me: &Person, status: StatusCode, title: &str, message: &str) -> Response {
-    render(
-        status,
-        &ProblemPage {
-            nav: me.nav(s, PATH),
-            title,
-            message,
-        },
-    )
+    super::render::Refused {
+        title,
+        back: PATH,
+        back_label: "To decide",
+    }
+    .page(status, me.nav(s, PATH), message, &[])
 }
 
 /// A party as the page names them: the verified email, else the subject.
