@@ -84,6 +84,10 @@ struct Args {
     /// In-process: turn the per-identity rate limit off (default: on, 60/min, burst 20).
     #[arg(long)]
     no_rate_limit: bool,
+    /// In-process: serve without the web console (default: on, as `jitssh-ca dev`),
+    /// to measure what the console costs the API.
+    #[arg(long)]
+    no_console: bool,
     /// Closed loop: this many requests in flight, each sent when the previous
     /// one returns [default 64]. With --rate: the most requests in flight [default 512].
     #[arg(short, long)]
@@ -356,6 +360,9 @@ async fn in_process(args: &Args) -> anyhow::Result<(Target, Arc<DevIdp>)> {
     config.login = None;
     if args.no_rate_limit {
         config.rate_per_minute = 0;
+    }
+    if args.no_console {
+        config.ui = None;
     }
     if let Some(url) = &args.database_url {
         config.database = ca_server::config::Database::Postgres {
