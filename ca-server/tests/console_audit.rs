@@ -338,9 +338,29 @@ async fn an_event_shows_its_chain_link_and_verify_tells_intact_from_tampered() {
         "Verifies: its hash is its content",
         "&#34;reason&#34;: &#34;ticket 5&#34;",
         r#"href="/ui/audit/4""#,
+        r#"href="/ui/audit/6">next event"#,
     ] {
         assert!(page.body.contains(shown), "{shown} missing: {}", page.body);
     }
+    // The newest event links back but not forward (no link to a 404).
+    let newest = rows.last().unwrap().seq;
+    let last = send(
+        &h,
+        "GET",
+        &format!("/ui/audit/{newest}"),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(last.status, StatusCode::OK, "{}", last.body);
+    assert!(!last.body.contains("next event"), "{}", last.body);
+    assert!(
+        last.body
+            .contains(&format!(r#"href="/ui/audit/{}""#, newest - 1)),
+        "{}",
+        last.body
+    );
 
     let csrf = page.csrf();
     let verify = |cookie: String, csrf: String| {

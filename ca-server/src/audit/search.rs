@@ -53,6 +53,8 @@ pub struct SearchPage {
 pub struct ChainLink {
     pub row: StoredEvent,
     pub verdict: LinkVerdict,
+    /// Whether an event follows it (the newest has none).
+    pub has_next: bool,
 }
 
 /// What recomputing one row's link found.
@@ -247,17 +249,21 @@ impl AuditStore {
             .db()
             .with(|c| {
                 c.query(
-                    &format!("SELECT {ROW_COLUMNS} FROM audit WHERE seq IN ($1, $2) ORDER BY seq"),
-                    &params![at.saturating_sub(1), at],
+                    &format!(
+                        "SELECT {ROW_COLUMNS} FROM audit WHERE seq IN ($1, $2, $3) ORDER BY seq"
+                    ),
+                    &params![at.saturating_sub(1), at, at.saturating_add(1)],
                 )?
                 .iter()
                 .map(RawRow::from_row)
                 .collect::<Result<Vec<_>, DbError>>()
             })
             .map_err(AuditError::read)?;
+        let has_next = rows.last().is_some_and(|r| r.seq > seq);
+        let rows = rows.iter().filter(|r| r.seq <= seq).collect::<Vec<_>>();
         let (before, row) = match rows.as_slice() {
-            [b, r] if r.seq == seq => (Some(b.hash.clone()), r),
-            [r] if r.seq == seq => (None, r),
+            [b, r] if r.seq == seq => (Some(b.hash.clone()), *r),
+            [r] if r.seq == seq => (None, *r),
             _ => return Ok(None),
         };
         let expected_prev = if seq == 1 {
@@ -280,7 +286,11 @@ impl AuditStore {
             prev_hash: row.prev_hash.clone(),
             event: row.event.clone(),
         })?;
-        Ok(Some(ChainLink { row, verdict }))
+        Ok(Some(ChainLink {
+            row,
+            verdict,
+            has_next,
+        }))
     }
 }
 

@@ -180,6 +180,8 @@ struct DetailPage {
     verdict: &'static str,
     verifies: bool,
     previous: Option<u64>,
+    /// Whether an event follows (no "next event" link on the newest).
+    has_next: bool,
 }
 
 /// `GET /ui/audit/{seq}`: one event, every field, and its chain link.
@@ -240,6 +242,7 @@ pub(super) async fn detail(
             verifies: link.verdict == LinkVerdict::Verifies,
             verdict,
             previous: seq.checked_sub(1).filter(|&p| p > 0),
+            has_next: link.has_next,
         },
     )
 }
