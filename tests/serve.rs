@@ -69,7 +69,22 @@ fn certificate_logs_in_as_granted_principal_only() {
     );
     let list = ca.ca_command(&["audit", "list", "--principal", "e2e-alice"]);
     let list = String::from_utf8_lossy(&list.stdout);
-    assert!(list.contains(body["serial"].as_str().unwrap()), "{list}");
+    let serial = body["serial"].as_str().unwrap();
+    assert!(list.contains(serial), "{list}");
+    // The console's filters, on the command line too: exactly this row.
+    let one = ca.ca_command(&["audit", "list", "--serial", serial, "--outcome", "issued"]);
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let one = String::from_utf8_lossy(&one.stdout);
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert!(one.contains(serial), "{one}");
+    let none = ca.ca_command(&["audit", "list", "--serial", serial, "--outcome", "denied"]);
+    assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "");
+    let bad = ca.ca_command(&["audit", "list", "--serial", "not-a-number"]);
+    assert!(!bad.status.success());
 }
 
 #[test]

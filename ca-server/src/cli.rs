@@ -340,6 +340,12 @@ pub struct AuditFilter {
     /// Only this action, e.g. user_cert, host_cert, elevation_request, elevation_approve, revoke, ca_rotate.
     #[arg(long)]
     pub action: Option<String>,
+    /// Only this outcome: issued, denied, failed, recorded...
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Only events about this certificate serial (as `ssh-keygen -L` shows it).
+    #[arg(long)]
+    pub serial: Option<u64>,
     /// At most this many events (the newest).
     #[arg(long)]
     pub limit: Option<usize>,

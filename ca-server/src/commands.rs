@@ -321,6 +321,8 @@ fn filter(f: AuditFilter) -> Filter {
         since: f.since,
         until: f.until,
         action: f.action,
+        outcome: f.outcome,
+        serial: f.serial.map(|s| s.to_string()),
         limit: f.limit,
         ..Filter::default()
     }
