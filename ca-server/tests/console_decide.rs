@@ -13,19 +13,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use ca_server::dev::idp::DevUser;
 use ca_server::policy::PolicyEngine;
-use common::ui::{Answer, alice, send, sign_in_as, with_session};
+use common::ui::{Answer, alice, dev_user, send, sign_in_as, with_session};
 use common::{AUD, Harness, MintExt as _, build};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
-
-fn user(name: &str, groups: &[&str]) -> DevUser {
-    DevUser {
-        username: name.into(),
-        email: format!("{name}@example.com"),
-        groups: groups.iter().map(|g| (*g).into()).collect(),
-    }
-}
 
 /// alice requests; bob approves db-admin (dba-leads) but not prod-root;
 /// erin may both request and approve db-admin; carol and frank approve
@@ -35,11 +27,11 @@ async fn console() -> Harness {
         PolicyEngine::load_embedded_default().unwrap(),
         vec![
             alice(),
-            user("bob", &["dba-leads"]),
-            user("erin", &["dba", "dba-leads"]),
-            user("dave", &["developers"]),
-            user("carol", &["sre-leads"]),
-            user("frank", &["sre-leads"]),
+            dev_user("bob", &["dba-leads"]),
+            dev_user("erin", &["dba", "dba-leads"]),
+            dev_user("dave", &["developers"]),
+            dev_user("carol", &["sre-leads"]),
+            dev_user("frank", &["sre-leads"]),
         ],
         |c| c.rate_per_minute = 0,
     )
@@ -276,7 +268,7 @@ async fn the_services_rules_hold_in_the_console() {
     let h = console().await;
     let own = request(
         &h,
-        &user("erin", &["dba", "dba-leads"]),
+        &dev_user("erin", &["dba", "dba-leads"]),
         "db-admin",
         "vacuum",
     )
@@ -352,7 +344,7 @@ async fn the_services_rules_hold_in_the_console() {
             &format!("/v1/elevations/{root_id}/approve"),
             Some(
                 &h.idp
-                    .id_token_for(&user("bob", &["dba-leads"]), AUD, None, 300),
+                    .id_token_for(&dev_user("bob", &["dba-leads"]), AUD, None, 300),
             ),
             json!({"request_hash": root_hash}).to_string(),
         )

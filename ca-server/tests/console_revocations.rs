@@ -13,27 +13,19 @@ use axum::http::StatusCode;
 use ca_server::dev::idp::DevUser;
 use ca_server::policy::PolicyEngine;
 use ca_server::revocation::Target;
-use common::ui::{Answer, alice, send, sign_in_as, with_session};
+use common::ui::{Answer, alice, dev_user, send, sign_in_as, with_session};
 use common::{AUD, Harness, MintExt as _, build, now};
 use serde_json::json;
 use ssh_key::PrivateKey;
-
-fn user(name: &str, groups: &[&str]) -> DevUser {
-    DevUser {
-        username: name.into(),
-        email: format!("{name}@example.com"),
-        groups: groups.iter().map(|g| (*g).into()).collect(),
-    }
-}
 
 async fn console() -> Harness {
     build(
         PolicyEngine::load_embedded_default().unwrap(),
         vec![
             alice(),
-            user("olga", &["ca-operators"]),
-            user("audrey", &["security-audit"]),
-            user("bob", &["sre"]),
+            dev_user("olga", &["ca-operators"]),
+            dev_user("audrey", &["security-audit"]),
+            dev_user("bob", &["sre"]),
         ],
         |c| c.rate_per_minute = 0,
     )
@@ -203,7 +195,7 @@ async fn an_operator_revokes_a_serial_a_key_and_an_identity() {
 
     // An identity: bob's certificate already issued is revoked by serial,
     // and he gets no new one.
-    let bob = user("bob", &["sre"]);
+    let bob = dev_user("bob", &["sre"]);
     let (_, bobs) = certificate(&h, &bob, &new_key()).await.unwrap();
     let done = post(
         &h,
