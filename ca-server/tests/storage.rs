@@ -112,6 +112,90 @@ async fn a_token_is_spent_once_across_writers() {
     }
 }
 
+/// Schema 1 keyed `used_tokens` by the hash alone; schema 2 by (expiry,
+/// hash). Opening a schema-1 database rekeys it in place: every token spent
+/// before the upgrade stays spent, the old index is gone, and a token is
+/// still spent once however it is presented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_1_database_keeps_its_spent_tokens_through_the_upgrade() {
+    for (db, _guard) in databases() {
+        let name = format!("{:?}", db.backend());
+        drop(AuditStore::open(&db).unwrap());
+        let (integer, set_version) = match db.backend() {
+            Backend::Sqlite => ("INTEGER", "PRAGMA user_version = 1"),
+            Backend::Postgres => (
+                "BIGINT",
+                "UPDATE jitssh_schema SET version = 1 WHERE component = 'audit'",
+            ),
+        };
+        let exp = common::now() + 600;
+        db.with(|c| {
+            c.batch(&format!(
+                "DROP TABLE used_tokens;
+                 CREATE TABLE used_tokens (token_hash TEXT PRIMARY KEY, expires_at {integer} NOT NULL);
+                 CREATE INDEX used_tokens_expires_at ON used_tokens(expires_at);
+                 INSERT INTO used_tokens VALUES ('old-1', {exp}), ('old-2', {exp});
+                 {set_version};"
+            ))
+        })
+        .unwrap();
+
+        let store = AuditStore::open(Db::new(target_of(&db))).unwrap();
+        let mut spent: Vec<String> = store
+            .used_tokens(0)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.token_hash)
+            .collect();
+        spent.sort();
+        assert_eq!(spent, ["old-1", "old-2"], "{name}");
+        let old = ca_server::audit::UsedToken {
+            token_hash: "old-1".into(),
+            expires_at: exp,
+        };
+        assert!(
+            matches!(
+                store.append(event(1, "dave"), Some(old)).await,
+                Err(AuditError::Replayed)
+            ),
+            "{name}: a token spent before the upgrade is refused after it"
+        );
+        store
+            .append(event(2, "dave"), Some(token("new")))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store.append(event(3, "dave"), Some(token("new"))).await,
+                Err(AuditError::Replayed)
+            ),
+            "{name}"
+        );
+        let (version, index) = db
+            .with(|c| {
+                let (version_sql, index_sql) = match c.backend() {
+                    Backend::Sqlite => (
+                        "PRAGMA user_version",
+                        "SELECT count(*) FROM sqlite_master WHERE name = 'used_tokens_expires_at'",
+                    ),
+                    Backend::Postgres => (
+                        "SELECT version FROM jitssh_schema WHERE component = 'audit'",
+                        "SELECT count(*) FROM pg_indexes WHERE indexname = 'used_tokens_expires_at'",
+                    ),
+                };
+                Ok((
+                    c.query_one(version_sql, &[])?.int(0)?,
+                    c.query_one(index_sql, &[])?.int(0)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!((version, index), (2, 0), "{name}");
+        // A second start finds schema 2 and leaves the rows alone.
+        let again = AuditStore::open(Db::new(target_of(&db))).unwrap();
+        assert_eq!(again.used_tokens(0).unwrap().len(), 3, "{name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_blocks_are_unique_and_above_issued_serials() {
     for (db, _guard) in databases() {

@@ -5,8 +5,9 @@ use crate::db::{Backend, Conn, Db, DbError, TxMode};
 use super::types::AuditError;
 
 /// Schema version (SQLite: `PRAGMA user_version`; PostgreSQL: the `audit`
-/// row of `jitssh_schema`).
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// row of `jitssh_schema`). 2: `used_tokens` keyed by `(expires_at,
+/// token_hash)` ([`rekey_used_tokens`]).
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// `audit` holds the chain; its columns other than `prev_hash`, `hash` and
 /// `event` are an index derived from `event` (checked by `verify`).
@@ -38,10 +39,10 @@ CREATE TABLE IF NOT EXISTS audit_principals (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS audit_principals_principal ON audit_principals(principal);
 CREATE TABLE IF NOT EXISTS used_tokens (
-    token_hash TEXT PRIMARY KEY,
-    expires_at INTEGER NOT NULL
+    token_hash TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (expires_at, token_hash)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS used_tokens_expires_at ON used_tokens(expires_at);
 CREATE TABLE IF NOT EXISTS heartbeat (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
     time INTEGER NOT NULL
@@ -93,10 +94,10 @@ CREATE TABLE IF NOT EXISTS audit_principals (
 );
 CREATE INDEX IF NOT EXISTS audit_principals_principal ON audit_principals(principal);
 CREATE TABLE IF NOT EXISTS used_tokens (
-    token_hash TEXT PRIMARY KEY,
-    expires_at BIGINT NOT NULL
+    token_hash TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (expires_at, token_hash)
 );
-CREATE INDEX IF NOT EXISTS used_tokens_expires_at ON used_tokens(expires_at);
 CREATE TABLE IF NOT EXISTS heartbeat (
     id   BIGINT PRIMARY KEY CHECK (id = 1),
     time BIGINT NOT NULL
@@ -176,6 +177,9 @@ fn migrate_in(conn: &mut dyn Conn, db: &Db) -> Result<(), AuditError> {
             supported: SCHEMA_VERSION,
         });
     }
+    if found < 2 {
+        rekey_used_tokens(conn).map_err(unavailable)?;
+    }
     match conn.backend() {
         Backend::Sqlite => {
             conn.batch(SQLITE).map_err(unavailable)?;
@@ -193,4 +197,56 @@ fn migrate_in(conn: &mut dyn Conn, db: &Db) -> Result<(), AuditError> {
         }
     }
     Ok(())
+}
+
+/// Schema 1 → 2: `used_tokens` keyed by `(expires_at, token_hash)` instead
+/// of `token_hash` alone, and its `expires_at` index gone (the key's prefix
+/// serves the prune). Token hashes are random, so a key on the hash alone
+/// put every spent token of a batch on its own B-tree page, and every page
+/// is a WAL frame written and checksummed at COMMIT; keyed by expiry first,
+/// a batch's tokens land on one or two pages (docs/performance.md,
+/// session 11).
+///
+/// Still one row per token: a hash is taken over the token's signed bytes
+/// (`oidc::token_hash`, host challenges over the MAC'd challenge), which
+/// carry its expiry, so one hash always comes with one `expires_at`, and the
+/// pair is unique exactly when the hash is.
+///
+/// An older replica still running on PostgreSQL then fails its INSERTs
+/// (`ON CONFLICT (token_hash)` names no key any more): it refuses
+/// certificates rather than issuing without the check.
+fn rekey_used_tokens(conn: &mut dyn Conn) -> Result<(), DbError> {
+    let exists = match conn.backend() {
+        Backend::Sqlite => conn.query_opt(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'used_tokens'",
+            &[],
+        )?,
+        Backend::Postgres => conn.query_opt(
+            "SELECT 1 FROM information_schema.tables
+             WHERE table_schema = current_schema() AND table_name = 'used_tokens'",
+            &[],
+        )?,
+    };
+    if exists.is_none() {
+        return Ok(());
+    }
+    let integer = match conn.backend() {
+        Backend::Sqlite => "INTEGER",
+        Backend::Postgres => "BIGINT",
+    };
+    let without_rowid = match conn.backend() {
+        Backend::Sqlite => " WITHOUT ROWID",
+        Backend::Postgres => "",
+    };
+    conn.batch(&format!(
+        "CREATE TABLE used_tokens_v2 (
+             token_hash TEXT NOT NULL,
+             expires_at {integer} NOT NULL,
+             PRIMARY KEY (expires_at, token_hash)
+         ){without_rowid};
+         INSERT INTO used_tokens_v2 (token_hash, expires_at)
+             SELECT token_hash, expires_at FROM used_tokens;
+         DROP TABLE used_tokens;
+         ALTER TABLE used_tokens_v2 RENAME TO used_tokens;"
+    ))
 }

@@ -9,6 +9,12 @@ use crate::db::DbError;
 /// The hash of an ID token that was used for a certificate, kept until the
 /// token expires so it cannot be replayed, even across restarts and
 /// replicas.
+///
+/// Stored keyed by `(expires_at, token_hash)` (schema 2), so both must be
+/// derived from the same signed bytes: the hash from the token's signing
+/// input and the expiry from its verified `exp` (`issue::user`), or both
+/// from a MAC-checked host challenge (`hosts::spent_challenge`). A caller
+/// that paired one hash with two expiries would spend the token twice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsedToken {
     pub token_hash: String,

@@ -236,7 +236,7 @@ fn write_rows(
             // writer thread's samples in a profile at concurrency 64.
             let inserted = conn.execute(
                 "INSERT INTO used_tokens (token_hash, expires_at) VALUES ($1, $2)
-                 ON CONFLICT (token_hash) DO NOTHING",
+                 ON CONFLICT (expires_at, token_hash) DO NOTHING",
                 &params,
             )?;
             if inserted == 1 {
@@ -247,7 +247,7 @@ fn write_rows(
         conn.query_each(
             &format!(
                 "INSERT INTO used_tokens (token_hash, expires_at) VALUES {}
-                 ON CONFLICT (token_hash) DO NOTHING RETURNING token_hash",
+                 ON CONFLICT (expires_at, token_hash) DO NOTHING RETURNING token_hash",
                 placeholders(chunk.len(), 2)
             ),
             &params,

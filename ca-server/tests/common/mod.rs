@@ -204,10 +204,14 @@ pub fn event(n: u64, who: &str) -> ca_core::audit::AuditEvent {
     }
 }
 
-/// A spent token `name` that expires in 10 minutes.
+/// A spent token `name` that expires about 10 minutes after this test
+/// process first asked. Like a real token, the same name always comes with
+/// the same expiry: `used_tokens` is keyed by (expiry, hash), and the
+/// server derives both from the token's signed bytes.
 pub fn token(name: &str) -> ca_server::audit::UsedToken {
+    static EXPIRES_AT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     ca_server::audit::UsedToken {
         token_hash: name.into(),
-        expires_at: now() + 600,
+        expires_at: *EXPIRES_AT.get_or_init(|| now() + 600),
     }
 }
