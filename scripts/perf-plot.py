@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Plot jitssh-load results (the --json files) as one SVG, with no
+"""Plot jitssh-load results (the --json files) and peer-benchmark runs (the
+text output of ../shared/bench/side-by-side.sh, *.txt) as one SVG, with no
 dependencies beyond the Python standard library.
 
-    scripts/perf-plot.py docs/perf/*.json -o docs/perf/performance.svg
+    scripts/perf-plot.py docs/perf/*.json docs/perf/s11/side-by-side-*.txt \
+        -o docs/perf/performance.svg
 
-Panels: certificates/s against concurrency (closed-loop runs); p50 and p99
-latency against the offered rate (open-loop runs); and, when a run lasted
-at least five minutes, memory and throughput over time (the soak).
+Panels: side by side with step-ca, certificates/s and the ratios of one run
+(throughput and CPU per certificate, against issue 20's targets);
+certificates/s against concurrency (closed-loop runs); p50 and p99 latency
+against the offered rate (open-loop runs); and, when a run lasted at least
+five minutes, memory and throughput over time (the soak).
 """
 
 import argparse
@@ -142,19 +146,68 @@ def pos(i):
     return W * (i % 2), H * (i // 2)
 
 
+def side_by_side(path):
+    """{server: {concurrency: (ok_per_s, ca_cpu_ms_per_cert)}} of one
+    side-by-side.sh output: `== step-ca` / `== jitssh-ca` headers, then one
+    `c=N RESULT key=value ...` line per level."""
+    runs, server = defaultdict(dict), None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("== "):
+                server = "step-ca" if "step-ca" in line else "jitssh-ca"
+            elif server and line.startswith("c=") and " RESULT " in line:
+                kv = dict(w.split("=", 1) for w in line.split() if "=" in w)
+                runs[server][int(kv["c"])] = (float(kv["ok_per_s"]), float(kv["ca_cpu_ms_per_cert"]))
+    if set(runs) != {"step-ca", "jitssh-ca"}:
+        sys.exit(f"{path}: not a side-by-side.sh output (needs both servers' RESULT lines)")
+    return runs
+
+
+def peer_panels(files, first):
+    """Two panels from side-by-side runs: both servers' certificates/s, and
+    jitssh-ca's ratios to step-ca in the same run."""
+    runs = [(f.rsplit("/", 1)[-1].rsplit(".", 1)[0], side_by_side(f)) for f in files]
+    xs = [c for _, r in runs for c in r["jitssh-ca"]]
+    ys = [v for _, r in runs for srv in r.values() for v, _ in srv.values()]
+    p = Panel(*pos(first), "Side by side with step-ca 0.19 (TLS, wrk -t1, same host)", "concurrency",
+              "certificates/s", xs, ys, xlog=True)
+    for name, r in runs:
+        for srv, dash in (("jitssh-ca", None), ("step-ca", "4,3")):
+            pts = sorted((c, v) for c, (v, _) in r[srv].items())
+            p.line(pts, color_of(f"{srv} {name}"), f"{srv}, {name}", dash=dash)
+    ratios = []
+    for name, r in runs:
+        common = sorted(set(r["jitssh-ca"]) & set(r["step-ca"]))
+        ratios.append((name, [(c, r["jitssh-ca"][c][0] / r["step-ca"][c][0],
+                               r["jitssh-ca"][c][1] / r["step-ca"][c][1]) for c in common]))
+    q = Panel(*pos(first + 1), "jitssh-ca ÷ step-ca in the same run", "concurrency",
+              "ratio (log scale)", xs, [v for _, pts in ratios for _, a, b in pts for v in (a, b)] + [4, 0.25],
+              xlog=True, ylog=True)
+    for name, pts in ratios:
+        c = color_of(f"ratio {name}")
+        q.line([(x, a) for x, a, _ in pts], c, f"certificates/s, {name}")
+        q.line([(x, b) for x, _, b in pts], c, f"CPU per certificate, {name}", dash="4,3")
+    q.hline(4, "target: ≥ 4× the certificates/s")
+    q.hline(0.25, "target: ≤ ¼ the CPU per certificate")
+    return [p, q]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="+", help="jitssh-load --json files")
+    ap.add_argument("results", nargs="+", help="jitssh-load --json files, side-by-side.sh outputs (*.txt)")
     ap.add_argument("-o", "--out", default="docs/perf/performance.svg")
     args = ap.parse_args()
     runs = []
+    peers = [p for p in args.results if p.endswith(".txt")]
     for path in args.results:
+        if path.endswith(".txt"):
+            continue
         with open(path) as f:
             r = json.load(f)
         r["_path"] = path
         runs.append(r)
 
-    panels = []
+    panels = peer_panels(peers, 0) if peers else []
     closed = [r for r in runs if r["mode"] == "closed" and r["seconds"] < 300]
     if closed:
         groups = defaultdict(list)

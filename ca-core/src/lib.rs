@@ -52,6 +52,15 @@ pub fn has_control_chars(s: &str) -> bool {
 /// (partly unassigned). By general category, not a list, so characters of
 /// the same kind are covered as well.
 pub fn is_hidden_char(c: char) -> bool {
+    // ASCII has no format or separator characters: only its controls are
+    // hidden. Most text is ASCII, and the category lookup is a table search.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
+    hidden_by_category(c)
+}
+
+fn hidden_by_category(c: char) -> bool {
     use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory as _};
     matches!(
         c.general_category(),
@@ -87,6 +96,13 @@ pub fn escape_control(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_shortcut_agrees_with_the_categories() {
+        for c in '\0'..='\u{7f}' {
+            assert_eq!(is_hidden_char(c), hidden_by_category(c), "{c:?}");
+        }
+    }
 
     #[test]
     fn hidden_characters_by_category() {

@@ -197,6 +197,15 @@ fn policy(c: &mut Criterion) {
             <regorus::Value as serde::Deserialize>::deserialize(&input).unwrap()
         });
     });
+    // The same through JSON text: one serialisation and one parse straight
+    // into regorus values, instead of two trees.
+    g.bench_function("input_to_regorus_via_text", |b| {
+        b.iter(|| {
+            let input = PolicyInput::user_cert(&s.identity, &s.req, "127.0.0.1".into(), t);
+            let text = serde_json::to_vec(&input).unwrap();
+            serde_json::from_slice::<regorus::Value>(&text).unwrap()
+        });
+    });
     // All of step 5 as `issue` runs it: build the input, evaluate, enforce.
     g.bench_function("decide_default", |b| {
         b.iter(|| {

@@ -76,8 +76,15 @@ impl Authority {
     ) -> Result<UserCertResponse, IssueError> {
         // 1. Verify the ID token.
         let token = bearer.ok_or(IssueError::MissingToken)?;
-        event.token_hash = Some(crate::oidc::token_hash(token));
-        let verified = self.verifier.verify_full(token, now).await?;
+        // The verifier hashes the token once; a refused one is hashed here.
+        let verified = match self.verifier.verify_full(token, now).await {
+            Ok(verified) => verified,
+            Err(e) => {
+                event.token_hash = Some(crate::oidc::token_hash(token));
+                return Err(e.into());
+            }
+        };
+        event.token_hash = Some(verified.token_hash.clone());
         let identity = &verified.identity;
         event.issuer = Some(identity.issuer.clone());
         event.subject = Some(identity.subject.clone());
