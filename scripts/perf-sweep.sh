@@ -57,7 +57,8 @@ done
 # the issuer jitssh-load serves on $IDP_PORT.
 serve_ca() {
   dir=$(mktemp -d)
-  "$CA" init --dir "$dir" --issuer "http://127.0.0.1:$IDP_PORT" --audience jitssh-load >/dev/null
+  "$CA" init --dir "$dir" --issuer "http://127.0.0.1:$IDP_PORT" --audience jitssh-load \
+    --login-claim email --email-domain example.com >/dev/null
   "$CA" serve --config "$dir/config.toml" --listen "127.0.0.1:$PORT" >"$dir/ca.log" 2>&1 &
   ca_pid=$!
   for _ in $(seq 100); do
